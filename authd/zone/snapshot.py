@@ -1,0 +1,434 @@
+"""An immutable version of one zone, held in compact wire form.
+
+Storage: one dict from owner key (see names.py) to a packed bytes blob holding
+every RRset at that owner. A blob costs one bytes object per owner instead of a
+tree of Python objects, which keeps a large zone near its wire size in memory.
+`node()` unpacks a blob on demand; the response cache makes that rare.
+
+A Node maps a type to (ttl, rdatas). RRSIGs are kept per covered type under
+`sig_type(covered)`, so each keeps the TTL of the RRset it signs. Every rdata is
+uncompressed wire bytes exactly as received (case preserved inside RDATA).
+
+Derived indexes, computed once per version (and updated incrementally by
+`apply_diff`): zone cuts, DNAME owners, empty non-terminals, the canonical
+order of all owners (for NSEC proofs and descendant tests) and the NSEC3 hash
+order. A Snapshot is never mutated after construction: IXFR builds a new one
+that shares every untouched blob with its parent.
+"""
+
+from __future__ import annotations
+
+import struct
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from authd.zone import names
+
+RRData = tuple[int, tuple[bytes, ...]]
+"""(ttl, rdatas) of one RRset; rdatas are uncompressed wire RDATA."""
+
+Node = dict[int, RRData]
+"""type -> RRset data at one owner; RRSIGs under sig_type(covered)."""
+
+Record = tuple[bytes, int, int, bytes]
+"""(owner key, type, ttl, rdata) of one resource record, as transfers deliver them."""
+
+SOA, NS, CNAME, DNAME, RRSIG, NSEC, NSEC3, NSEC3PARAM, DS, DNSKEY = (
+    6, 2, 5, 39, 46, 47, 50, 51, 43, 48,
+)
+_SIG_FLAG = 0x10000
+
+_ENTRY = struct.Struct(">IIH")  # type (with sig flag), ttl, rdata count
+_RDLEN = struct.Struct(">H")
+
+
+def sig_type(covered: int) -> int:
+    """The Node key under which the RRSIGs covering `covered` are kept."""
+    return _SIG_FLAG | covered
+
+
+def is_sig_type(node_type: int) -> bool:
+    return node_type >= _SIG_FLAG
+
+
+def covered_type(rrsig_rdata: bytes) -> int:
+    return (rrsig_rdata[0] << 8) | rrsig_rdata[1]
+
+
+def pack_node(node: Node) -> bytes:
+    parts: list[bytes] = []
+    for rtype, (ttl, rdatas) in sorted(node.items()):
+        parts.append(_ENTRY.pack(rtype, ttl, len(rdatas)))
+        for rdata in rdatas:
+            parts.append(_RDLEN.pack(len(rdata)))
+            parts.append(rdata)
+    return b"".join(parts)
+
+
+def unpack_node(blob: bytes) -> Node:
+    node: Node = {}
+    pos = 0
+    end = len(blob)
+    unpack_entry = _ENTRY.unpack_from
+    while pos < end:
+        rtype, ttl, count = unpack_entry(blob, pos)
+        pos += 10
+        rdatas = []
+        for _ in range(count):
+            length = (blob[pos] << 8) | blob[pos + 1]
+            pos += 2
+            rdatas.append(blob[pos : pos + length])
+            pos += length
+        node[rtype] = (ttl, tuple(rdatas))
+    return node
+
+
+def node_record_count(node: Node) -> int:
+    return sum(len(rdatas) for _, rdatas in node.values())
+
+
+@dataclass(frozen=True, slots=True)
+class SoaFields:
+    mname: bytes
+    rname: bytes
+    serial: int
+    refresh: int
+    retry: int
+    expire: int
+    minimum: int
+
+
+def parse_soa(rdata: bytes) -> SoaFields:
+    mlen = names.wire_name_length(rdata, 0)
+    rlen = names.wire_name_length(rdata, mlen)
+    serial, refresh, retry, expire, minimum = struct.unpack_from(">IIIII", rdata, mlen + rlen)
+    return SoaFields(rdata[:mlen], rdata[mlen : mlen + rlen], serial, refresh, retry, expire, minimum)
+
+
+@dataclass(frozen=True, slots=True)
+class Nsec3Params:
+    algorithm: int
+    iterations: int
+    salt: bytes
+
+
+class ZoneError(ValueError):
+    """A zone version that cannot be built; message names the owner and the rule."""
+
+
+class Snapshot:
+    """One immutable zone version. Build with SnapshotBuilder or apply_diff."""
+
+    __slots__ = (
+        "_blobs",
+        "cuts",
+        "dnames",
+        "ents",
+        "nsec3_hashes",
+        "nsec3_owners",
+        "nsec3_params",
+        "order",
+        "origin",
+        "record_count",
+        "soa_rdata",
+        "soa_ttl",
+    )
+
+    def __init__(
+        self,
+        origin: bytes,
+        blobs: dict[bytes, bytes],
+        *,
+        cuts: frozenset[bytes],
+        dnames: frozenset[bytes],
+        ents: frozenset[bytes],
+        order: list[bytes],
+        nsec3_hashes: list[bytes],
+        nsec3_owners: list[bytes],
+        record_count: int,
+    ) -> None:
+        self.origin = origin
+        self._blobs = blobs
+        self.cuts = cuts
+        self.dnames = dnames
+        self.ents = ents
+        self.order = order
+        self.nsec3_hashes = nsec3_hashes
+        self.nsec3_owners = nsec3_owners
+        self.record_count = record_count
+        apex = blobs.get(origin)
+        soa = unpack_node(apex).get(SOA) if apex is not None else None
+        if soa is None or len(soa[1]) != 1:
+            raise ZoneError(f"{names.to_text(origin)}: the apex must hold exactly one SOA")
+        self.soa_ttl, (self.soa_rdata,) = soa
+        self.nsec3_params = _nsec3_params(unpack_node(apex))
+
+    # -- lookups used by answer.py -------------------------------------------------
+
+    @property
+    def soa(self) -> SoaFields:
+        return parse_soa(self.soa_rdata)
+
+    @property
+    def serial(self) -> int:
+        return parse_soa(self.soa_rdata).serial
+
+    def node(self, key: bytes) -> Node | None:
+        """The RRsets at an owner, or None when the name holds no data."""
+        blob = self._blobs.get(key)
+        return unpack_node(blob) if blob is not None else None
+
+    def has_data(self, key: bytes) -> bool:
+        return key in self._blobs
+
+    def exists(self, key: bytes) -> bool:
+        """The name exists: it holds data or is an empty non-terminal."""
+        return key in self._blobs or key in self.ents
+
+    def blob(self, key: bytes) -> bytes | None:
+        return self._blobs.get(key)
+
+    def owners(self) -> Iterator[bytes]:
+        return iter(self._blobs)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        return iter(self._blobs.items())
+
+    def __len__(self) -> int:
+        return len(self._blobs)
+
+    def canonical_index(self, key: bytes) -> int:
+        """Position of key's canonical key in `order`, or where it would be inserted."""
+        return bisect_left(self.order, names.canonical_key(key))
+
+    def canonical_predecessor(self, key: bytes) -> bytes | None:
+        """The owner (with data) that sorts last at or before key, or None."""
+        pos = bisect_right(self.order, names.canonical_key(key))
+        return names.key_from_canonical(self.order[pos - 1]) if pos else None
+
+    def has_descendants(self, key: bytes) -> bool:
+        canonical = names.canonical_key(key)
+        pos = bisect_right(self.order, canonical)
+        return pos < len(self.order) and self.order[pos].startswith(canonical)
+
+    def nsec3_predecessor(self, hashed: bytes) -> int:
+        """Index in nsec3_hashes of the NSEC3 whose hash is at or before `hashed`
+        (wrapping to the last one), or -1 when the zone has no NSEC3 records."""
+        if not self.nsec3_hashes:
+            return -1
+        pos = bisect_right(self.nsec3_hashes, hashed)
+        return pos - 1 if pos else len(self.nsec3_hashes) - 1
+
+    def records(self) -> Iterator[Record]:
+        """Every record, owners in canonical order, the SOA first (AXFR order)."""
+        yield (self.origin, SOA, self.soa_ttl, self.soa_rdata)
+        for canonical in self.order:
+            key = names.key_from_canonical(canonical)
+            for rtype, (ttl, rdatas) in unpack_node(self._blobs[key]).items():
+                wire_type = RRSIG if is_sig_type(rtype) else rtype
+                if wire_type == SOA and key == self.origin:
+                    continue
+                for rdata in rdatas:
+                    yield (key, wire_type, ttl, rdata)
+
+    # -- new versions ---------------------------------------------------------------
+
+    def apply_diff(self, deleted: Iterable[Record], added: Iterable[Record]) -> Snapshot:
+        """A new version: this one minus `deleted` plus `added` (one IXFR step).
+
+        Raises ZoneError when a deleted record is not present (the diff does not
+        apply to this version), so the caller can fall back to AXFR.
+        """
+        touched: dict[bytes, Node] = {}
+
+        def working(key: bytes) -> Node:
+            node = touched.get(key)
+            if node is None:
+                node = self.node(key) or {}
+                touched[key] = node
+            return node
+
+        removed_count = 0
+        for key, rtype, ttl, rdata in deleted:
+            node = working(key)
+            slot = sig_type(covered_type(rdata)) if rtype == RRSIG else rtype
+            entry = node.get(slot)
+            if entry is None or rdata not in entry[1]:
+                raise ZoneError(
+                    f"IXFR deletes {names.to_text(key)} type {rtype}, which is not in the zone"
+                )
+            remaining = tuple(r for r in entry[1] if r != rdata)
+            if remaining:
+                node[slot] = (entry[0], remaining)
+            else:
+                del node[slot]
+            removed_count += 1
+        added_count = 0
+        for key, rtype, ttl, rdata in added:
+            if not names.is_subdomain(key, self.origin):
+                raise ZoneError(f"IXFR adds {names.to_text(key)}, outside the zone")
+            added_count += _add_to_node(working(key), rtype, ttl, rdata)
+
+        blobs = dict(self._blobs)
+        order = list(self.order)
+        ents = set(self.ents)
+        cuts = set(self.cuts)
+        dnames = set(self.dnames)
+        nsec3_pairs = None
+        for key, node in touched.items():
+            canonical = names.canonical_key(key)
+            had = key in blobs
+            if node:
+                blobs[key] = pack_node(node)
+                if not had:
+                    insort(order, canonical)
+                    ents.discard(key)
+                    for ancestor in names.ancestors(key, self.origin):
+                        if ancestor not in blobs:
+                            ents.add(ancestor)
+            elif had:
+                del blobs[key]
+                del order[bisect_left(order, canonical)]
+            _classify(key, node, self.origin, cuts, dnames)
+            if NSEC3 in node or had and NSEC3 in (self.node(key) or {}):
+                nsec3_pairs = True
+        # Names that lost all data may now be empty non-terminals, or vanish,
+        # and so may their ancestors.
+        for key, node in touched.items():
+            if node:
+                continue
+            for name in [key, *reversed(names.ancestors(key, self.origin))]:
+                if name in blobs:
+                    break
+                if _has_descendant(order, names.canonical_key(name)):
+                    ents.add(name)
+                else:
+                    ents.discard(name)
+        hashes, owners = self.nsec3_hashes, self.nsec3_owners
+        if nsec3_pairs:
+            hashes, owners = _nsec3_index(blobs)
+        return Snapshot(
+            self.origin,
+            blobs,
+            cuts=frozenset(cuts),
+            dnames=frozenset(dnames),
+            ents=frozenset(ents),
+            order=order,
+            nsec3_hashes=hashes,
+            nsec3_owners=owners,
+            record_count=self.record_count - removed_count + added_count,
+        )
+
+
+def _has_descendant(order: list[bytes], canonical: bytes) -> bool:
+    pos = bisect_right(order, canonical)
+    return pos < len(order) and order[pos].startswith(canonical)
+
+
+def _add_to_node(node: Node, rtype: int, ttl: int, rdata: bytes) -> int:
+    """Add one record; returns 1 if it was new, 0 for a duplicate (RRsets are sets).
+
+    RFC 2181 5.2: the TTLs of an RRset must agree; the lowest one wins.
+    """
+    slot = sig_type(covered_type(rdata)) if rtype == RRSIG else rtype
+    entry = node.get(slot)
+    if entry is None:
+        node[slot] = (ttl, (rdata,))
+        return 1
+    if rdata in entry[1]:
+        return 0
+    node[slot] = (min(entry[0], ttl), (*entry[1], rdata))
+    return 1
+
+
+def _classify(key: bytes, node: Node, origin: bytes, cuts: set[bytes], dnames: set[bytes]) -> None:
+    if key != origin and NS in node:
+        cuts.add(key)
+    else:
+        cuts.discard(key)
+    if DNAME in node:
+        dnames.add(key)
+    else:
+        dnames.discard(key)
+
+
+def _nsec3_params(apex: Node) -> Nsec3Params | None:
+    param = apex.get(NSEC3PARAM)
+    if not param:
+        return None
+    for rdata in param[1]:
+        # hash alg, flags, iterations, salt length, salt; flags must be 0 to be used.
+        if rdata[1] == 0:
+            return Nsec3Params(rdata[0], (rdata[2] << 8) | rdata[3], rdata[5 : 5 + rdata[4]])
+    return None
+
+
+def _nsec3_index(blobs: dict[bytes, bytes]) -> tuple[list[bytes], list[bytes]]:
+    """Sorted raw NSEC3 owner hashes, and the owner keys in the same order."""
+    import base64
+
+    pairs: list[tuple[bytes, bytes]] = []
+    for key, blob in blobs.items():
+        if NSEC3 in unpack_node(blob):
+            label = names.labels(key)[0]
+            try:
+                raw = base64.b32hexdecode(label.upper() + b"=" * (-len(label) % 8))
+            except ValueError:
+                continue
+            pairs.append((raw, key))
+    pairs.sort()
+    return [h for h, _ in pairs], [k for _, k in pairs]
+
+
+class SnapshotBuilder:
+    """Collects records (from a master file or an AXFR) and builds a Snapshot.
+
+    Checks only what the data model needs (owner inside the zone, exactly one
+    SOA at the apex); zone/checks.py applies the semantic rules.
+    """
+
+    def __init__(self, origin: bytes) -> None:
+        self.origin = origin
+        self.nodes: dict[bytes, Node] = {}
+        self.record_count = 0
+
+    def add(self, key: bytes, rtype: int, ttl: int, rdata: bytes) -> None:
+        """Add one record; key must already be lowercase (names.lower)."""
+        if not names.is_subdomain(key, self.origin):
+            raise ZoneError(
+                f"{names.to_text(key)} is outside the zone {names.to_text(self.origin)}"
+            )
+        node = self.nodes.get(key)
+        if node is None:
+            node = self.nodes[key] = {}
+        self.record_count += _add_to_node(node, rtype, ttl, rdata)
+
+    def add_records(self, records: Iterable[Record]) -> None:
+        for key, rtype, ttl, rdata in records:
+            self.add(key, rtype, ttl, rdata)
+
+    def build(self) -> Snapshot:
+        origin = self.origin
+        blobs = {key: pack_node(node) for key, node in self.nodes.items() if node}
+        cuts: set[bytes] = set()
+        dnames: set[bytes] = set()
+        ents: set[bytes] = set()
+        for key, node in self.nodes.items():
+            _classify(key, node, origin, cuts, dnames)
+            for ancestor in names.ancestors(key, origin):
+                if ancestor not in blobs:
+                    ents.add(ancestor)
+        order = sorted(names.canonical_key(key) for key in blobs)
+        hashes, owners = _nsec3_index(blobs)
+        return Snapshot(
+            origin,
+            blobs,
+            cuts=frozenset(cuts),
+            dnames=frozenset(dnames),
+            ents=frozenset(ents),
+            order=order,
+            nsec3_hashes=hashes,
+            nsec3_owners=owners,
+            record_count=self.record_count,
+        )
