@@ -1,0 +1,75 @@
+"""The set of served zones, each published version swapped in atomically.
+
+Every zone is one PublishedZone reference in a dict; publish() and set_state()
+replace that reference, never mutate it, so a query that already holds a
+PublishedZone answers from one version only (DESIGN.md principle 2), and a new
+version comes with an empty response cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from authd.serve.cache import DEFAULT_ENTRIES, ResponseCache
+from authd.zone.snapshot import Snapshot
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PublishedZone:
+    origin: bytes
+    snapshot: Snapshot | None  # None: configured, never loaded
+    servfail: bool  # answer SERVFAIL (not loaded, or expired with on-expire = servfail)
+    cache: ResponseCache = field(default_factory=ResponseCache)
+
+
+class ZoneTable:
+    def __init__(self, cache_entries: int = DEFAULT_ENTRIES) -> None:
+        self._zones: dict[bytes, PublishedZone] = {}
+        self.cache_entries = cache_entries
+
+    def _new(self, origin: bytes, snapshot: Snapshot | None, servfail: bool) -> PublishedZone:
+        return PublishedZone(origin, snapshot, servfail, ResponseCache(self.cache_entries))
+
+    def add_zone(self, origin_key: bytes) -> None:
+        """A configured zone: SERVFAIL until a version is published."""
+        if origin_key not in self._zones:
+            self._zones[origin_key] = self._new(origin_key, None, True)
+
+    def remove_zone(self, origin_key: bytes) -> None:
+        self._zones.pop(origin_key, None)
+
+    def publish(self, origin_key: bytes, snapshot: Snapshot) -> None:
+        """Serve `snapshot` from now on (adds the zone if needed)."""
+        if snapshot.origin != origin_key:
+            raise ValueError("snapshot origin does not match the zone")
+        self._zones[origin_key] = self._new(origin_key, snapshot, False)
+
+    def set_state(self, origin_key: bytes, servfail: bool) -> None:
+        """Switch SERVFAIL on or off, keeping the current version (if any)."""
+        current = self._zones.get(origin_key)
+        if current is None:
+            raise KeyError(origin_key)
+        loaded = current.snapshot is not None
+        servfail = servfail or not loaded
+        if servfail != current.servfail:
+            self._zones[origin_key] = self._new(origin_key, current.snapshot, servfail)
+
+    def get(self, origin_key: bytes) -> PublishedZone | None:
+        return self._zones.get(origin_key)
+
+    def origins(self) -> list[bytes]:
+        return list(self._zones)
+
+    def find(self, qname_key: bytes) -> PublishedZone | None:
+        """The zone with the longest origin that qname_key is at or below."""
+        zones = self._zones
+        zone = zones.get(qname_key)
+        if zone is not None:
+            return zone
+        pos = 0
+        while qname_key[pos]:
+            pos += qname_key[pos] + 1
+            zone = zones.get(qname_key[pos:])
+            if zone is not None:
+                return zone
+        return None
