@@ -35,7 +35,16 @@ Record = tuple[bytes, int, int, bytes]
 """(owner key, type, ttl, rdata) of one resource record, as transfers deliver them."""
 
 SOA, NS, CNAME, DNAME, RRSIG, NSEC, NSEC3, NSEC3PARAM, DS, DNSKEY = (
-    6, 2, 5, 39, 46, 47, 50, 51, 43, 48,
+    6,
+    2,
+    5,
+    39,
+    46,
+    47,
+    50,
+    51,
+    43,
+    48,
 )
 _SIG_FLAG = 0x10000
 
@@ -103,7 +112,9 @@ def parse_soa(rdata: bytes) -> SoaFields:
     mlen = names.wire_name_length(rdata, 0)
     rlen = names.wire_name_length(rdata, mlen)
     serial, refresh, retry, expire, minimum = struct.unpack_from(">IIIII", rdata, mlen + rlen)
-    return SoaFields(rdata[:mlen], rdata[mlen : mlen + rlen], serial, refresh, retry, expire, minimum)
+    return SoaFields(
+        rdata[:mlen], rdata[mlen : mlen + rlen], serial, refresh, retry, expire, minimum
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,11 +169,12 @@ class Snapshot:
         self.nsec3_owners = nsec3_owners
         self.record_count = record_count
         apex = blobs.get(origin)
-        soa = unpack_node(apex).get(SOA) if apex is not None else None
+        apex_node = unpack_node(apex) if apex is not None else {}
+        soa = apex_node.get(SOA)
         if soa is None or len(soa[1]) != 1:
             raise ZoneError(f"{names.to_text(origin)}: the apex must hold exactly one SOA")
         self.soa_ttl, (self.soa_rdata,) = soa
-        self.nsec3_params = _nsec3_params(unpack_node(apex))
+        self.nsec3_params = _nsec3_params(apex_node)
 
     # -- lookups used by answer.py -------------------------------------------------
 
@@ -250,7 +262,7 @@ class Snapshot:
             return node
 
         removed_count = 0
-        for key, rtype, ttl, rdata in deleted:
+        for key, rtype, _ttl, rdata in deleted:
             node = working(key)
             slot = sig_type(covered_type(rdata)) if rtype == RRSIG else rtype
             entry = node.get(slot)
@@ -291,7 +303,7 @@ class Snapshot:
                 del blobs[key]
                 del order[bisect_left(order, canonical)]
             _classify(key, node, self.origin, cuts, dnames)
-            if NSEC3 in node or had and NSEC3 in (self.node(key) or {}):
+            if NSEC3 in node or (had and NSEC3 in (self.node(key) or {})):
                 nsec3_pairs = True
         # Names that lost all data may now be empty non-terminals, or vanish,
         # and so may their ancestors.
