@@ -1,0 +1,282 @@
+"""Comparison of two servers' responses to the same query (pure: bytes in, differences out).
+
+What must be identical: whether there is a reply at all, the message ID, every header flag and
+the rcode (extended rcode included), the question section byte for byte, EDNS (presence,
+version, DO and the other flags, advertised payload, options), and answer and authority as
+multisets of RRsets (owner names case-insensitive, RDATA in canonical form, TTLs equal).
+The additional section is compared the same way, except for the allowed differences below.
+
+ALLOWED DIFFERENCES (each one is reported with its reason, never silently dropped):
+- TRUNCATED_CONTENT: over UDP, when both servers set TC=1, which RRsets made it into the
+  truncated message is not compared; the TCP answer to the same query (the retry a client
+  makes) is compared in full instead. Header, question and EDNS of the truncated ones still are.
+- ADDITIONAL_DROPPED_FOR_SIZE: an A, AAAA or RRSIG RRset in the additional section that one
+  side has and the other lacks, when adding it to the side lacking it would exceed the size
+  limit of the query (optional additional data may be left out for size, RFC 1035 7 / RFC 9471
+  is only about in-bailiwick glue, and that case changes TC, which is compared).
+- ANY_CHOICE: for qtype ANY, RFC 8482 lets each server choose which one RRset it returns; both
+  must return exactly one RRset (with its RRSIGs) owned by the query name.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdatatype
+
+from tests.interop.corpus import Query
+
+TRUNCATED_CONTENT = "both truncated over UDP: content compared on the TCP retry"
+ADDITIONAL_DROPPED_FOR_SIZE = "optional additional RRset left out by one side for size"
+ANY_CHOICE = "RFC 8482: each server picks which one RRset answers ANY"
+
+ALLOWED_REASONS = (TRUNCATED_CONTENT, ADDITIONAL_DROPPED_FOR_SIZE, ANY_CHOICE)
+
+TCP_LIMIT = 65535
+RRKey = tuple[str, int, int, int]  # owner (lowercase text), class, type, covered type
+RRValue = tuple[tuple[int, bytes], ...]  # sorted (ttl, canonical rdata)
+Section = dict[RRKey, RRValue]
+
+
+@dataclass(frozen=True)
+class Difference:
+    what: str
+    detail: str
+    allowed: str = ""  # the reason from ALLOWED_REASONS when this difference is accepted
+
+
+@dataclass
+class Parsed:
+    wire: bytes
+    header: tuple[int, int, int, int, int, int]
+    question: bytes
+    error: str = ""
+    rcode: int = 0
+    edns: tuple[int, int, int, tuple[tuple[int, bytes], ...]] | None = None  # ver, flags, size
+    sections: list[Section] = field(default_factory=list)
+    text: str = ""
+
+
+def question_bytes(wire: bytes) -> bytes:
+    """The raw first question (name, type, class) as sent, or b"" when there is none."""
+    if len(wire) < 12 or struct.unpack("!H", wire[4:6])[0] == 0:
+        return b""
+    pos = 12
+    while pos < len(wire):
+        length = wire[pos]
+        if length == 0:
+            return wire[12 : pos + 5]
+        if length & 0xC0:
+            return wire[12 : pos + 6]
+        pos += 1 + length
+    return wire[12:]
+
+
+def _section(rrsets: list[dns.rrset.RRset]) -> Section:
+    grouped: dict[RRKey, list[tuple[int, bytes]]] = defaultdict(list)
+    for rrset in rrsets:
+        key = (rrset.name.to_text().lower(), rrset.rdclass, rrset.rdtype, rrset.covers)
+        for rdata in rrset:
+            grouped[key].append((rrset.ttl, rdata.to_digestable()))
+    return {key: tuple(sorted(values)) for key, values in grouped.items()}
+
+
+def parse(wire: bytes) -> Parsed:
+    header = struct.unpack("!HHHHHH", wire[:12]) if len(wire) >= 12 else (0, 0, 0, 0, 0, 0)
+    parsed = Parsed(wire, header, question_bytes(wire))
+    try:
+        msg = dns.message.from_wire(wire, one_rr_per_rrset=True)
+    except (dns.exception.DNSException, ValueError, struct.error) as exc:
+        parsed.error = f"{type(exc).__name__}: {exc}"
+        parsed.text = f"unparseable ({parsed.error}): {wire.hex()}"
+        return parsed
+    parsed.rcode = msg.rcode()
+    if msg.opt is not None:
+        options = tuple(sorted((o.otype, o.to_wire()) for o in msg.options))
+        parsed.edns = (msg.edns, msg.ednsflags & 0xFFFF, msg.payload, options)
+    parsed.sections = [_section(msg.answer), _section(msg.authority), _section(msg.additional)]
+    parsed.text = msg.to_text()
+    return parsed
+
+
+def _flag_text(flags: int) -> str:
+    return (
+        f"{dns.flags.to_text(flags & ~0x7800) or '-'} opcode={(flags >> 11) & 0xF} "
+        f"rcode={flags & 0xF} z={(flags >> 6) & 1}"
+    )
+
+
+def _type_text(rdtype: int) -> str:
+    return dns.rdatatype.to_text(dns.rdatatype.RdataType.make(rdtype))
+
+
+def _rcode_text(rcode: int) -> str:
+    return dns.rcode.to_text(dns.rcode.Rcode.make(rcode))
+
+
+def _rrset_text(key: RRKey, value: RRValue) -> str:
+    owner, _rdclass, rdtype, covers = key
+    kind = _type_text(rdtype)
+    if covers:
+        kind += f"({_type_text(covers)})"
+    ttls = sorted({ttl for ttl, _ in value})
+    return f"{owner} {kind} ttl={ttls} x{len(value)}"
+
+
+def _rrset_size(value: RRValue) -> int:
+    """The least wire size of an RRset: owner compressed to a pointer, 10 octets of RR header."""
+    return sum(2 + 10 + len(rdata) for _, rdata in value)
+
+
+def _section_diff(name: str, ref: Section, sut: Section) -> list[str]:
+    lines = []
+    for key in sorted(set(ref) | set(sut)):
+        if key not in sut:
+            lines.append(f"{name}: only knotd: {_rrset_text(key, ref[key])}")
+        elif key not in ref:
+            lines.append(f"{name}: only sut: {_rrset_text(key, sut[key])}")
+        elif ref[key] != sut[key]:
+            lines.append(
+                f"{name}: differs: knotd {_rrset_text(key, ref[key])} / "
+                f"sut {_rrset_text(key, sut[key])}"
+            )
+    return lines
+
+
+def _single_rrset_at_qname(section: Section, qname: str) -> bool:
+    types = {key[2] for key in section if key[2] != dns.rdatatype.RRSIG}
+    covered = {key[3] for key in section if key[2] == dns.rdatatype.RRSIG}
+    owners = {key[0] for key in section}
+    return len(types) == 1 and covered <= types and owners == {qname}
+
+
+def _additional(query: Query, transport: str, ref: Parsed, sut: Parsed) -> list[Difference]:
+    limit = query.udp_limit if transport == "udp" else TCP_LIMIT
+    ref_add, sut_add = ref.sections[2], sut.sections[2]
+    out: list[Difference] = []
+    optional = (dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.RRSIG)
+    for key in sorted(set(ref_add) | set(sut_add)):
+        if ref_add.get(key) == sut_add.get(key):
+            continue
+        detail = _section_diff(
+            "additional",
+            {k: ref_add[k] for k in [key] if k in ref_add},
+            {k: sut_add[k] for k in [key] if k in sut_add},
+        )[0]
+        lacking = sut if key not in sut_add else ref if key not in ref_add else None
+        present = ref_add if key not in sut_add else sut_add
+        allowed = ""
+        fits = lacking is not None and len(lacking.wire) + _rrset_size(present[key]) <= limit
+        if lacking is not None and key[2] in optional and not fits:
+            allowed = ADDITIONAL_DROPPED_FOR_SIZE
+        out.append(Difference("additional", detail, allowed))
+    return out
+
+
+def compare(
+    query: Query, transport: str, ref_wire: bytes | None, sut_wire: bytes | None
+) -> list[Difference]:
+    """Every difference between the reference's (knotd) and the SUT's response to `query`."""
+    if ref_wire is None or sut_wire is None:
+        if ref_wire is None and sut_wire is None:
+            return []
+        ref_s = "no reply" if ref_wire is None else f"reply of {len(ref_wire)} octets"
+        sut_s = "no reply" if sut_wire is None else f"reply of {len(sut_wire)} octets"
+        return [Difference("reply", f"knotd: {ref_s}; sut: {sut_s}")]
+    ref, sut = parse(ref_wire), parse(sut_wire)
+    diffs: list[Difference] = []
+    if ref.error or sut.error:
+        if ref_wire != sut_wire:
+            diffs.append(
+                Difference("parse", f"knotd: {ref.error or 'ok'}; sut: {sut.error or 'ok'}")
+            )
+        return diffs
+    if ref.header[0] != sut.header[0]:
+        diffs.append(Difference("id", f"knotd {ref.header[0]}; sut {sut.header[0]}"))
+    if ref.header[1] != sut.header[1]:
+        diffs.append(
+            Difference(
+                "flags", f"knotd {_flag_text(ref.header[1])}; sut {_flag_text(sut.header[1])}"
+            )
+        )
+    if ref.rcode != sut.rcode:
+        diffs.append(
+            Difference("rcode", f"knotd {_rcode_text(ref.rcode)}; sut {_rcode_text(sut.rcode)}")
+        )
+    if ref.header[2] != sut.header[2] or ref.question != sut.question:
+        diffs.append(
+            Difference(
+                "question",
+                f"knotd qd={ref.header[2]} {ref.question.hex()}; "
+                f"sut qd={sut.header[2]} {sut.question.hex()}",
+            )
+        )
+    if ref.edns != sut.edns:
+        diffs.append(
+            Difference("edns", f"knotd {_edns_text(ref.edns)}; sut {_edns_text(sut.edns)}")
+        )
+
+    both_truncated = bool(ref.header[1] & sut.header[1] & dns.flags.TC)
+    if transport == "udp" and both_truncated:
+        if ref.sections != sut.sections:
+            diffs.append(Difference("sections", "truncated content differs", TRUNCATED_CONTENT))
+        return diffs
+
+    answer_diff = _section_diff("answer", ref.sections[0], sut.sections[0])
+    if answer_diff:
+        qname = parse_qname(query.wire)
+        allowed = ""
+        if (
+            query.qtype == dns.rdatatype.ANY
+            and _single_rrset_at_qname(ref.sections[0], qname)
+            and _single_rrset_at_qname(sut.sections[0], qname)
+        ):
+            allowed = ANY_CHOICE
+        diffs += [Difference("answer", line, allowed) for line in answer_diff]
+    diffs += [
+        Difference("authority", line)
+        for line in _section_diff("authority", ref.sections[1], sut.sections[1])
+    ]
+    diffs += _additional(query, transport, ref, sut)
+    return diffs
+
+
+def parse_qname(wire: bytes) -> str:
+    try:
+        return dns.message.from_wire(wire).question[0].name.to_text().lower()
+    except (dns.exception.DNSException, IndexError, ValueError):
+        return ""
+
+
+def _edns_text(edns: tuple[int, int, int, tuple[tuple[int, bytes], ...]] | None) -> str:
+    if edns is None:
+        return "no OPT"
+    version, flags, payload, options = edns
+    opts = ",".join(f"{code}={data.hex()}" for code, data in options) or "none"
+    return f"version={version} flags={flags:#06x} payload={payload} options={opts}"
+
+
+def unexplained(diffs: list[Difference]) -> list[Difference]:
+    return [d for d in diffs if not d.allowed]
+
+
+def render(
+    query: Query,
+    transport: str,
+    ref_wire: bytes | None,
+    sut_wire: bytes | None,
+    diffs: list[Difference],
+) -> str:
+    """A readable report: the query, each difference, then both responses in full."""
+    lines = [f"query {query.qid} over {transport} ({query.wire.hex()})"]
+    lines += [f"  {'allowed' if d.allowed else 'DIFF'} {d.what}: {d.detail}" for d in diffs]
+    for who, wire in (("knotd", ref_wire), ("sut", sut_wire)):
+        lines.append(f"--- {who} ---")
+        lines.append("no reply" if wire is None else parse(wire).text)
+    return "\n".join(lines)
