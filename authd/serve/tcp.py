@@ -1,0 +1,438 @@
+"""DNS over TCP (RFC 7766) with the limits a server on the internet needs (RFC 7766 6.2.3).
+
+Framing: a 2-byte length before every message. A client may send several queries without
+waiting (pipelining); each is answered as soon as it is ready, so answers from an async
+responder may come back out of order. Limits, all in `TcpLimits`:
+
+- connections in total and per client address; at the total cap a new connection closes the
+  connection that has been idle longest (no query being answered), so floods of idle or
+  trickling connections cannot lock out a new client;
+- idle timeout between queries, shrinking linearly once more than `pressure_share` of the
+  connection cap is in use (down to `read_timeout` at the cap);
+- read timeout: a message must arrive whole within `read_timeout` of its first byte, which
+  ends one-byte-per-second senders;
+- write timeout and a bounded write buffer: a client that does not read its answers stops
+  being read (backpressure) and is dropped after `write_timeout`;
+- message length cap and a cap on queries in flight per connection.
+
+Deadlines are checked by one sweep every `sweep_interval` seconds over all connections, so
+no timer object is created per query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import cast
+
+from authd.serve.sockets import TCP_BACKLOG
+
+log = logging.getLogger(__name__)
+
+# A responder answers synchronously (bytes or None) or returns an awaitable of the same.
+# The third argument identifies the client: the (host, port, ...) tuple of the peer.
+TcpRespondFn = Callable[[bytes, bool, object], "bytes | Awaitable[bytes | None] | None"]
+
+MAX_FRAME = 0xFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class TcpLimits:
+    max_connections: int = 1000
+    max_per_address: int = 100
+    idle_timeout: float = 10.0
+    read_timeout: float = 2.0
+    write_timeout: float = 5.0
+    max_message: int = 16384  # queries are small; larger frames close the connection
+    max_in_flight: int = 32
+    write_buffer: int = 256 * 1024  # reading pauses while more than this waits to be sent
+    pressure_share: float = 0.5
+    sweep_interval: float = 0.2
+
+
+@dataclass(slots=True)
+class TcpCounters:
+    """Plain ints on the hot path; the metrics layer reads and exports them."""
+
+    accepted: int = 0
+    closed: int = 0
+    refused: int = 0  # per-address cap, or total cap with nobody to evict, or stopping
+    evicted: int = 0  # closed at the total cap to make room for a new client
+    idle_timeouts: int = 0
+    read_timeouts: int = 0
+    write_timeouts: int = 0
+    bad_frames: int = 0  # zero length or over max_message
+    queries: int = 0
+    responses: int = 0
+    no_reply: int = 0
+    responder_errors: int = 0
+
+
+class _Connection(asyncio.Protocol):
+    __slots__ = (
+        "_buf",
+        "_paused_reading",
+        "_server",
+        "address",
+        "closing",
+        "closing_since",
+        "in_flight",
+        "last_activity",
+        "partial_since",
+        "peer",
+        "transport",
+        "write_paused_since",
+    )
+
+    def __init__(self, server: TcpServer) -> None:
+        self._server = server
+        self._buf = bytearray()
+        self._paused_reading = False
+        self.transport: asyncio.Transport | None = None
+        self.address = ""
+        self.peer: object = None
+        self.in_flight = 0
+        self.closing = False
+        self.closing_since = 0.0
+        self.last_activity = 0.0
+        self.partial_since: float | None = None
+        self.write_paused_since: float | None = None
+
+    # -- asyncio callbacks ------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = peer
+        self.address = str(peer[0]) if peer else ""
+        self.last_activity = self._server.now()
+        if not self._server.admit(self):
+            self.abort()
+            return
+        limits = self._server.limits
+        self.transport.set_write_buffer_limits(high=limits.write_buffer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.forget(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self._buf += data
+        self._process()
+
+    def eof_received(self) -> bool:
+        # The client is done sending; keep the transport half-open until answers are out.
+        self._buf.clear()
+        self.partial_since = None
+        if self.in_flight == 0:
+            self.close()
+        else:
+            self.mark_closing()
+        return True
+
+    def pause_writing(self) -> None:
+        self.write_paused_since = self._server.now()
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused_since = None
+        self._maybe_resume_reading()
+        if not self.closing:
+            self._process()
+
+    # -- framing ----------------------------------------------------------------------
+    def _process(self) -> None:
+        """Answer every whole message in the buffer, as far as the limits allow."""
+        server = self._server
+        limits = server.limits
+        buf = self._buf
+        out: list[bytes] = []
+        out_bytes = 0
+        pos = 0
+        while len(buf) - pos >= 2:
+            if self.write_paused_since is not None or self.in_flight >= limits.max_in_flight:
+                self._pause_reading()
+                break
+            size = (buf[pos] << 8) | buf[pos + 1]
+            if size == 0 or size > limits.max_message:
+                server.counters.bad_frames += 1
+                self.abort()
+                return
+            end = pos + 2 + size
+            if len(buf) < end:
+                break
+            query = bytes(buf[pos + 2 : end])
+            pos = end
+            reply = server.answer(self, query)
+            if reply is not None:
+                out.append(reply)
+                out_bytes += len(reply)
+                if out_bytes >= limits.write_buffer:
+                    self._write(out)  # may pause writing, which stops this loop
+                    out = []
+                    out_bytes = 0
+        if pos:
+            del buf[:pos]
+            self.last_activity = server.now()
+            server.touch(self)
+        if out:
+            self._write(out)
+        if not buf or self._paused_reading:
+            self.partial_since = None  # nothing partial, or whole messages wait on us
+        elif pos or self.partial_since is None:
+            self.partial_since = server.now()  # a new message has begun
+
+    def _write(self, frames: list[bytes]) -> None:
+        assert self.transport is not None
+        self.transport.writelines(frames)
+
+    def deliver(self, reply: bytes | None) -> None:
+        """An async answer is ready."""
+        self.in_flight -= 1
+        server = self._server
+        if reply is not None and self.transport is not None and not self.transport.is_closing():
+            framed = server.frame(reply)
+            if framed is not None:
+                self.transport.write(framed)
+        self.last_activity = server.now()
+        server.touch(self)
+        if self.closing and self.in_flight == 0:
+            self.close()
+            return
+        self._maybe_resume_reading()
+        if self._buf and not self.closing:
+            self._process()
+
+    def _pause_reading(self) -> None:
+        if not self._paused_reading and self.transport is not None:
+            self._paused_reading = True
+            self.transport.pause_reading()
+
+    def _maybe_resume_reading(self) -> None:
+        if (
+            self._paused_reading
+            and self.write_paused_since is None
+            and self.in_flight < self._server.limits.max_in_flight
+            and self.transport is not None
+            and not self.closing
+        ):
+            self._paused_reading = False
+            self.transport.resume_reading()
+
+    # -- closing ----------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """A query is being answered or its answer is still being written."""
+        return self.in_flight > 0 or self.write_paused_since is not None
+
+    def mark_closing(self) -> None:
+        """Take no more queries; close once the answers in flight are written."""
+        if not self.closing:
+            self.closing = True
+            self.closing_since = self._server.now()
+
+    def close(self) -> None:
+        """Close after the buffered answers are written."""
+        self.mark_closing()
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.mark_closing()
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class TcpServer:
+    """Serve DNS over TCP on one or more listening sockets with shared limits."""
+
+    def __init__(self, respond: TcpRespondFn, limits: TcpLimits | None = None) -> None:
+        self._respond = respond
+        self.limits = limits or TcpLimits()
+        self.counters = TcpCounters()
+        self._conns: OrderedDict[_Connection, None] = OrderedDict()  # least recently active first
+        self._per_address: dict[str, int] = {}
+        self._servers: list[asyncio.AbstractServer] = []
+        self._tasks: set[asyncio.Task[bytes | None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._stopping = False
+        self._logged_error = False
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._conns)
+
+    def now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    async def start(self, sock: socket.socket) -> None:
+        """Serve on a bound, listening socket (see sockets.tcp_socket)."""
+        self._loop = asyncio.get_running_loop()
+        # asyncio calls listen() again with its own default backlog (100): pass ours.
+        server = await self._loop.create_server(
+            lambda: _Connection(self), sock=sock, backlog=TCP_BACKLOG
+        )
+        self._servers.append(server)
+        if self._sweeper is None:
+            self._sweeper = self._loop.call_later(self.limits.sweep_interval, self._sweep)
+
+    async def stop(self, timeout: float = 3.0) -> None:
+        """Stop accepting, let queries in flight finish, then close everything."""
+        self._stopping = True
+        for server in self._servers:
+            server.close()
+        for conn in list(self._conns):
+            if conn.busy:
+                conn.mark_closing()  # closes itself when its last answer is written
+            else:
+                conn.close()
+        assert self._loop is not None
+        deadline = self._loop.time() + timeout
+        while self._conns and self._loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for conn in list(self._conns):
+            conn.abort()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        # Let connection_lost callbacks run so the counts settle at zero.
+        for _ in range(10):
+            if not self._conns:
+                break
+            await asyncio.sleep(0.01)
+
+    # -- admission -------------------------------------------------------------------
+    def admit(self, conn: _Connection) -> bool:
+        limits = self.limits
+        if self._stopping:
+            self.counters.refused += 1
+            return False
+        if self._per_address.get(conn.address, 0) >= limits.max_per_address:
+            self.counters.refused += 1
+            return False
+        if len(self._conns) >= limits.max_connections and not self._evict_one():
+            self.counters.refused += 1
+            return False
+        self._conns[conn] = None
+        self._per_address[conn.address] = self._per_address.get(conn.address, 0) + 1
+        self.counters.accepted += 1
+        return True
+
+    def _evict_one(self) -> bool:
+        """Close the least recently active connection that is not answering anything."""
+        for conn in self._conns:
+            if not conn.busy and not conn.closing:
+                self.counters.evicted += 1
+                conn.abort()
+                self._drop(conn)  # free its slot now; connection_lost comes later
+                return True
+        return False
+
+    def forget(self, conn: _Connection) -> None:
+        # Refused and evicted connections are not (or no longer) in the table.
+        if conn in self._conns:
+            self._drop(conn)
+
+    def _drop(self, conn: _Connection) -> None:
+        del self._conns[conn]
+        left = self._per_address[conn.address] - 1
+        if left:
+            self._per_address[conn.address] = left
+        else:
+            del self._per_address[conn.address]
+        self.counters.closed += 1
+
+    def touch(self, conn: _Connection) -> None:
+        if conn in self._conns:
+            self._conns.move_to_end(conn)
+
+    # -- answering -------------------------------------------------------------------
+    def frame(self, reply: bytes) -> bytes | None:
+        size = len(reply)
+        if size > MAX_FRAME:
+            self.counters.responder_errors += 1
+            return None
+        self.counters.responses += 1
+        return size.to_bytes(2, "big") + reply
+
+    def answer(self, conn: _Connection, query: bytes) -> bytes | None:
+        """Answer one query: the framed reply now, or None (silence, or answered later)."""
+        self.counters.queries += 1
+        try:
+            result = self._respond(query, True, conn.peer)
+        except Exception:
+            self._responder_failed()
+            return None
+        if result is None:
+            self.counters.no_reply += 1
+            return None
+        if isinstance(result, bytes):
+            return self.frame(result)
+        conn.in_flight += 1
+        task = asyncio.ensure_future(result)
+        self._tasks.add(task)
+        task.add_done_callback(lambda done: self._finished(conn, done))
+        return None
+
+    def _finished(self, conn: _Connection, task: asyncio.Task[bytes | None]) -> None:
+        self._tasks.discard(task)
+        reply: bytes | None = None
+        if task.cancelled():
+            pass
+        elif task.exception() is not None:
+            self._responder_failed()
+        else:
+            reply = task.result()
+            if reply is None:
+                self.counters.no_reply += 1
+        conn.deliver(reply)
+
+    def _responder_failed(self) -> None:
+        self.counters.responder_errors += 1
+        if not self._logged_error:
+            self._logged_error = True  # once: a broken responder must not flood the log
+            log.exception("responder raised; the query gets no answer")
+
+    # -- deadlines -------------------------------------------------------------------
+    def idle_timeout(self) -> float:
+        """The idle timeout for the current load (RFC 7766 6.2.3: shorter under pressure)."""
+        limits = self.limits
+        load = len(self._conns) / limits.max_connections
+        if load <= limits.pressure_share:
+            return limits.idle_timeout
+        squeeze = (load - limits.pressure_share) / (1.0 - limits.pressure_share)
+        shrunk = limits.idle_timeout - squeeze * (limits.idle_timeout - limits.read_timeout)
+        return max(min(limits.read_timeout, limits.idle_timeout), shrunk)
+
+    def _sweep(self) -> None:
+        now = self.now()
+        limits = self.limits
+        idle_deadline = now - self.idle_timeout()
+        for conn in list(self._conns):
+            if conn.closing:
+                # Closing connections get write_timeout to deliver their last answers.
+                if now - conn.closing_since > limits.write_timeout:
+                    self.counters.write_timeouts += 1
+                    conn.abort()
+            elif conn.write_paused_since is not None:
+                if now - conn.write_paused_since > limits.write_timeout:
+                    self.counters.write_timeouts += 1
+                    conn.abort()
+            elif conn.partial_since is not None:
+                if now - conn.partial_since > limits.read_timeout:
+                    self.counters.read_timeouts += 1
+                    conn.abort()
+            elif conn.in_flight == 0 and conn.last_activity < idle_deadline:
+                self.counters.idle_timeouts += 1
+                conn.close()
+        assert self._loop is not None
+        self._sweeper = self._loop.call_later(limits.sweep_interval, self._sweep)
