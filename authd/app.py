@@ -1,0 +1,358 @@
+"""The composition root: config in, a running server out.
+
+Start-up order matters for operators: every zone that has a copy (a master file,
+or the last good version in the store) is published before the first socket
+opens, so a restart with every primary down answers at once. Then the serving
+engine, the control socket, the metrics endpoint, and last the replication tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from authd import metrics
+from authd.clock import Clock, SystemClock
+from authd.config import Config, ZoneConfig
+from authd.control import ControlError, ControlServer
+from authd.serve.engine import ServingEngine
+from authd.serve.responder import Responder
+from authd.serve.tcp import TcpLimits
+from authd.serve.zonetable import ZoneTable
+from authd.zone import names
+from authd.zone.journal import VersionMeta
+from authd.zone.loader import ZoneLoadError, load_zone_file
+from authd.zone.snapshot import Snapshot
+from authd.zone.store import LoadedZone, Store, StoreError, Unusable
+
+log = logging.getLogger("authd")
+
+
+class ZoneRuntime:
+    """What the control plane knows of one configured zone (status, metrics, publish)."""
+
+    def __init__(self, config: ZoneConfig) -> None:
+        self.config = config
+        self.snapshot: Snapshot | None = None
+        self.meta: VersionMeta | None = None
+        self.last_error: str | None = None
+        self.last_rejection: str | None = None
+        self.file_mtime: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def serial(self) -> int | None:
+        return self.snapshot.serial if self.snapshot is not None else None
+
+    def state(self) -> str:
+        return "never-loaded" if self.snapshot is None else "ok"
+
+    def status(self, now: float) -> dict[str, Any]:
+        meta = self.meta
+        return {
+            "zone": self.name,
+            "kind": "secondary" if self.config.is_secondary else "file",
+            "state": self.state(),
+            "serial": self.serial,
+            "source": (meta.primary or meta.transfer) if meta else None,
+            "transfer": meta.transfer if meta else None,
+            "loaded_at": meta.received_at if meta else None,
+            "records": self.snapshot.record_count if self.snapshot is not None else None,
+            "last_error": self.last_error,
+            "last_rejection": self.last_rejection,
+        }
+
+    def facts(self) -> metrics.ZoneFacts:
+        meta = self.meta
+        return metrics.ZoneFacts(
+            zone=self.name,
+            state=self.state(),
+            serial=self.serial,
+            primary_serial=None,
+            last_success=meta.received_at if meta else None,
+            expires_at=None,
+            signature_horizon=None,
+        )
+
+
+class App:
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.table = ZoneTable()
+        server = config.server
+        self.responder = Responder(
+            self.table,
+            identity=server.identity,
+            version=server.version,
+            nsid=server.nsid,
+            udp_payload=server.udp_payload,
+        )
+        self.zones: dict[bytes, ZoneRuntime] = {}
+        self.stats = metrics.ControlPlaneStats()
+        self.store: Store | None = None
+        self.engine: ServingEngine | None = None
+        self.control: ControlServer | None = None
+        self.health: metrics.HealthServer | None = None
+        self.stopping = asyncio.Event()
+
+    # -- zones ------------------------------------------------------------------------
+
+    def publish(self, runtime: ZoneRuntime, snapshot: Snapshot, meta: VersionMeta) -> None:
+        """Make a version visible to queries: one reference swap."""
+        previous = runtime.serial
+        runtime.snapshot = snapshot
+        runtime.meta = meta
+        self.table.publish(runtime.config.origin, snapshot)
+        origin = meta.primary or str(runtime.config.file or "the store")
+        log.info(
+            "zone %s: serving serial %d (%s) from %s via %s, %d records",
+            runtime.name,
+            snapshot.serial,
+            "first version" if previous is None else f"was {previous}",
+            origin,
+            meta.transfer,
+            snapshot.record_count,
+        )
+
+    def add_zone(self, config: ZoneConfig) -> ZoneRuntime:
+        runtime = ZoneRuntime(config)
+        self.zones[config.origin] = runtime
+        self.table.add_zone(config.origin)
+        if config.file is not None:
+            self.load_file_zone(runtime)
+        else:
+            self.load_stored_zone(runtime)
+        return runtime
+
+    def load_file_zone(self, runtime: ZoneRuntime) -> bool:
+        """(Re)load a zone from its master file; a bad file keeps the old version serving."""
+        path = runtime.config.file
+        assert path is not None
+        try:
+            mtime = path.stat().st_mtime
+            snapshot = load_zone_file(path, runtime.config.name)
+        except (ZoneLoadError, OSError) as exc:
+            message = str(exc) if isinstance(exc, ZoneLoadError) else f"{path}: {exc.strerror}"
+            runtime.last_error = message
+            log.error("zone %s: not loaded: %s", runtime.name, message)
+            return False
+        runtime.file_mtime = mtime
+        runtime.last_error = None
+        self.publish(runtime, snapshot, VersionMeta("file", self.clock.now(), None))
+        return True
+
+    def load_stored_zone(self, runtime: ZoneRuntime) -> None:
+        assert self.store is not None
+        loaded = self.store.try_load(runtime.config.origin)
+        if loaded is None:
+            log.info("zone %s: no stored copy yet, waiting for a transfer", runtime.name)
+            return
+        if isinstance(loaded, Unusable):
+            runtime.last_error = f"stored copy unusable ({loaded.path}): {loaded.reason}"
+            log.error(
+                "zone %s: %s; it will be transferred afresh", runtime.name, runtime.last_error
+            )
+            return
+        self._adopt_loaded(runtime, loaded)
+
+    def _adopt_loaded(self, runtime: ZoneRuntime, loaded: LoadedZone) -> None:
+        for warning in loaded.warnings:
+            log.warning("zone %s: stored copy: %s", runtime.name, warning)
+        self.publish(runtime, loaded.snapshot, loaded.meta)
+
+    def remove_zone(self, origin: bytes) -> None:
+        runtime = self.zones.pop(origin)
+        self.table.remove_zone(origin)
+        log.info("zone %s: removed from the configuration, no longer served", runtime.name)
+
+    def zone_named(self, name: object) -> ZoneRuntime:
+        if not isinstance(name, str) or not name:
+            raise ControlError("a zone name is required")
+        try:
+            origin = names.key_from_text(name)
+        except Exception as exc:
+            raise ControlError(f"not a domain name: {name}") from exc
+        runtime = self.zones.get(origin)
+        if runtime is None:
+            raise ControlError(f"unknown zone {name.rstrip('.')}: not in the configuration")
+        return runtime
+
+    # -- control ------------------------------------------------------------------------
+
+    def status(self, zone: object = None) -> list[dict[str, Any]]:
+        now = self.clock.now()
+        selected = [self.zone_named(zone)] if zone else list(self.zones.values())
+        return [runtime.status(now) for runtime in selected]
+
+    async def handle_control(self, command: str, args: dict[str, Any]) -> Any:
+        if command == "status":
+            return self.status(args.get("zone"))
+        if command == "reload":
+            return await self.reload()
+        if command in ("refresh", "retransfer"):
+            runtime = self.zone_named(args.get("zone"))
+            if runtime.config.file is not None:
+                if self.load_file_zone(runtime):
+                    return f"zone {runtime.name}: reloaded from {runtime.config.file}"
+                raise ControlError(f"zone {runtime.name}: {runtime.last_error}")
+            raise ControlError(f"zone {runtime.name}: replication is not running in this build")
+        raise ControlError(f"unknown command {command}")
+
+    async def reload(self) -> str:
+        """Re-read the config: add and remove zones, reload changed files; queries go on."""
+        from authd.config import ConfigError, format_errors, load_config
+
+        try:
+            fresh = load_config(self.config.source)
+        except ConfigError as exc:
+            raise ControlError("config not reloaded:\n" + format_errors(exc.errors)) from exc
+        old = {z.origin: z for z in self.config.zones}
+        new = {z.origin: z for z in fresh.zones}
+        self.config = fresh
+        for origin in old.keys() - new.keys():
+            self.remove_zone(origin)
+        added = changed = 0
+        for origin, zone in new.items():
+            runtime = self.zones.get(origin)
+            if runtime is None:
+                self.add_zone(zone)
+                added += 1
+            elif runtime.config != zone or self._file_changed(runtime):
+                runtime.config = zone
+                if zone.file is not None:
+                    self.load_file_zone(runtime)
+                changed += 1
+        summary = (
+            f"reloaded {self.config.source}: {len(new)} zones "
+            f"({added} added, {len(old.keys() - new.keys())} removed, {changed} changed)"
+        )
+        log.info(summary)
+        return summary
+
+    @staticmethod
+    def _file_changed(runtime: ZoneRuntime) -> bool:
+        path = runtime.config.file
+        if path is None:
+            return False
+        try:
+            return path.stat().st_mtime != runtime.file_mtime
+        except OSError:
+            return True
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        return all(runtime.snapshot is not None for runtime in self.zones.values())
+
+    async def start(self) -> None:
+        server = self.config.server
+        try:
+            self.store = Store(server.state_dir)
+        except StoreError as exc:
+            raise OSError(exc.errno if hasattr(exc, "errno") else 0, str(exc)) from exc
+        for zone in self.config.zones:
+            self.add_zone(zone)
+        gc.freeze()  # loaded zones are long-lived: keep the collector from walking them
+        limits = TcpLimits(
+            max_connections=server.tcp_max_clients,
+            max_per_address=server.tcp_max_clients_per_ip,
+            idle_timeout=server.tcp_idle_timeout,
+        )
+        self.engine = ServingEngine(
+            self.responder.respond, [(e.host, e.port) for e in server.listen], limits
+        )
+        await self.engine.start()
+        for host, port in self.engine.bound:
+            log.info("answering on %s@%d (UDP and TCP)", host, port)
+        if server.control_socket is not None:
+            self.control = ControlServer(server.control_socket, self.handle_control)
+            await self.control.start()
+        if server.metrics is not None:
+            collector = metrics.AuthdCollector(
+                self.stats,
+                lambda: [runtime.facts() for runtime in self.zones.values()],
+                self._worker_counters,
+                self.clock.now,
+            )
+            self.health = metrics.HealthServer(
+                server.metrics.host,
+                server.metrics.port,
+                metrics.make_registry(collector),
+                self.ready,
+                lambda: {"zones": self.status()},
+            )
+            await self.health.start()
+
+    def _worker_counters(self) -> dict[str, Any]:
+        responder = self.responder
+        queries = {"|".join(("ALL", "ALL", "udp")): responder.udp_queries}
+        queries["ALL|ALL|tcp"] = responder.tcp_queries
+        counters = {"queries": queries, "truncated": {"": responder.truncated}}
+        counters["dropped"] = {"": responder.dropped}
+        return metrics.sum_worker_counters([counters])
+
+    async def stop(self) -> None:
+        if self.engine is not None:
+            await self.engine.stop(timeout=3.0)
+        if self.control is not None:
+            await self.control.stop()
+        if self.health is not None:
+            await self.health.stop()
+        if self.store is not None:
+            self.store.close()
+
+
+async def _main(config: Config) -> int:
+    app = App(config)
+    await app.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_reload() -> None:
+        task = loop.create_task(app.reload())
+        task.add_done_callback(_log_reload_failure)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
+    log.info("authd ready: %d zones, pid-relative start took %.2f s", len(app.zones), _uptime())
+    await stop.wait()
+    log.info("stopping")
+    await app.stop()
+    return 0
+
+
+def _log_reload_failure(task: asyncio.Task[str]) -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        exc = task.exception()
+        if exc is not None:
+            log.error("reload failed: %s", exc)
+
+
+_STARTED = time.monotonic()
+
+
+def _uptime() -> float:
+    return time.monotonic() - _STARTED
+
+
+def run(config: Config) -> int:
+    """Run the server until SIGTERM/SIGINT; returns the exit code."""
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio still works
+        log.warning("uvloop not available; using the default asyncio loop")
+    Path(config.server.state_dir).mkdir(parents=True, exist_ok=True)
+    return asyncio.run(_main(config))
