@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
+import os
 import re
 import socket
 import tomllib
@@ -280,8 +281,8 @@ def parse_network(text: str) -> IPNetwork:
 
 class _Context:
     def __init__(self, file: Path) -> None:
-        self.file = file
-        self.base = file.parent
+        self.file = file  # as the user wrote it, for messages
+        self.base = Path(os.path.abspath(file)).parent
         self.errors: list[ConfigIssue] = []
         self.warnings: list[str] = []
 
@@ -289,8 +290,7 @@ class _Context:
         self.errors.append(ConfigIssue(str(self.file), key, reason))
 
     def resolve(self, text: str) -> Path:
-        path = Path(text)
-        return path if path.is_absolute() else self.base / path
+        return Path(os.path.normpath(self.base / text))
 
 
 def _or(value: T | None, default: T) -> T:
@@ -494,7 +494,7 @@ def _read_server(t: _Table) -> ServerConfig:
                 t.ctx.error(key, f"{endpoint} is listed twice")
                 continue
             endpoints.append(endpoint)
-        if not items:
+        if t.data.get("listen") == []:
             t.error("listen", "at least one address is needed")
         listen = tuple(endpoints)
     nsid = d.nsid
@@ -973,8 +973,7 @@ _TOP_LEVEL = (
 def load_config(path: Path | str) -> Config:
     """Read and check a config file; raises ConfigError with every problem found."""
     file = Path(path)
-    ctx = _Context(file.absolute())
-    ctx.file = file  # errors name the file as the user wrote it
+    ctx = _Context(file)
     try:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -991,8 +990,7 @@ def load_config(path: Path | str) -> Config:
 def parse_config(text: str, path: Path | str) -> Config:
     """Like load_config for text already read; `path` anchors relative paths and names errors."""
     file = Path(path)
-    ctx = _Context(file.absolute())
-    ctx.file = file
+    ctx = _Context(file)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -309,6 +309,7 @@ def parse_trust_anchors(
     tok = dns.tokenizer.Tokenizer(text, source)
     anchors: list[TrustAnchor] = []
     owner: dns.name.Name | None = dns.name.from_text(default_owner) if default_owner else None
+    line = 1  # where the record being read starts: errors point there, not past its end
     try:
         while True:
             token = tok.get(want_leading=True)
@@ -332,7 +333,7 @@ def parse_trust_anchors(
             rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, tok, origin, False)
             anchors.append(TrustAnchor(rdtype, rdata.to_digestable(), key_from_name(owner)))
     except dns.exception.DNSException as exc:
-        raise TrustAnchorError(f"{source}:{tok.line_number}: {exc}") from None
+        raise TrustAnchorError(f"{source}:{line}: {exc}") from None
     if not anchors:
         raise TrustAnchorError(f"{source}: no DS or DNSKEY record found")
     return anchors

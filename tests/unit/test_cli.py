@@ -1,0 +1,192 @@
+"""authd.cli through click's CliRunner: commands, messages, exit codes, log formats."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from authd.cli import (
+    EXIT_DAEMON_UNREACHABLE,
+    EXIT_USER_ERROR,
+    DaemonUnreachable,
+    JsonFormatter,
+    TextFormatter,
+    call_daemon,
+    explain_os_error,
+    main,
+    package_version,
+)
+from authd.config import load_config
+from authd.keys import parse_key_text
+
+REPO = Path(__file__).resolve().parents[2]
+BAD_CONFIG = """
+[server]
+workers = -1
+[[zone]]
+name = "a.test"
+primaries = ["nowhere"]
+"""
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_version_flag_and_command() -> None:
+    code, out, _ = run("--version")
+    assert code == 0 and out.strip() == f"authd {package_version()}"
+    code, out, _ = run("version")
+    assert code == 0 and out.startswith(f"authd {package_version()} (dnspython 2.")
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["serve"], ["check-config"], ["keygen"], ["keygen", "tsig"], ["version"]]
+)
+def test_every_help_shows_an_example(command: list[str]) -> None:
+    code, out, _ = run(*command, "--help")
+    assert code == 0
+    assert "Example:" in out and "authd " in out.split("Example:")[1]
+
+
+def test_check_config_accepts_the_shipped_config() -> None:
+    code, out, err = run("check-config", "-c", str(REPO / "authd.toml"))
+    assert (code, out) == (0, "ok: 1 zone\n")
+    assert "error" not in err
+
+
+def test_check_config_prints_every_error_and_exits_1(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(BAD_CONFIG)
+    code, out, err = run("check-config", "-c", str(path))
+    assert code == EXIT_USER_ERROR and out == ""
+    lines = err.splitlines()
+    assert lines[0] == f"error: {path}: server.workers: -1 is out of range 0..1024"
+    assert lines[1].startswith(f"error: {path}: zone[0].primaries[0]: no [[remote]] with id")
+    assert lines[2] == f"{path}: 2 errors"
+
+
+def test_check_config_prints_warnings_but_passes(tmp_path: Path) -> None:
+    path = tmp_path / "authd.toml"
+    path.write_text('[[zone]]\nname = "a.test"\nfile = "missing.zone"\n')
+    code, out, err = run("check-config", "-c", str(path))
+    assert (code, out) == (0, "ok: 1 zone\n")
+    assert err.startswith("warning: zone[0].file: zone file") and "missing.zone" in err
+
+
+def test_config_defaults_to_authd_toml_in_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run("check-config")
+    assert code == EXIT_USER_ERROR
+    assert err.startswith("error: authd.toml: config file not found")
+    (tmp_path / "authd.toml").write_text('[[zone]]\nname = "a.test"\nfile = "a.zone"\n')
+    (tmp_path / "a.zone").write_text("")
+    assert run("check-config")[:2] == (0, "ok: 1 zone\n")
+
+
+def test_serve_with_a_bad_config_exits_1_before_starting(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(BAD_CONFIG)
+    code, _, err = run("serve", "-c", str(path), "--log-format", "json")
+    assert code == EXIT_USER_ERROR
+    assert f"{path}: server.workers:" in err
+
+
+def test_usage_errors_exit_2() -> None:
+    assert run("serve", "--log-format", "xml")[0] == 2
+    assert run("keygen", "tsig", "k", "--algorithm", "hmac-md5")[0] == 2
+    assert run("no-such-command")[0] == 2
+
+
+def test_keygen_prints_a_key_file() -> None:
+    code, out, _ = run("keygen", "tsig", "xfr-key", "--algorithm", "hmac-sha512")
+    assert code == 0
+    [key], warnings = parse_key_text(out)
+    assert (key.name, key.algorithm, len(key.secret), warnings) == (
+        "xfr-key.",
+        "hmac-sha512",
+        64,
+        [],
+    )
+
+
+def test_keygen_writes_a_private_file_and_never_overwrites(tmp_path: Path) -> None:
+    path = tmp_path / "xfr.key"
+    code, out, err = run("keygen", "tsig", "xfr-key", "-o", str(path))
+    assert code == 0 and out == "" and str(path) in err
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    first = path.read_text()
+    [key], _ = parse_key_text(first)
+    assert key.algorithm == "hmac-sha256"
+    code, _, err = run("keygen", "tsig", "xfr-key", "-o", str(path))
+    assert code == EXIT_USER_ERROR and "already exists" in err
+    assert path.read_text() == first
+
+
+def test_keygen_refuses_a_bad_name() -> None:
+    code, _, err = run("keygen", "tsig", "a..b")
+    assert code == EXIT_USER_ERROR and "bad key name" in err
+
+
+def test_a_generated_key_works_in_a_config(tmp_path: Path) -> None:
+    assert run("keygen", "tsig", "xfr", "-o", str(tmp_path / "xfr.key"))[0] == 0
+    (tmp_path / "authd.toml").write_text(
+        '[tsig]\nkey-files = ["xfr.key"]\n'
+        '[[remote]]\nid = "p"\naddresses = ["127.0.0.1@5399"]\nkey = "xfr"\n'
+        '[[zone]]\nname = "a.test"\nprimaries = ["p"]\n'
+    )
+    code, out, err = run("check-config", "-c", str(tmp_path / "authd.toml"))
+    assert (code, out, err) == (0, "ok: 1 zone\n", "")
+
+
+def test_unreachable_daemon_exits_3(tmp_path: Path) -> None:
+    path = tmp_path / "authd.toml"
+    path.write_text(
+        '[server]\ncontrol-socket = "nobody.sock"\n[[zone]]\nname = "a.test"\nfile = "a.zone"\n'
+    )
+    config = load_config(path)
+    with pytest.raises(DaemonUnreachable) as info:
+        call_daemon(config, "status")
+    assert info.value.exit_code == EXIT_DAEMON_UNREACHABLE
+    assert "nobody.sock" in str(info.value)
+
+
+def test_os_errors_are_explained_with_the_fix() -> None:
+    in_use = explain_os_error(OSError(errno.EADDRINUSE, "Address already in use"))
+    assert "already in use" in in_use and "server.listen" in in_use
+    denied = explain_os_error(PermissionError(errno.EACCES, "Permission denied"))
+    assert "CAP_NET_BIND_SERVICE" in denied
+    state = explain_os_error(PermissionError(errno.EACCES, "Permission denied", "/var/lib/authd"))
+    assert "/var/lib/authd" in state and "writable" in state
+
+
+def _record(**extra: object) -> logging.LogRecord:
+    record = logging.LogRecord(
+        "authd.xfr", logging.INFO, __file__, 1, "zone %s", ("updated",), None
+    )
+    for key, value in extra.items():
+        setattr(record, key, value)
+    return record
+
+
+def test_json_log_lines_carry_the_extra_fields() -> None:
+    line = JsonFormatter().format(_record(zone="example.com", serial=7, primary="192.0.2.1"))
+    event = json.loads(line)
+    assert "\n" not in line
+    assert event["msg"] == "zone updated" and event["level"] == "info"
+    assert event["logger"] == "authd.xfr" and event["ts"].endswith("Z")
+    assert (event["zone"], event["serial"], event["primary"]) == ("example.com", 7, "192.0.2.1")
+
+
+def test_text_log_lines_are_one_line_with_key_values() -> None:
+    line = TextFormatter().format(_record(zone="example.com", reason="bad tsig"))
+    assert line.endswith(' info authd.xfr: zone updated zone=example.com reason="bad tsig"')
