@@ -335,8 +335,10 @@ class _Resolver:
             self._add_nsec_covering(name)
             self._add_nsec_covering(wildcard)
         else:
-            self._nsec3_closest_encloser_proof(name, encloser)
-            self._add_nsec3_cover(wildcard)
+            # With opt-out the provable encloser may sit above the real one; the
+            # wildcard denied is the one at the encloser proven (as Knot does).
+            proven = self._nsec3_closest_encloser_proof(name, encloser)
+            self._add_nsec3_cover(names.WILDCARD_LABEL + proven)
 
     def _referral(self, cut: bytes) -> None:
         result = self.result
@@ -503,7 +505,7 @@ class _Resolver:
             current = names.parent(current)
         return current
 
-    def _nsec3_closest_encloser_proof(self, name: bytes, encloser: bytes) -> None:
+    def _nsec3_closest_encloser_proof(self, name: bytes, encloser: bytes) -> bytes:
         """RFC 5155 7.2.1: NSEC3 matching the closest (provable) encloser, then the one
         covering the next closer name. With opt-out the encloser may have no NSEC3 of
         its own, so walk up to the closest one that has."""
@@ -516,3 +518,4 @@ class _Resolver:
             self._add_nsec3(index)
         if name != encloser:
             self._add_nsec3_cover(self._next_closer(name, encloser))
+        return encloser
