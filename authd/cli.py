@@ -340,3 +340,7 @@ def version() -> None:
         f"authd {package_version()} (dnspython {dns.version.version}, "
         f"Python {platform.python_version()})"
     )
+
+
+if __name__ == "__main__":
+    main()

@@ -987,17 +987,6 @@ def load_config(path: Path | str) -> Config:
     return _build(ctx, data)
 
 
-def parse_config(text: str, path: Path | str) -> Config:
-    """Like load_config for text already read; `path` anchors relative paths and names errors."""
-    file = Path(path)
-    ctx = _Context(file)
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([ConfigIssue(str(file), "", f"TOML syntax error: {exc}")]) from None
-    return _build(ctx, data)
-
-
 def _build(ctx: _Context, data: dict[str, Any]) -> Config:
     root = _Table(ctx, data, "")
     server = _read_server(_subtable(ctx, root, "server"))
