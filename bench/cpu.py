@@ -23,6 +23,7 @@ class ProcStat:
     stime: int
     cutime: int
     cstime: int
+    state: str = "R"  # "Z" for a zombie: exited, waiting to be reaped
 
     @property
     def ticks(self) -> int:
@@ -48,7 +49,14 @@ def parse_stat(text: str) -> ProcStat:
         stime=int(fields[12]),
         cutime=int(fields[13]),
         cstime=int(fields[14]),
+        state=fields[0],
     )
+
+
+def alive(pid: int, proc: Path = PROC) -> bool:
+    """True while pid exists and is not a zombie."""
+    stat = read_stat(pid, proc)
+    return stat is not None and stat.state != "Z"
 
 
 def read_stat(pid: int, proc: Path = PROC) -> ProcStat | None:

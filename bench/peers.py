@@ -230,11 +230,17 @@ class RunningServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=grace)
-        for pid in self.known_pids - {self.pid}:
-            # Only children recorded while they were in our server's tree, and only if
-            # they still are ours (their stat still names a pid we started as an ancestor).
+        # Forked children (NSD's servers and xfrd, authd's workers) exit on their own once the
+        # parent is gone; give them the grace period, then kill those that are still ours.
+        children = self.known_pids - {self.pid}
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(cpu.alive(pid) for pid in children):
+            time.sleep(0.05)
+        for pid in children:
+            # Only if it still is ours: its parent is a PID we started or it was orphaned to
+            # init, so a recycled PID of someone else's process is never signalled.
             stat = cpu.read_stat(pid)
-            if stat is not None and stat.ppid in self.known_pids | {1}:
+            if stat is not None and stat.state != "Z" and stat.ppid in self.known_pids | {1}:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
 

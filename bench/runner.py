@@ -130,7 +130,16 @@ def load(
     if driver == "dnsperf":
         do, tcp = mix.uniform_flags(queries) or (False, False)
         job = drivers.DnsperfJob(
-            host, port, query_file, seconds, do=do, tcp=tcp, outstanding=plan.outstanding, rate=rate
+            host,
+            port,
+            query_file,
+            seconds,
+            do=do,
+            tcp=tcp,
+            outstanding=plan.outstanding,
+            clients=max(4, len(plan.client_cpus)),
+            threads=max(1, len(plan.client_cpus)),
+            rate=rate,
         )
         return drivers.run(job, set(plan.client_cpus))
     settings = loadgen.GeneratorSettings(host, port, seconds, plan.outstanding, rate)
