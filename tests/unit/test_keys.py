@@ -166,6 +166,18 @@ def test_reads_what_tsig_keygen_writes() -> None:
         assert base64.b64encode(key.secret).decode() in text
 
 
+def test_bind_accepts_the_key_files_we_generate(tmp_path: Path) -> None:
+    checkconf = require_binary("named-checkconf")
+    path = tmp_path / "keys.conf"
+    path.write_text(
+        generate_tsig_key("a.example", "hmac-sha256") + generate_tsig_key("b", "hmac-sha1")
+    )
+    result = subprocess.run(
+        [checkconf, str(path)], capture_output=True, text=True, timeout=10, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 # --- trust anchors --------------------------------------------------------------------------------
 
 
