@@ -1,0 +1,121 @@
+"""The verify step: structure, limits, DNSSEC policy, incremental IXFR checks, the pool."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from authd.zone import names
+from authd.zone.journal import VersionMeta
+from authd.zone.snapshot import Snapshot, SnapshotBuilder
+from authd.zone.store import encode_full
+from authd.zone.verify import (
+    Limits,
+    Policy,
+    ValidationPool,
+    touched_owners,
+    verify,
+)
+from tests.unit.test_dnssec import _sign, snapshot_of
+
+ORIGIN = names.key_from_text("example.test")
+SOA = names.key_from_text("ns.example.test") + names.key_from_text("h.example.test") + bytes(20)
+NOW = time.time()
+
+
+def small_zone(*extra: tuple[str, int, bytes]) -> Snapshot:
+    builder = SnapshotBuilder(ORIGIN)
+    builder.add(ORIGIN, 6, 300, SOA[:-20] + (5).to_bytes(4, "big") + bytes(16))
+    builder.add(ORIGIN, 2, 300, names.key_from_text("ns.example.test"))
+    builder.add(names.key_from_text("ns.example.test"), 1, 300, b"\xc0\x00\x02\x01")
+    for owner, rtype, rdata in extra:
+        builder.add(names.key_from_text(owner), rtype, 300, rdata)
+    return builder.build()
+
+
+def test_plain_zone_passes() -> None:
+    verdict = verify(small_zone(), Policy(), NOW)
+    assert verdict.ok and not verdict.signed
+
+
+def test_structure_rejection_names_owner_and_rule() -> None:
+    snap = small_zone(
+        ("www.example.test", 5, names.key_from_text("ns.example.test")),
+        ("www.example.test", 1, b"\x01\x02\x03\x04"),
+    )
+    verdict = verify(snap, Policy(), NOW)
+    assert not verdict.ok
+    assert verdict.check == "cname-other-data"
+    assert "www.example.test/CNAME" in verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("limits", "check"),
+    [
+        (Limits(max_records=2), "limit-records"),
+        (Limits(max_rrset_records=2), "limit-rrset-records"),
+        (Limits(max_types_per_name=1), "limit-types-per-name"),
+        (Limits(max_bytes=50), "limit-bytes"),
+    ],
+)
+def test_each_limit(limits: Limits, check: str) -> None:
+    snap = small_zone(*[("txt.example.test", 16, bytes([1, 65 + i])) for i in range(3)])
+    verdict = verify(snap, Policy(limits=limits), NOW)
+    assert (verdict.ok, verdict.check) == (False, check)
+
+
+def test_unsigned_version_of_signed_zone(tmp_path: Path) -> None:
+    unsigned = small_zone()
+    assert verify(unsigned, Policy(), NOW, was_signed=False).ok
+    verdict = verify(unsigned, Policy(), NOW, was_signed=True)
+    assert verdict.check == "unsigned" and "retransfer" in verdict.reason
+    assert verify(unsigned, Policy(), NOW, was_signed=True, forced=True).ok
+    assert verify(unsigned, Policy(dnssec="required"), NOW).check == "unsigned"
+    assert verify(unsigned, Policy(dnssec="off"), NOW, was_signed=True).ok
+
+
+def test_zonemd_required_even_with_dnssec_off() -> None:
+    verdict = verify(small_zone(), Policy(dnssec="off", zonemd="required"), NOW)
+    assert verdict.check == "zonemd-missing"
+
+
+def _signed_snapshot(tmp_path: Path) -> Snapshot:
+    import dns.zone
+
+    path, _, _ = _sign(tmp_path, "ECDSAP256SHA256")
+    return snapshot_of(dns.zone.from_file(str(path), origin="example.test.", relativize=False))
+
+
+def test_incremental_check_sees_only_touched_owners(tmp_path: Path) -> None:
+    snap = _signed_snapshot(tmp_path)
+    assert verify(snap, Policy(), NOW).ok
+    web = names.key_from_text("web.example.test")
+    a_rdata = snap.node(web)[1][1][0]  # type: ignore[index]
+    changed = snap.apply_diff([(web, 1, 3600, a_rdata)], [(web, 1, 3600, b"\xc0\x00\x02\x63")])
+    touched = touched_owners([([(web, 1, 3600, a_rdata)], [(web, 1, 3600, b"\xc0\x00\x02\x63")])])
+    assert touched == [web]
+    verdict = verify(changed, Policy(), NOW, touched=touched)
+    assert (verdict.ok, verdict.check) == (False, "rrsig-invalid")
+    # A change elsewhere is not seen by an incremental check of an untouched owner...
+    mail = names.key_from_text("mail.example.test")
+    assert verify(changed, Policy(), NOW, touched=[mail]).ok
+    # ...but a full check finds it.
+    assert verify(changed, Policy(), NOW).check == "rrsig-invalid"
+
+
+async def test_pool_verifies_a_candidate_file(tmp_path: Path) -> None:
+    snap = _signed_snapshot(tmp_path)
+    header, payload = encode_full(snap, VersionMeta("AXFR", NOW, "192.0.2.1@53"), 1)
+    path = tmp_path / "candidate"
+    path.write_bytes(header + payload)
+    pool = ValidationPool(processes=1, nice=5)
+    try:
+        verdict = await pool.verify_file(path, ORIGIN, Policy(), NOW, False, False)
+        assert verdict.ok and verdict.signed and verdict.rrsets_checked > 10
+        bad = Policy(dnssec="auto", limits=Limits(max_records=3))
+        verdict = await pool.verify_file(path, ORIGIN, bad, NOW, False, False)
+        assert verdict.check == "limit-records"
+    finally:
+        pool.close()
