@@ -74,9 +74,19 @@ def _run_one(query: Query, transport: str, ref: Address, sut: Address) -> Outcom
         ref_wire = exchange(ref, query.wire, transport, CONFIRM_TIMEOUT)
     if sut_wire is None and ref_wire is not None:
         sut_wire = exchange(sut, query.wire, transport, CONFIRM_TIMEOUT)
-    return Outcome(
-        query, transport, ref_wire, sut_wire, compare(query, transport, ref_wire, sut_wire)
-    )
+    retry = None
+    if transport == "udp" and _truncated(ref_wire) != _truncated(sut_wire):
+        # Exactly one side truncated: fetch both complete (TCP) answers to judge why.
+        retry = (
+            exchange(ref, query.wire, "tcp", CONFIRM_TIMEOUT),
+            exchange(sut, query.wire, "tcp", CONFIRM_TIMEOUT),
+        )
+    diffs = compare(query, transport, ref_wire, sut_wire, retry)
+    return Outcome(query, transport, ref_wire, sut_wire, diffs)
+
+
+def _truncated(wire: bytes | None) -> bool:
+    return wire is not None and len(wire) >= 4 and bool(wire[2] & 0x02)
 
 
 def run_corpus(queries: Sequence[Query], ref: Address, sut: Address) -> list[Outcome]:

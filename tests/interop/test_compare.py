@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import dns.flags
 import dns.message
 import dns.rcode
@@ -10,6 +12,7 @@ import dns.rrset
 from tests.interop.compare import (
     ADDITIONAL_DROPPED_FOR_SIZE,
     ANY_CHOICE,
+    TC_FROM_COMPRESSION,
     TRUNCATED_CONTENT,
     compare,
     question_bytes,
@@ -30,6 +33,21 @@ def _rrset(text: str) -> dns.rrset.RRset:
     """An RRset from one master-file line: owner ttl class type rdata."""
     owner, ttl, rdclass, rdtype, rdata = text.split(maxsplit=4)
     return dns.rrset.from_text(owner, int(ttl), rdclass, rdtype, rdata)
+
+
+def _uncompressed(msg: dns.message.Message) -> bytes:
+    """msg without name compression: the same answer in more octets."""
+    wire = _wire(msg)
+    out = wire[:12] + question_bytes(wire)
+    for section in (msg.answer, msg.authority, msg.additional):
+        for rrset in section:
+            for rdata in rrset:
+                rdata_wire = rdata.to_digestable()
+                out += rrset.name.to_digestable()
+                out += struct.pack("!HHIH", rrset.rdtype, rrset.rdclass, rrset.ttl, len(rdata_wire))
+                out += rdata_wire
+    assert msg.opt is not None
+    return out + wire[-11:]  # the OPT RR last: root, type, class, ttl, rdlen 0
 
 
 def _wire(msg: dns.message.Message) -> bytes:
@@ -120,3 +138,23 @@ def test_any_may_pick_a_different_rrset_but_only_one() -> None:
     )
     assert [d.allowed for d in compare(anyq, "udp", a, b)] == [ANY_CHOICE, ANY_CHOICE]
     assert unexplained(compare(anyq, "udp", a, two))
+
+
+def test_tc_on_one_side_is_allowed_only_when_the_other_sent_everything() -> None:
+    small = Query("small", Q.wire, udp_limit=512, qtype=1)
+    records = [f"www.plain.test. 300 IN TXT {'x' * 200}{i}" for i in range(3)]
+    complete = _response(small, *records)
+    truncated = _response(small, *records[:1])
+    truncated.flags |= dns.flags.TC
+    full_tcp = _wire(complete)
+    assert len(full_tcp) > 512
+    # The complete answer is itself over the limit here, so TC was the only right answer.
+    diffs = compare(small, "udp", _wire(truncated), full_tcp, (full_tcp, full_tcp))
+    assert unexplained(diffs)
+    # With a limit the complete answer fits, but the truncating side's own TCP answer is
+    # larger (as with Knot's name compression): accepted.
+    roomy = Query("roomy", Q.wire, udp_limit=len(full_tcp), qtype=1)
+    bigger = _uncompressed(complete)
+    assert len(bigger) > len(full_tcp)
+    diffs = compare(roomy, "udp", _wire(truncated), full_tcp, (bigger, full_tcp))
+    assert [d.allowed for d in diffs] == [TC_FROM_COMPRESSION, TC_FROM_COMPRESSION]
