@@ -30,16 +30,17 @@ def make_key(qkey: bytes, type_class: bytes, edns: bool, do: bool, nsid: bool, l
     return qkey + type_class + variant(edns, do, nsid, limit)
 
 
+_BYTE = tuple(bytes((value,)) for value in range(256))
+
+
 def patch(cached: bytes, query: bytes, question_end: int) -> bytes:
     """The cached response with the query's ID, RD bit and question bytes."""
-    return b"".join(
-        (
-            query[:2],
-            bytes(((cached[2] & 0xFE) | (query[2] & 0x01),)),
-            cached[3:12],
-            query[12:question_end],
-            cached[question_end:],
-        )
+    return (
+        query[:2]
+        + _BYTE[cached[2] | (query[2] & 0x01)]
+        + cached[3:12]
+        + query[12:question_end]
+        + cached[question_end:]
     )
 
 

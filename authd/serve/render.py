@@ -31,6 +31,9 @@ _POINTER_LIMIT = 0x4000  # offsets a 14-bit compression pointer can reach
 _SINGLE_NAME = frozenset({2, 3, 4, 5, 7, 8, 9, 12})  # NS MD MF CNAME MB MG MR PTR
 _TWO_NAMES = frozenset({6, 14})  # SOA (+ 20 octets), MINFO
 _MX = 15
+# Types whose RDATA holds a name that must not be compressed but may later be
+# pointed at (an SRV target owning additional A/AAAA, as Knot's hints do), by offset.
+_REFERENCED_NAME_AT = {33: 6, 64: 2, 65: 2, 18: 2, 21: 2, 36: 2}
 
 
 class _Writer:
@@ -61,16 +64,21 @@ class _Writer:
                 found = ptr
                 break
             pos += key[pos] + 1
-        # Remember the suffixes this name writes out in full, for later names.
-        label = 0
-        while label < pos and at + label < _POINTER_LIMIT:
-            suffix = key[label:]
-            table[suffix] = at + label
-            self.journal.append(suffix)
-            label += key[label] + 1
+        self.remember(key, pos, at)
         if found < 0:
             return raw
         return raw[:pos] + bytes((0xC0 | (found >> 8), found & 0xFF))
+
+    def remember(self, key: bytes, end: int, at: int) -> None:
+        """Record the suffixes of key written in full (labels before `end`) at offset at."""
+        table = self.table
+        label = 0
+        while label < end and at + label < _POINTER_LIMIT:
+            suffix = key[label:]
+            if suffix not in table:
+                table[suffix] = at + label
+                self.journal.append(suffix)
+            label += key[label] + 1
 
     def rdata(self, rtype: int, rdata: bytes, at: int) -> bytes:
         if rtype in _SINGLE_NAME:
@@ -86,6 +94,10 @@ class _Writer:
             second = rdata[first_len : first_len + second_len]
             second_out = self.name(second, wire.lower(second), at + len(first_out))
             return first_out + second_out + rdata[first_len + second_len :]
+        offset = _REFERENCED_NAME_AT.get(rtype)
+        if offset is not None and offset < len(rdata):
+            name_len = wire_name_length(rdata, offset)
+            self.remember(wire.lower(rdata[offset : offset + name_len]), name_len - 1, at + offset)
         return rdata
 
     def rrset(
@@ -95,7 +107,12 @@ class _Writer:
         parts_mark = len(self.parts)
         journal_mark = len(self.journal)
         size = self.size
-        compressible = rtype in _SINGLE_NAME or rtype in _TWO_NAMES or rtype == _MX
+        compressible = (
+            rtype in _SINGLE_NAME
+            or rtype in _TWO_NAMES
+            or rtype == _MX
+            or rtype in _REFERENCED_NAME_AT
+        )
         for rdata in rdatas:
             owner_out = self.name(owner, owner, size)
             at = size + len(owner_out) + 10
