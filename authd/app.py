@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import signal
@@ -25,11 +26,14 @@ from authd.serve.engine import ServingEngine
 from authd.serve.responder import Responder
 from authd.serve.tcp import TcpLimits
 from authd.serve.zonetable import ZoneTable
+from authd.xfr.policy import policy_for
 from authd.zone import names
 from authd.zone.journal import VersionMeta
 from authd.zone.loader import ZoneLoadError, load_zone_file
 from authd.zone.snapshot import Snapshot
 from authd.zone.store import LoadedZone, Store, StoreError, Unusable
+from authd.zone.text import master_file_lines
+from authd.zone.verify import verify
 
 log = logging.getLogger("authd")
 
@@ -199,6 +203,10 @@ class App:
             return self.status(args.get("zone"))
         if command == "reload":
             return await self.reload()
+        if command == "verify":
+            return await self.verify_served(self.zone_named(args.get("zone")))
+        if command == "dump":
+            return self.dump(self.zone_named(args.get("zone")))
         if command in ("refresh", "retransfer"):
             runtime = self.zone_named(args.get("zone"))
             if runtime.config.file is not None:
@@ -207,6 +215,24 @@ class App:
                 raise ControlError(f"zone {runtime.name}: {runtime.last_error}")
             raise ControlError(f"zone {runtime.name}: replication is not running in this build")
         raise ControlError(f"unknown command {command}")
+
+    async def verify_served(self, runtime: ZoneRuntime) -> dict[str, Any]:
+        """The full check of the served version, on demand (authd zone verify)."""
+        snapshot = runtime.snapshot
+        if snapshot is None:
+            raise ControlError(f"zone {runtime.name}: nothing is served yet")
+        policy = policy_for(runtime.config)
+        verdict = await asyncio.to_thread(verify, snapshot, policy, self.clock.now())
+        result = dataclasses.asdict(verdict)
+        result["serial"] = snapshot.serial
+        return result
+
+    def dump(self, runtime: ZoneRuntime) -> str:
+        """The served version as master-file text (authd zone dump)."""
+        snapshot = runtime.snapshot
+        if snapshot is None:
+            raise ControlError(f"zone {runtime.name}: nothing is served yet")
+        return "".join(line + "\n" for line in master_file_lines(snapshot))
 
     async def reload(self) -> str:
         """Re-read the config: add and remove zones, reload changed files; queries go on."""
