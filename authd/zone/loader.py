@@ -35,13 +35,6 @@ class ZoneLoadError(Exception):
     line (syntax) or the owner and the rule (semantics)."""
 
 
-class _OutOfZone(dns.exception.SyntaxError):
-    """Raised inside Reader, which prefixes the file and line."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)  # type: ignore[no-untyped-call]
-
-
 class _IncludeRelativeTokenizer(dns.tokenizer.Tokenizer):
     """A tokenizer that makes a relative $INCLUDE path relative to the including
     file's directory (as BIND, NSD and Knot do), not to the working directory.
@@ -107,6 +100,13 @@ class _Collector:
         self.reader: _Reader | None = None
         self.first_seen: dict[bytes, tuple[str, int]] = {}
 
+    def _where(self) -> tuple[str, int]:
+        if self.reader is None:
+            return ("?", 0)
+        tok = self.reader.tok
+        # The record's end of line has been read already, except at the end of the file.
+        return (str(tok.filename), tok.line_number - (0 if tok.eof else 1))
+
     def check_put_rdataset(self, check: object) -> None:
         """Reader installs dnspython's CNAME check here; zone/checks.py does it instead."""
 
@@ -118,12 +118,12 @@ class _Collector:
 
     def add(self, name: dns.name.Name, ttl: int, rdata: dns.rdata.Rdata) -> None:
         key = names.key_from_name(name)
-        if key not in self.first_seen and self.reader is not None:
-            filename, line = self.reader.tok.where()
-            self.first_seen[key] = (filename, line)
+        if key not in self.first_seen:
+            self.first_seen[key] = self._where()
         if not names.is_subdomain(key, self.builder.origin):
+            filename, line = self._where()
             zone = names.to_text(self.builder.origin)
-            raise _OutOfZone(f"{name.to_text()} is outside the zone {zone}")
+            raise ZoneLoadError(f"{filename}:{line}: {name.to_text()} is outside the zone {zone}")
         wire = rdata.to_wire()
         assert wire is not None
         self.builder.add(key, rdata.rdtype, ttl, wire)
@@ -143,6 +143,11 @@ def load_zone_file(path: Path, origin: str) -> Snapshot:
                 cast(Any, collector),
                 allow_include=True,
             )
+            # Reader silently skips names outside zone_origin; with the root there,
+            # every name reaches the collector, which reports out-of-zone data with
+            # its file and line. Relative names still use the real origin
+            # (current_origin), and nothing is relativized.
+            reader.zone_origin = dns.name.root
             collector.reader = reader
             reader.read()
     except OSError as error:
