@@ -9,9 +9,10 @@ PTR, MINFO, MX), never for DNAME, SRV, RRSIG, NSEC and the rest (RFC 3597 4).
 Truncation, as Knot does it: each section is written as its data RRsets in
 order followed by the RRSIGs of the RRsets written; RRsets are whole or absent.
 The first RRset of the answer or authority section that does not fit ends the
-response with TC=1; what fit before it is kept. In-bailiwick glue
-(Result.required_additional) is treated the same way (RFC 9471); any other
-additional data that does not fit is just left out, without TC. The trailer
+response with TC=1; what fit before it is kept. In the additional section each
+RRset that does not fit is skipped and the next one tried; skipping in-bailiwick
+glue (Result.required_additional) sets TC (RFC 9471), skipping anything else
+does not. The trailer
 (OPT, TSIG) is reserved first, so it always fits.
 """
 
@@ -133,6 +134,25 @@ class _Writer:
         del self.journal[journal_mark:]
 
 
+def _additional(writer: _Writer, result: Result, rclass: int) -> tuple[int, bool]:
+    """Additional data, then its RRSIGs; each RRset that does not fit is skipped and
+    the next one tried (as Knot does). Truncated only if glue was skipped."""
+    count = 0
+    truncated = False
+    written: list[RRsetOut] = []
+    for position, rrset in enumerate(result.additional):
+        if writer.rrset(rrset.owner, rrset.rtype, rclass, rrset.ttl, rrset.rdatas):
+            written.append(rrset)
+            count += len(rrset.rdatas)
+        elif position < result.required_additional:
+            truncated = True
+    for rrset in written:
+        sigs = rrset.sigs
+        if sigs and sigs[1] and writer.rrset(rrset.owner, RRSIG, rclass, sigs[0], sigs[1]):
+            count += len(sigs[1])
+    return count, truncated
+
+
 def render(
     query_flags: int,
     question: bytes,
@@ -151,17 +171,14 @@ def render(
     truncated = False
     counts = [0, 0, 0]
     sections = (result.answer, result.authority, result.additional)
-    for index, rrsets in enumerate(sections):
-        # Mandatory RRsets: all of the answer and authority, and the glue.
-        mandatory = len(rrsets) if index < 2 else result.required_additional
+    for index, rrsets in enumerate(sections[:2]):
         written: list[RRsetOut] = []
-        for position, rrset in enumerate(rrsets):
-            if writer.rrset(rrset.owner, rrset.rtype, rclass, rrset.ttl, rrset.rdatas):
-                written.append(rrset)
-                counts[index] += len(rrset.rdatas)
-            else:
-                truncated = position < mandatory
+        for rrset in rrsets:
+            if not writer.rrset(rrset.owner, rrset.rtype, rclass, rrset.ttl, rrset.rdatas):
+                truncated = True
                 break
+            written.append(rrset)
+            counts[index] += len(rrset.rdatas)
         if truncated:
             break
         for rrset in written:
@@ -169,11 +186,13 @@ def render(
             if sigs is None or not sigs[1]:
                 continue
             if not writer.rrset(rrset.owner, RRSIG, rclass, sigs[0], sigs[1]):
-                truncated = index < 2
+                truncated = True
                 break
             counts[index] += len(sigs[1])
         if truncated:
             break
+    if not truncated:
+        counts[2], truncated = _additional(writer, result, rclass)
     flags = wire.response_flags(query_flags, aa=result.aa, rcode=result.rcode)
     if truncated:
         flags |= wire.TC

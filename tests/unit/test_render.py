@@ -114,18 +114,19 @@ def test_optional_additional_dropped_without_tc_but_glue_sets_tc() -> None:
     assert not msg.flags & dns.flags.TC and len(msg.additional) == 1
 
 
-def test_rollback_forgets_compression_entries_of_dropped_rrsets() -> None:
-    # The dropped RRset introduces "mail.example.test"; the next name must not point into it.
-    dropped = rrset("x.mail.example.test.", "TXT", *[f'"{"y" * 250}{i}"' for i in range(3)])
+def test_skipped_additional_rrset_leaves_no_compression_entries() -> None:
+    # The skipped RRset introduces "mail.example.test"; the next owner must not point into it.
+    skipped = rrset("x.mail.example.test.", "TXT", *[f'"{"y" * 250}{i}"' for i in range(3)])
     after = rrset("mail.example.test.", "A", "192.0.2.25")
-    result = Result(answer=[rrset("www.example.test.", "A", "192.0.2.1")], additional=[dropped])
-    result.additional.append(after)
-    msg = parse(render(0, QUESTION, QKEY, result, 512, OPT, 1))
+    result = Result(
+        answer=[rrset("www.example.test.", "A", "192.0.2.1")], additional=[skipped, after]
+    )
+    data = render(0, QUESTION, QKEY, result, 512, OPT, 1)
+    msg = parse(data)
     assert not msg.flags & dns.flags.TC
-    assert [rr.rdtype for rr in msg.additional] == []  # stops at the first optional miss
-    result.additional = [after]
-    msg = parse(render(0, QUESTION, QKEY, result, 512, OPT, 1))
+    assert [rr.rdtype for rr in msg.additional] == [1]  # skipped, and the next one tried
     assert str(msg.additional[0].name).lower() == "mail.example.test."
+    assert b"\x04mail" in data
 
 
 def test_large_tcp_response_stays_parsable_beyond_pointer_range() -> None:
