@@ -1,0 +1,650 @@
+"""The transfer client: SOA check and AXFR/IXFR (RFC 1995, 5936) with TSIG (RFC 8945).
+
+This is the I/O edge around stream.py. The TCP stream is drained into a buffer
+by a protocol callback as fast as it arrives, so a primary never waits on us
+(Knot cuts a reader that stalls its writes for 500 ms); the parsing happens
+between reads, yielding to the event loop after every message.
+
+Every call returns a value, never raises for a network or protocol problem:
+`SoaResult` or `TransferResult`, with one `Outcome` and a precise reason.
+Time for TSIG comes from the injected `clock` (wall-clock seconds).
+
+IXFR rules: an IXFR answered AXFR-style is a full replacement; a lone SOA that
+is not newer means up to date; an IXFR refused with an rcode, or whose diff does
+not apply to our version, is retried as AXFR in the same call (outcome
+FELL_BACK). Other IXFR failures (cut, timeout, malformed) are returned as such
+with `kind` IXFR, and the caller's next attempt should ask for AXFR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.TSIG
+import dns.tsig
+
+from authd.zone import names
+from authd.zone.snapshot import SOA, Snapshot, parse_soa
+
+from .stream import (
+    CLASS_IN,
+    TYPE_AXFR,
+    TYPE_IXFR,
+    DiffStep,
+    Fault,
+    Kind,
+    Message,
+    StreamError,
+    TransferAssembler,
+    TransferLimits,
+    TsigVerifier,
+    parse_message,
+)
+from .stream import (
+    rcode_text as _rcode_text,
+)
+
+Endpoint = tuple[str, int]
+"""(IP address, port) of a primary."""
+
+Clock = Callable[[], float]
+
+TSIG_FUDGE = 300
+_FALLBACK_RCODES = frozenset(
+    {dns.rcode.REFUSED, dns.rcode.NOTIMP, dns.rcode.NOTAUTH, dns.rcode.SERVFAIL, dns.rcode.FORMERR}
+)
+_REFUSING_RCODES = frozenset({dns.rcode.REFUSED, dns.rcode.NOTAUTH})
+
+
+class Outcome(Enum):
+    """The one result of an SOA check or a transfer: a log word and a metric label."""
+
+    UPDATED = "updated"
+    UP_TO_DATE = "up-to-date"
+    FELL_BACK = "fell-back-to-axfr"
+    OK = "ok"  # an SOA check that got an answer
+    REFUSED = "refused"
+    SERVER_ERROR = "server-error"
+    TIMEOUT = "timeout"
+    NETWORK_ERROR = "network-error"
+    BAD_TSIG = "bad-tsig"
+    TOO_BIG = "too-big"
+    MALFORMED = "malformed"
+    INCOMPLETE = "incomplete"
+    DIFF_MISMATCH = "diff-mismatch"
+
+    @property
+    def success(self) -> bool:
+        return self in (Outcome.UPDATED, Outcome.UP_TO_DATE, Outcome.FELL_BACK, Outcome.OK)
+
+
+@dataclass(frozen=True, slots=True)
+class SoaResult:
+    outcome: Outcome
+    primary: Endpoint
+    serial: int | None = None
+    soa_rdata: bytes | None = None
+    rcode: int | None = None
+    over_tcp: bool = False
+    duration: float = 0.0
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TransferResult:
+    outcome: Outcome
+    primary: Endpoint
+    kind: Kind | None = None
+    snapshot: Snapshot | None = None
+    steps: tuple[DiffStep, ...] = ()
+    serial: int | None = None
+    bytes_received: int = 0
+    messages: int = 0
+    records: int = 0
+    duration: float = 0.0
+    reason: str = ""
+    ixfr_failure: str = ""  # why IXFR was abandoned, when the outcome is FELL_BACK
+    rcode: int | None = None
+
+
+class _Failure(Exception):
+    """A failed exchange, carried up to the public functions that turn it into a result."""
+
+    def __init__(
+        self, outcome: Outcome, reason: str, rcode: int | None = None, fault: Fault | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+        self.rcode = rcode
+        self.fault = fault
+
+
+# -- queries ---------------------------------------------------------------------
+
+
+def build_query(
+    zone: bytes, qtype: int, *, query_id: int, soa: tuple[int, bytes] | None = None
+) -> bytes:
+    """An unsigned query; `soa` = (ttl, rdata) goes in the authority section (IXFR)."""
+    header = struct.pack(">HHHHHH", query_id, 0, 1, 0, 1 if soa else 0, 0)
+    wire = header + zone + struct.pack(">HH", qtype, CLASS_IN)
+    if soa is not None:
+        ttl, rdata = soa
+        wire += b"\xc0\x0c" + struct.pack(">HHIH", SOA, CLASS_IN, ttl, len(rdata)) + rdata
+    return wire
+
+
+def sign_query(wire: bytes, key: dns.tsig.Key, now: float) -> tuple[bytes, bytes]:
+    """Append a TSIG RR signed at `now`; returns (signed wire, request MAC)."""
+    query_id = struct.unpack_from(">H", wire, 0)[0]
+    unsigned = dns.rdtypes.ANY.TSIG.TSIG(  # type: ignore[no-untyped-call]
+        dns.rdataclass.ANY, dns.rdatatype.TSIG, key.algorithm, 0, TSIG_FUDGE, b"", query_id, 0, b""
+    )
+    signed, _ = dns.tsig.sign(  # type: ignore[no-untyped-call]
+        wire, key, unsigned, int(now), b"", None, False
+    )
+    rdata = signed.to_wire()
+    assert rdata is not None
+    owner = key.name.to_wire()
+    assert owner is not None
+    record = owner + struct.pack(">HHIH", dns.rdatatype.TSIG, dns.rdataclass.ANY, 0, len(rdata))
+    arcount = struct.unpack_from(">H", wire, 10)[0] + 1
+    signed_wire = wire[:10] + struct.pack(">H", arcount) + wire[12:] + record + rdata
+    return signed_wire, bytes(signed.mac)
+
+
+def _endpoint_family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _rcode_failure(rcode: int, what: str, unsigned_note: str = "") -> _Failure:
+    outcome = Outcome.REFUSED if rcode in _REFUSING_RCODES else Outcome.SERVER_ERROR
+    return _Failure(
+        outcome,
+        f"the primary answered {what} with {_rcode_text(rcode)}{unsigned_note}",
+        rcode,
+    )
+
+
+def _fault_failure(error: StreamError) -> _Failure:
+    mapping = {
+        Fault.MALFORMED: Outcome.MALFORMED,
+        Fault.BAD_TSIG: Outcome.BAD_TSIG,
+        Fault.TOO_BIG: Outcome.TOO_BIG,
+        Fault.DIFF_MISMATCH: Outcome.DIFF_MISMATCH,
+        Fault.RCODE: Outcome.SERVER_ERROR,
+    }
+    if error.fault is Fault.RCODE and error.rcode in _REFUSING_RCODES:
+        return _Failure(Outcome.REFUSED, error.reason, error.rcode, error.fault)
+    return _Failure(mapping[error.fault], error.reason, error.rcode, error.fault)
+
+
+def _check_response(
+    wire: bytes,
+    message: Message,
+    *,
+    query_id: int,
+    zone: bytes,
+    qtype: int,
+    verifier: TsigVerifier | None,
+    clock: Clock,
+    what: str,
+) -> None:
+    """ID, QR, question and TSIG of a single answer; raises _Failure."""
+    if message.id != query_id:
+        raise _Failure(Outcome.MALFORMED, f"{what}: answer ID {message.id}, expected {query_id}")
+    if not message.flags & 0x8000:
+        raise _Failure(Outcome.MALFORMED, f"{what}: QR bit not set in the answer")
+    if (message.qname, message.qtype, message.qclass) != (zone, qtype, CLASS_IN):
+        got = names.to_text(message.qname) if message.qname else "no question"
+        raise _Failure(Outcome.MALFORMED, f"{what}: answer question {got} does not match")
+    if message.rcode and message.tsig_start < 0:
+        raise _rcode_failure(message.rcode, what, " (unsigned)" if verifier else "")
+    if verifier is not None:
+        try:
+            verifier.check(wire, message, clock())
+        except StreamError as error:
+            raise _fault_failure(error) from error
+    elif message.tsig_start >= 0:
+        raise _Failure(Outcome.BAD_TSIG, f"{what}: the answer is signed but we have no key")
+    if message.rcode:
+        raise _rcode_failure(message.rcode, what)
+
+
+# -- SOA query -------------------------------------------------------------------
+
+
+class _Datagram(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.answers: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        self.answers.put_nowait(data)
+
+    def error_received(self, exc: Exception) -> None:
+        self.answers.put_nowait(b"")
+
+
+async def _udp_exchange(
+    primary: Endpoint, wire: bytes, source: str | None, timeout: float, query_id: int
+) -> bytes:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(
+        _Datagram,
+        remote_addr=primary,
+        local_addr=(source, 0) if source else None,
+        family=_endpoint_family(primary[0]),
+    )
+    try:
+        transport.sendto(wire)
+        end = loop.time() + timeout
+        while True:
+            remaining = end - loop.time()
+            if remaining <= 0:
+                raise TimeoutError
+            data = await asyncio.wait_for(protocol.answers.get(), remaining)
+            if not data:
+                raise ConnectionRefusedError("ICMP error for the SOA query")
+            # Answers with another ID are stray or spoofed: keep waiting for ours.
+            if len(data) >= 2 and struct.unpack_from(">H", data, 0)[0] == query_id:
+                return data
+    finally:
+        transport.close()
+
+
+async def _open_tcp(
+    primary: Endpoint, source: str | None, timeout: float, max_bytes: int
+) -> tuple[asyncio.Transport, _Drain]:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await asyncio.wait_for(
+        loop.create_connection(
+            lambda: _Drain(max_bytes),
+            primary[0],
+            primary[1],
+            local_addr=(source, 0) if source else None,
+            family=_endpoint_family(primary[0]),
+        ),
+        timeout,
+    )
+    return transport, protocol
+
+
+async def query_soa(
+    primary: Endpoint,
+    zone: bytes,
+    key: dns.tsig.Key | None,
+    source: str | None = None,
+    timeout: float = 5.0,
+    *,
+    clock: Clock = time.time,
+) -> SoaResult:
+    """Ask a primary for the zone's SOA over UDP, and again over TCP if truncated."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    query_id = secrets.randbelow(65536)
+    wire = build_query(zone, SOA, query_id=query_id)
+    over_tcp = False
+
+    def done(outcome: Outcome, reason: str = "", **values: object) -> SoaResult:
+        return SoaResult(
+            outcome,
+            primary,
+            over_tcp=over_tcp,
+            duration=loop.time() - started,
+            reason=reason,
+            **values,  # type: ignore[arg-type]
+        )
+
+    try:
+        request_mac = b""
+        if key is not None:
+            wire, request_mac = sign_query(wire, key, clock())
+        answer = await _udp_exchange(primary, wire, source, timeout, query_id)
+        message = parse_message(answer)
+        if message.flags & 0x0200:  # TC
+            over_tcp = True
+            answer = await _tcp_exchange(primary, wire, source, timeout - (loop.time() - started))
+            message = parse_message(answer)
+        verifier = TsigVerifier(key, request_mac) if key is not None else None
+        _check_response(
+            answer,
+            message,
+            query_id=query_id,
+            zone=zone,
+            qtype=SOA,
+            verifier=verifier,
+            clock=clock,
+            what="SOA query",
+        )
+        for owner, rtype, _, rdata in message.records:
+            if owner == zone and rtype == SOA:
+                try:
+                    serial = parse_soa(rdata).serial
+                except (IndexError, struct.error):
+                    return done(Outcome.MALFORMED, "SOA query: the SOA record is malformed")
+                return done(Outcome.OK, serial=serial, soa_rdata=rdata)
+        return done(Outcome.MALFORMED, "SOA query: no SOA for the zone in the answer")
+    except _Failure as failure:
+        return done(failure.outcome, failure.reason, rcode=failure.rcode)
+    except StreamError as error:
+        mapped = _fault_failure(error)
+        return done(mapped.outcome, f"SOA query: {mapped.reason}", rcode=mapped.rcode)
+    except TimeoutError:
+        return done(Outcome.TIMEOUT, f"SOA query: no answer within {timeout:g} s")
+    except OSError as error:
+        return done(Outcome.NETWORK_ERROR, f"SOA query: {error.strerror or error!r}")
+
+
+async def _tcp_exchange(
+    primary: Endpoint, wire: bytes, source: str | None, timeout: float
+) -> bytes:
+    if timeout <= 0:
+        raise TimeoutError
+    transport, drain = await _open_tcp(primary, source, timeout, 70_000)
+    try:
+        transport.write(struct.pack(">H", len(wire)) + wire)
+        loop = asyncio.get_running_loop()
+        answer = await drain.next_message(loop.time() + timeout, timeout)
+        if answer is None:
+            raise ConnectionResetError("the primary closed TCP without an answer")
+        return answer
+    finally:
+        transport.close()
+
+
+# -- TCP stream ------------------------------------------------------------------
+
+
+class _Drain(asyncio.Protocol):
+    """Reads everything the primary sends into one buffer, at once, up to max_bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.buffer = bytearray()
+        self.pos = 0
+        self.received = 0
+        self.over_limit = False
+        self.closed = False
+        self.error: Exception | None = None
+        self.arrived = asyncio.Event()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.received > self.max_bytes:
+            # Stop at once: nothing past the limit is kept.
+            self.over_limit = True
+            if self.transport is not None:
+                self.transport.abort()
+        else:
+            self.buffer += data
+        self.arrived.set()
+
+    def eof_received(self) -> bool:
+        self.closed = True
+        self.arrived.set()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.error = exc
+        self.arrived.set()
+
+    async def next_message(self, deadline_at: float, idle_timeout: float) -> bytes | None:
+        """The next length-prefixed message, None at a clean end of stream."""
+        loop = asyncio.get_running_loop()
+        while True:
+            buffer, pos = self.buffer, self.pos
+            available = len(buffer) - pos
+            if available >= 2:
+                length = (buffer[pos] << 8) | buffer[pos + 1]
+                if available >= 2 + length:
+                    message = bytes(buffer[pos + 2 : pos + 2 + length])
+                    self.pos = pos + 2 + length
+                    if self.pos > 1 << 20:
+                        del buffer[: self.pos]
+                        self.pos = 0
+                    return message
+            if self.over_limit:
+                raise _Failure(
+                    Outcome.TOO_BIG, f"the transfer passed the limit of {self.max_bytes} octets"
+                )
+            if self.closed:
+                if available:
+                    raise _Failure(
+                        Outcome.INCOMPLETE,
+                        f"the connection closed in the middle of a message ({available} octets)",
+                    )
+                if self.error is not None:
+                    raise _Failure(Outcome.INCOMPLETE, f"the connection broke: {self.error}")
+                return None
+            self.arrived.clear()
+            now = loop.time()
+            remaining = deadline_at - now
+            if remaining <= 0:
+                raise _Failure(Outcome.TIMEOUT, "the transfer passed its deadline")
+            wait = min(idle_timeout, remaining)
+            try:
+                await asyncio.wait_for(self.arrived.wait(), wait)
+            except TimeoutError:
+                if wait < idle_timeout:
+                    raise _Failure(Outcome.TIMEOUT, "the transfer passed its deadline") from None
+                raise _Failure(
+                    Outcome.TIMEOUT, f"no data from the primary for {idle_timeout:g} s"
+                ) from None
+
+
+# -- transfer ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Attempt:
+    kind: Kind | None = None
+    bytes_received: int = 0
+    messages: int = 0
+    records: int = 0
+    assembler: TransferAssembler | None = field(default=None)
+
+
+async def _run_one(
+    zone: bytes,
+    primary: Endpoint,
+    key: dns.tsig.Key | None,
+    source: str | None,
+    *,
+    qtype: int,
+    current: Snapshot | None,
+    limits: TransferLimits,
+    deadline_at: float,
+    idle_timeout: float,
+    clock: Clock,
+    attempt: _Attempt,
+) -> TransferAssembler:
+    """One AXFR or IXFR over one TCP connection; raises _Failure."""
+    loop = asyncio.get_running_loop()
+    query_id = secrets.randbelow(65536)
+    soa = (current.soa_ttl, current.soa_rdata) if qtype == TYPE_IXFR and current else None
+    wire = build_query(zone, qtype, query_id=query_id, soa=soa)
+    verifier = None
+    if key is not None:
+        wire, request_mac = sign_query(wire, key, clock())
+        verifier = TsigVerifier(key, request_mac)
+    assembler = TransferAssembler(zone, qtype, query_id, limits, current)
+    attempt.assembler = assembler
+    what = "IXFR" if qtype == TYPE_IXFR else "AXFR"
+    try:
+        transport, drain = await _open_tcp(
+            primary,
+            source,
+            max(0.001, min(idle_timeout, deadline_at - loop.time())),
+            limits.max_bytes,
+        )
+    except TimeoutError:
+        raise _Failure(Outcome.TIMEOUT, f"{what}: TCP connect timed out") from None
+    except OSError as error:
+        raise _Failure(
+            Outcome.NETWORK_ERROR, f"{what}: cannot connect: {error.strerror or error!r}"
+        ) from None
+    try:
+        transport.write(struct.pack(">H", len(wire)) + wire)
+        while True:
+            data = await drain.next_message(deadline_at, idle_timeout)
+            attempt.bytes_received = drain.received
+            if data is None:
+                raise _Failure(Outcome.INCOMPLETE, f"{what}: {assembler.incomplete_reason()}")
+            message = parse_message(data)
+            if message.id != query_id:
+                raise _Failure(
+                    Outcome.MALFORMED, f"{what}: answer ID {message.id}, expected {query_id}"
+                )
+            if message.rcode and message.tsig_start < 0:
+                raise _rcode_failure(message.rcode, what, " (unsigned)" if verifier else "")
+            if verifier is not None:
+                verifier.check(data, message, clock())
+            elif message.tsig_start >= 0:
+                raise _Failure(Outcome.BAD_TSIG, f"{what}: the answer is signed but we have no key")
+            if assembler.feed(message):
+                if verifier is not None:
+                    verifier.finish()
+                attempt.kind = assembler.kind
+                return assembler
+            attempt.messages = assembler.messages
+            attempt.records = assembler.record_count
+            # Let the protocol take in what arrived while we parsed.
+            await asyncio.sleep(0)
+    except StreamError as error:
+        failure = _fault_failure(error)
+        failure.reason = f"{what}: {failure.reason}"
+        raise failure from error
+    except _Failure as failure:
+        if not failure.reason.startswith(what):
+            failure.reason = f"{what}: {failure.reason}"
+        raise
+    finally:
+        attempt.bytes_received = drain.received
+        attempt.messages = assembler.messages
+        attempt.records = assembler.record_count
+        transport.abort()
+
+
+async def transfer(
+    zone: bytes,
+    primary: Endpoint,
+    key: dns.tsig.Key | None,
+    source: str | None = None,
+    *,
+    current: Snapshot | None,
+    force_axfr: bool = False,
+    limits: TransferLimits | None = None,
+    deadline: float = 600.0,
+    idle_timeout: float = 30.0,
+    clock: Clock = time.time,
+) -> TransferResult:
+    """Bring the zone up to date from one primary: IXFR from `current`, or AXFR.
+
+    `deadline` is the time budget in seconds for the whole call (including an
+    AXFR fallback); `idle_timeout` the longest silence tolerated from the primary.
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline_at = started + deadline
+    limits = limits or TransferLimits()
+    use_ixfr = current is not None and not force_axfr
+    total_bytes = 0
+    ixfr_failure = ""
+
+    def finish(
+        outcome: Outcome, attempt: _Attempt, reason: str = "", **values: object
+    ) -> TransferResult:
+        return TransferResult(
+            outcome,
+            primary,
+            kind=attempt.kind,
+            bytes_received=total_bytes + attempt.bytes_received,
+            messages=attempt.messages,
+            records=attempt.records,
+            duration=loop.time() - started,
+            reason=reason,
+            ixfr_failure=ixfr_failure,
+            **values,  # type: ignore[arg-type]
+        )
+
+    if use_ixfr:
+        attempt = _Attempt(kind=Kind.IXFR)
+        try:
+            assembler = await _run_one(
+                zone,
+                primary,
+                key,
+                source,
+                qtype=TYPE_IXFR,
+                current=current,
+                limits=limits,
+                deadline_at=deadline_at,
+                idle_timeout=idle_timeout,
+                clock=clock,
+                attempt=attempt,
+            )
+        except _Failure as failure:
+            fallback = failure.outcome is Outcome.DIFF_MISMATCH or (
+                failure.rcode in _FALLBACK_RCODES and failure.outcome is not Outcome.BAD_TSIG
+            )
+            if not fallback:
+                return finish(failure.outcome, attempt, failure.reason, rcode=failure.rcode)
+            ixfr_failure = failure.reason
+            total_bytes += attempt.bytes_received
+        else:
+            snapshot = assembler.snapshot
+            assert snapshot is not None
+            if assembler.kind is Kind.UP_TO_DATE:
+                return finish(
+                    Outcome.UP_TO_DATE, attempt, serial=snapshot.serial, snapshot=snapshot
+                )
+            return finish(
+                Outcome.UPDATED,
+                attempt,
+                serial=snapshot.serial,
+                snapshot=snapshot,
+                steps=tuple(assembler.steps),
+            )
+    attempt = _Attempt(kind=Kind.FALLBACK_AXFR if ixfr_failure else Kind.AXFR)
+    try:
+        assembler = await _run_one(
+            zone,
+            primary,
+            key,
+            source,
+            qtype=TYPE_AXFR,
+            current=None,
+            limits=limits,
+            deadline_at=deadline_at,
+            idle_timeout=idle_timeout,
+            clock=clock,
+            attempt=attempt,
+        )
+    except _Failure as failure:
+        return finish(failure.outcome, attempt, failure.reason, rcode=failure.rcode)
+    snapshot = assembler.snapshot
+    assert snapshot is not None
+    attempt.kind = Kind.FALLBACK_AXFR if ixfr_failure else Kind.AXFR
+    return finish(
+        Outcome.FELL_BACK if ixfr_failure else Outcome.UPDATED,
+        attempt,
+        serial=snapshot.serial,
+        snapshot=snapshot,
+    )

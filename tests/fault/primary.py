@@ -1,0 +1,532 @@
+"""A controllable test primary: SOA, AXFR and IXFR over UDP and TCP, with TSIG and named faults.
+
+Interface (everything a test needs):
+
+    primary = TestPrimary(versions=[zone_v1, zone_v2], key=key)   # dnspython Zones, oldest first
+    await primary.start()                      # binds 127.0.0.1 on a free port (UDP and TCP)
+    primary.endpoint                           # ("127.0.0.1", port)
+    primary.behaviour = Behaviour(fault=Fault.CUT_BEFORE_CLOSING_SOA)   # change at any time
+    primary.versions.append(zone_v3)           # publish a new version (the last one is served)
+    primary.queries                            # Counter of "SOA"/"AXFR"/"IXFR" queries answered
+    await primary.stop()
+
+The served version is `versions[-1]`; the earlier ones are the IXFR history. An IXFR
+from a serial found in the history gets the chained diffs (RFC 1995), from the
+current serial a lone SOA, from an unknown serial an AXFR-style answer.
+
+Requests are checked against `key` (when set): a request signed with an unknown
+key or a bad MAC gets NOTAUTH with the TSIG error, as Knot answers. Answers are
+signed with `behaviour.answer_key` (default `key`) at time.time() + `time_offset`;
+unsigned intermediate messages are chained into the MAC as RFC 8945 5.3.1 says.
+
+The faults (`Fault`) are named after what a real primary or the network did
+wrong; each test picks one. Messages are built with dnspython; signing is done
+here on the wire so the clock, the key and which messages are signed stay under
+the test's control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.SOA
+import dns.rdtypes.ANY.TSIG
+import dns.rrset
+import dns.tsig
+import dns.zone
+
+Rec = tuple[dns.name.Name, int, dns.rdata.Rdata]
+"""(absolute owner, ttl, rdata) of one record as the primary sends it."""
+
+
+class Fault(Enum):
+    NONE = "none"
+    CUT_BEFORE_CLOSING_SOA = "cut-before-closing-soa"  # stream ends cleanly, closing SOA missing
+    CLOSING_SOA_DIFFERS = "closing-soa-differs"
+    RESET_MID_STREAM = "reset-mid-stream"  # TCP RST after half the messages
+    SLOW_DRIP = "slow-drip"  # the answer trickles out one byte per `drip_interval`
+    FLOOD = "flood"  # an AXFR that never ends (up to `flood_bytes`)
+    WRONG_ID = "wrong-id"  # the last message of the answer carries another ID
+    WRONG_QUESTION = "wrong-question"
+    OUTSIDE_RECORD = "outside-record"  # a record owned by `outside_name` in the middle
+    TWO_SOAS = "two-soas"  # a second, different apex SOA in the middle of an AXFR
+    IXFR_BAD_DELETIONS = "ixfr-bad-deletions"  # IXFR deletes a record the zone does not hold
+    IXFR_AXFR_STYLE = "ixfr-axfr-style"  # every IXFR is answered with the whole zone
+    TRUNCATE_UDP = "truncate-udp"  # UDP SOA answers carry TC and no records
+    UNSIGNED = "unsigned"  # no TSIG on any answer
+    ONLY_FIRST_SIGNED = "only-first-signed"
+    FIRST_AND_LAST_SIGNED = "first-and-last-signed"
+    NO_ANSWER = "no-answer"  # accept the query, then stay silent
+
+
+@dataclass
+class Behaviour:
+    fault: Fault = Fault.NONE
+    rcodes: dict[str, int] = field(default_factory=dict)  # "SOA"/"AXFR"/"IXFR" -> rcode
+    answer_key: dns.tsig.Key | None = None  # sign answers with this key instead of `key`
+    time_offset: int = 0  # seconds added to our clock when signing
+    records_per_message: int = 50
+    drip_interval: float = 1.0
+    flood_bytes: int = 8 << 20
+    outside_name: str = "evil.other.test."
+
+
+def zone_records(zone: dns.zone.Zone) -> list[Rec]:
+    """The zone's records, SOA first, owners absolute."""
+    soa: list[Rec] = []
+    rest: list[Rec] = []
+    origin = zone.origin
+    assert origin is not None
+    for name, ttl, rdata in zone.iterate_rdatas():
+        owner = name.derelativize(origin)
+        (soa if rdata.rdtype == dns.rdatatype.SOA else rest).append((owner, ttl, rdata))
+    return soa + rest
+
+
+def zone_serial(zone: dns.zone.Zone) -> int:
+    soa = zone_records(zone)[0][2]
+    assert isinstance(soa, dns.rdtypes.ANY.SOA.SOA)
+    return int(soa.serial)
+
+
+def _serial_of(record: Rec) -> int:
+    rdata = record[2]
+    assert isinstance(rdata, dns.rdtypes.ANY.SOA.SOA)
+    return int(rdata.serial)
+
+
+def _with_serial(record: Rec, serial: int) -> Rec:
+    owner, ttl, rdata = record
+    return owner, ttl, rdata.replace(serial=serial)
+
+
+class TestPrimary:
+    __test__ = False  # not a pytest class
+
+    def __init__(
+        self,
+        versions: list[dns.zone.Zone],
+        *,
+        key: dns.tsig.Key | None = None,
+        behaviour: Behaviour | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.versions = versions
+        self.key = key
+        self.behaviour = behaviour or Behaviour()
+        self.host = host
+        self.port = 0
+        self.queries: Counter[str] = Counter()
+        self.connections = 0
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    @property
+    def zone(self) -> dns.zone.Zone:
+        return self.versions[-1]
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        for _ in range(20):
+            self._tcp = await asyncio.start_server(self._serve_tcp, self.host, 0, family=family)
+            self.port = self._tcp.sockets[0].getsockname()[1]
+            try:
+                self._udp, _ = await loop.create_datagram_endpoint(
+                    lambda: _Udp(self), local_addr=(self.host, self.port), family=family
+                )
+            except OSError:
+                self._tcp.close()
+                await self._tcp.wait_closed()
+                continue
+            return self.endpoint
+        raise RuntimeError("no port free for both UDP and TCP")
+
+    async def stop(self) -> None:
+        if self._udp is not None:
+            self._udp.close()
+        if self._tcp is not None:
+            self._tcp.close()
+        # Abort the open connections: their handlers see the end and return.
+        for writer in list(self._writers):
+            writer.transport.abort()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+        if self._tcp is not None:
+            await self._tcp.wait_closed()
+
+    # -- request handling --------------------------------------------------------
+
+    def _parse_request(self, wire: bytes) -> tuple[dns.message.Message, bytes | None]:
+        """The request, and an error answer when its TSIG is not acceptable."""
+        query = dns.message.from_wire(wire, keyring=False)
+        if self.key is None:
+            return query, None
+        tsig_error = None
+        if query.tsig is None or query.keyname != self.key.name:
+            tsig_error = dns.rcode.BADKEY
+        else:
+            try:
+                query = dns.message.from_wire(wire, keyring={self.key.name: self.key})
+            except dns.tsig.BadTime:
+                tsig_error = dns.rcode.BADTIME
+            except (dns.tsig.BadSignature, dns.tsig.BadAlgorithm, dns.tsig.BadKey):
+                tsig_error = dns.rcode.BADSIG
+        if tsig_error is None:
+            return query, None
+        response = _response(query)
+        response.set_rcode(dns.rcode.NOTAUTH)
+        response.flags &= ~dns.flags.AA
+        unsigned = response.to_wire()
+        return query, _append_tsig(
+            unsigned, self.key, int(time.time()), error=tsig_error, mac=b"", original_id=query.id
+        )
+
+    def _qtype_label(self, query: dns.message.Message) -> str:
+        return dns.rdatatype.to_text(query.question[0].rdtype) if query.question else "?"
+
+    def answer_udp(self, wire: bytes) -> bytes | None:
+        query, refusal = self._parse_request(wire)
+        if refusal is not None:
+            return refusal
+        label = self._qtype_label(query)
+        self.queries[label] += 1
+        if self.behaviour.fault is Fault.NO_ANSWER:
+            return None
+        if label != "SOA":
+            response = _response(query)
+            response.set_rcode(dns.rcode.REFUSED)
+            return next(self._sign_all([response], query))
+        response = self._soa_answer(query)
+        if self.behaviour.fault is Fault.TRUNCATE_UDP:
+            response.answer.clear()
+            response.flags |= dns.flags.TC
+        return next(self._sign_all([response], query))
+
+    def answer_tcp(self, wire: bytes) -> Iterator[bytes]:
+        query, refusal = self._parse_request(wire)
+        if refusal is not None:
+            return iter([refusal])
+        label = self._qtype_label(query)
+        self.queries[label] += 1
+        if self.behaviour.fault is Fault.NO_ANSWER:
+            return iter([])
+        if label == "SOA":
+            return self._sign_all([self._soa_answer(query)], query)
+        if label not in ("AXFR", "IXFR"):
+            response = _response(query)
+            response.set_rcode(dns.rcode.REFUSED)
+            return self._sign_all([response], query)
+        rcode = self.behaviour.rcodes.get(label)
+        if rcode is not None:
+            response = _response(query)
+            response.set_rcode(dns.rcode.Rcode(rcode))
+            return self._sign_all([response], query)
+        if label == "AXFR" and self.behaviour.fault is Fault.FLOOD:
+            flood, count = self._flood(query)
+            return self._sign_all(flood, query, count)
+        records = self._axfr_records() if label == "AXFR" else self._ixfr_records(query)
+        records = self._apply_record_faults(records, label)
+        return self._sign_all(self._messages(query, records), query)
+
+    def _soa_answer(self, query: dns.message.Message) -> dns.message.Message:
+        response = _response(query)
+        response.flags |= dns.flags.AA
+        rcode = self.behaviour.rcodes.get("SOA")
+        if rcode is not None:
+            response.set_rcode(dns.rcode.Rcode(rcode))
+            return response
+        owner, ttl, rdata = zone_records(self.zone)[0]
+        response.answer.append(dns.rrset.from_rdata(owner, ttl, rdata))
+        return response
+
+    # -- record streams --------------------------------------------------------------
+
+    def _axfr_records(self) -> list[Rec]:
+        records = zone_records(self.zone)
+        return [*records, records[0]]
+
+    def _ixfr_records(self, query: dns.message.Message) -> list[Rec]:
+        current = zone_records(self.zone)
+        if self.behaviour.fault is Fault.IXFR_AXFR_STYLE or not query.authority:
+            return [*current, current[0]]
+        client_soa = query.authority[0][0]
+        serials = [zone_serial(zone) for zone in self.versions]
+        if client_soa.serial == serials[-1]:
+            return [current[0]]
+        if client_soa.serial not in serials[:-1]:
+            return [*current, current[0]]
+        start = serials.index(client_soa.serial)
+        out: list[Rec] = [current[0]]
+        for older, newer in zip(self.versions[start:-1], self.versions[start + 1 :], strict=True):
+            old_records, new_records = zone_records(older), zone_records(newer)
+            old_set = {(o, r.rdtype, r.to_digestable()) for o, _, r in old_records[1:]}
+            new_set = {(o, r.rdtype, r.to_digestable()) for o, _, r in new_records[1:]}
+            out.append(old_records[0])
+            out.extend(
+                rec
+                for rec in old_records[1:]
+                if (rec[0], rec[2].rdtype, rec[2].to_digestable()) not in new_set
+            )
+            if self.behaviour.fault is Fault.IXFR_BAD_DELETIONS:
+                origin = self.zone.origin
+                assert origin is not None
+                bogus = dns.rdata.from_text("IN", "TXT", '"never in the zone"')
+                out.append((dns.name.from_text("not-there", origin), 300, bogus))
+            out.append(new_records[0])
+            out.extend(
+                rec
+                for rec in new_records[1:]
+                if (rec[0], rec[2].rdtype, rec[2].to_digestable()) not in old_set
+            )
+        out.append(current[0])
+        return out
+
+    def _apply_record_faults(self, records: list[Rec], label: str) -> list[Rec]:
+        fault = self.behaviour.fault
+        middle = max(1, len(records) // 2)
+        if fault is Fault.CUT_BEFORE_CLOSING_SOA:
+            return records[:-1]
+        if fault is Fault.CLOSING_SOA_DIFFERS:
+            closing = records[-1]
+            return [*records[:-1], _with_serial(closing, (_serial_of(closing) + 1) % 2**32)]
+        if fault is Fault.OUTSIDE_RECORD:
+            outsider = dns.name.from_text(self.behaviour.outside_name)
+            rdata = dns.rdata.from_text("IN", "A", "192.0.2.66")
+            return [*records[:middle], (outsider, 300, rdata), *records[middle:]]
+        if fault is Fault.TWO_SOAS and label == "AXFR":
+            other = _with_serial(records[0], (_serial_of(records[0]) + 7) % 2**32)
+            return [*records[:middle], other, *records[middle:]]
+        return records
+
+    def _messages(
+        self, query: dns.message.Message, records: list[Rec]
+    ) -> list[dns.message.Message]:
+        per_message = max(1, self.behaviour.records_per_message)
+        messages = []
+        for start in range(0, max(1, len(records)), per_message):
+            response = _response(query)
+            response.flags |= dns.flags.AA
+            if start:
+                response.question.clear()
+            for owner, ttl, rdata in records[start : start + per_message]:
+                response.answer.append(dns.rrset.from_rdata(owner, ttl, rdata))
+            messages.append(response)
+        return messages
+
+    def _flood(self, query: dns.message.Message) -> tuple[Iterator[dns.message.Message], int]:
+        """An AXFR that keeps going: the same block of distinct records, over and over."""
+        origin = self.zone.origin
+        assert origin is not None
+        per_message = max(1, self.behaviour.records_per_message)
+        soa = zone_records(self.zone)[0]
+        block = self._messages(query, [soa])[0]
+        body = _response(query)
+        body.question.clear()
+        rdata = dns.rdata.from_text("IN", "A", "192.0.2.99")
+        for i in range(per_message):
+            owner = dns.name.from_text(f"flood{i}", origin)
+            body.answer.append(dns.rrset.from_rdata(owner, 300, rdata))
+        size = len(body.to_wire())
+        count = 1 + max(1, self.behaviour.flood_bytes // size)
+
+        def messages() -> Iterator[dns.message.Message]:
+            yield block
+            for _ in range(count - 1):
+                yield body
+
+        return messages(), count
+
+    def _sign_all(
+        self,
+        messages: Iterable[dns.message.Message],
+        query: dns.message.Message,
+        count: int | None = None,
+    ) -> Iterator[bytes]:
+        """Render and sign (as the behaviour says) the answer messages, lazily."""
+        fault = self.behaviour.fault
+        if count is None:
+            messages = list(messages)
+            count = len(messages)
+        last = count - 1
+        key = self.behaviour.answer_key or self.key
+        signing = key is not None and self.key is not None and fault is not Fault.UNSIGNED
+        ctx = None
+        request_mac = (query.mac or b"") if query.had_tsig else b""
+        now = int(time.time()) + self.behaviour.time_offset
+        for index, message in enumerate(messages):
+            if index == 0 and fault is Fault.WRONG_QUESTION:
+                origin = self.zone.origin
+                assert origin is not None
+                question = message.question[0]
+                wrong = dns.name.from_text("wrong", origin)
+                message.question = [dns.rrset.RRset(wrong, question.rdclass, question.rdtype)]
+            if index == last and fault is Fault.WRONG_ID:
+                message.id = (message.id + 1) % 65536
+            wire = message.to_wire(max_size=65535)
+            if not signing:
+                yield wire
+                continue
+            assert key is not None
+            sign = True
+            if fault is Fault.ONLY_FIRST_SIGNED:
+                sign = index == 0
+            elif fault is Fault.FIRST_AND_LAST_SIGNED:
+                sign = index in (0, last)
+            if not sign:
+                assert ctx is not None
+                ctx.update(wire)  # type: ignore[attr-defined]
+                yield wire
+                continue
+            out, ctx = _sign_in_sequence(wire, key, now, request_mac, ctx, query.id)
+            yield out
+
+    # -- transports -----------------------------------------------------------------
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        self.connections += 1
+        try:
+            while True:
+                try:
+                    length = struct.unpack(">H", await reader.readexactly(2))[0]
+                    wire = await reader.readexactly(length)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                answers = self.answer_tcp(wire)
+                await self._send(writer, answers)
+        except (ConnectionError, OSError):
+            return
+        finally:
+            self._tasks.discard(task)
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _send(self, writer: asyncio.StreamWriter, answers: Iterator[bytes]) -> None:
+        fault = self.behaviour.fault
+        framed: Iterator[bytes] = (struct.pack(">H", len(wire)) + wire for wire in answers)
+        if fault is Fault.RESET_MID_STREAM:
+            chunks = list(framed)
+            for chunk in chunks[: max(1, len(chunks) // 2)]:
+                writer.write(chunk)
+            await writer.drain()
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            raise ConnectionResetError("reset on purpose")
+        if fault is Fault.SLOW_DRIP:
+            for byte in b"".join(framed):
+                if writer.transport.is_closing():
+                    return
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(self.behaviour.drip_interval)
+            return
+        for chunk in framed:
+            writer.write(chunk)
+            await writer.drain()
+        if fault is Fault.CUT_BEFORE_CLOSING_SOA:
+            writer.close()
+            raise ConnectionResetError("closed on purpose")
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, primary: TestPrimary) -> None:
+        self.primary = primary
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        try:
+            answer = self.primary.answer_udp(data)
+        except Exception:  # a test primary must survive any input; drop it
+            return
+        if answer is not None and self.transport is not None:
+            self.transport.sendto(answer, addr)
+
+
+def _response(query: dns.message.Message) -> dns.message.Message:
+    """An unsigned response skeleton; TSIG is added on the wire by _sign_all."""
+    response = dns.message.make_response(query)
+    response.tsig = None
+    return response
+
+
+# -- TSIG on the wire ------------------------------------------------------------------
+
+
+def _append_tsig(
+    wire: bytes,
+    key: dns.tsig.Key,
+    now: int,
+    *,
+    error: int = 0,
+    mac: bytes = b"",
+    original_id: int,
+) -> bytes:
+    rdata = dns.rdtypes.ANY.TSIG.TSIG(  # type: ignore[no-untyped-call]
+        dns.rdataclass.ANY,
+        dns.rdatatype.TSIG,
+        key.algorithm,
+        now,
+        300,
+        mac,
+        original_id,
+        error,
+        b"",
+    )
+    return _with_tsig_record(wire, key.name, rdata)
+
+
+def _with_tsig_record(wire: bytes, owner: dns.name.Name, rdata: dns.rdata.Rdata) -> bytes:
+    body = rdata.to_wire()
+    assert body is not None
+    owner_wire = owner.to_wire()
+    assert owner_wire is not None
+    record = owner_wire + struct.pack(">HHIH", dns.rdatatype.TSIG, dns.rdataclass.ANY, 0, len(body))
+    arcount = struct.unpack_from(">H", wire, 10)[0] + 1
+    return wire[:10] + struct.pack(">H", arcount) + wire[12:] + record + body
+
+
+def _sign_in_sequence(
+    wire: bytes,
+    key: dns.tsig.Key,
+    now: int,
+    request_mac: bytes,
+    ctx: object | None,
+    original_id: int,
+) -> tuple[bytes, object]:
+    template = dns.rdtypes.ANY.TSIG.TSIG(  # type: ignore[no-untyped-call]
+        dns.rdataclass.ANY, dns.rdatatype.TSIG, key.algorithm, now, 300, b"", original_id, 0, b""
+    )
+    signed, next_ctx = dns.tsig.sign(  # type: ignore[no-untyped-call]
+        wire, key, template, now, request_mac, ctx, True
+    )
+    return _with_tsig_record(wire, key.name, signed), next_ctx
