@@ -70,18 +70,30 @@ class Result:
 
 def lookup(snapshot: Snapshot, qname: bytes, qtype: int, dnssec_ok: bool) -> Result:
     """Answer qname (a lowercase key at or below snapshot.origin) for qtype."""
-    resolver = _Resolver(snapshot, qtype, dnssec_ok and is_signed(snapshot))
+    apex, signed = _apex_facts(snapshot)
+    resolver = _Resolver(snapshot, apex, qtype, dnssec_ok and signed)
     resolver.run(qname)
     return resolver.result
 
 
 def is_signed(snapshot: Snapshot) -> bool:
     """The zone carries DNSSEC data: its SOA is signed."""
-    blob = snapshot.blob(snapshot.origin)
-    if blob is None:
-        return False
-    apex = snapshot.node(snapshot.origin)
-    return apex is not None and sig_type(SOA) in apex
+    return _apex_facts(snapshot)[1]
+
+
+# The apex node is needed by every negative answer; unpack it once per version.
+# One entry per zone origin, replaced when a new version is first asked about.
+_apex_cache: dict[bytes, tuple[Snapshot, Node, bool]] = {}
+
+
+def _apex_facts(snapshot: Snapshot) -> tuple[Node, bool]:
+    cached = _apex_cache.get(snapshot.origin)
+    if cached is not None and cached[0] is snapshot:
+        return cached[1], cached[2]
+    apex = snapshot.node(snapshot.origin) or {}
+    signed = sig_type(SOA) in apex
+    _apex_cache[snapshot.origin] = (snapshot, apex, signed)
+    return apex, signed
 
 
 # -- NSEC3 hashing (RFC 5155 section 5) ------------------------------------------------
@@ -149,6 +161,7 @@ class _Resolver:
     """Working state of one lookup: follows CNAME/DNAME steps, then adds proofs."""
 
     __slots__ = (
+        "apex",
         "dnssec",
         "origin",
         "qtype",
@@ -158,8 +171,9 @@ class _Resolver:
         "wildcard_steps",
     )
 
-    def __init__(self, snap: Snapshot, qtype: int, dnssec: bool) -> None:
+    def __init__(self, snap: Snapshot, apex: Node, qtype: int, dnssec: bool) -> None:
         self.snap = snap
+        self.apex = apex
         self.origin = snap.origin
         self.qtype = qtype
         self.dnssec = dnssec
@@ -177,9 +191,12 @@ class _Resolver:
         return node
 
     def _exists(self, key: bytes) -> bool:
-        if key in self.snap.ents:
+        snap = self.snap
+        if key in snap.ents:
             return True
-        return self._node(key) is not None
+        if not snap.has_data(key):
+            return False
+        return not snap.nsec3_hashes or self._node(key) is not None
 
     # -- output helpers -------------------------------------------------------------
 
@@ -196,8 +213,7 @@ class _Resolver:
 
     def _add_soa(self) -> None:
         snap = self.snap
-        apex = self._node(self.origin)
-        assert apex is not None
+        apex = self.apex
         negative_ttl = min(snap.soa_ttl, snap.soa.minimum)
         soa = self._rrset(self.origin, apex, SOA, negative_ttl)
         if soa.sigs is not None:  # Knot caps the RRSIG's TTL the same way
@@ -205,7 +221,7 @@ class _Resolver:
         self._add_authority(soa)
 
     def _add_nsec_at(self, key: bytes) -> bool:
-        node = self.snap.node(key)
+        node = self.apex if key == self.origin else self.snap.node(key)
         if node is None or NSEC not in node:
             return False
         self._add_authority(self._rrset(key, node, NSEC))
