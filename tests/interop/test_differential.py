@@ -18,6 +18,7 @@ from tests.interop.exchange import Outcome
 from tests.interop.servers import RunningServer
 
 pytestmark = pytest.mark.interop
+EXAMPLES_PER_REASON = 20
 
 
 @pytest.mark.parametrize("query", CORPUS, ids=[q.qid for q in CORPUS])
@@ -48,6 +49,9 @@ def test_summary(
     )
     for reason in ALLOWED_REASONS:
         print(f"  allowed x{allowed[reason]}: {reason}")
+        examples = sorted({o.query.qid for o in outcomes for d in o.diffs if d.allowed == reason})
+        for qid in examples[:EXAMPLES_PER_REASON]:
+            print(f"    e.g. {qid}")
     for qid in failing:
         print(f"  DIFF {qid}")
     # The corpus really exercises the servers: most queries get an answer from knotd.
