@@ -137,6 +137,8 @@ def encode_entry(
     payload = marshal.dumps(
         (tuple(map(tuple, deleted)), tuple(map(tuple, added)), meta.to_tuple()), _MARSHAL_VERSION
     )
+    if len(payload) >= 1 << 32:
+        raise ValueError(f"a diff of {len(payload)} bytes does not fit one journal entry")
     head = _ENTRY.pack(ENTRY_MAGIC, len(payload), from_serial, to_serial)
     crc = zlib.crc32(payload, zlib.crc32(head))
     return head + _ENTRY_CRC.pack(crc) + payload

@@ -403,6 +403,9 @@ class Store:
     ) -> None:
         """Open (creating it if needed) and lock the state directory; remove stale temp files.
 
+        With `lock=False` the store is a reader for another process's state directory:
+        no lock, no clean-up; use only the load methods.
+
         Compaction is due once the journal exceeds both `compact_min_bytes` and
         `compact_ratio` times the full copy's size, or holds `compact_max_entries` diffs.
         """
@@ -420,7 +423,9 @@ class Store:
             raise StoreError(self.state_dir, "creating the state directory", exc) from exc
         if lock:
             self._lock_fd = self._acquire_lock()
-        self.removed_temp_files = self._remove_temp_files()
+        # Without the lock this is a reader (a serving worker): the owner may be writing
+        # a temp file right now, so only the owner cleans them up.
+        self.removed_temp_files = self._remove_temp_files() if lock else []
 
     def _acquire_lock(self) -> int:
         path = self.state_dir / LOCK_NAME
@@ -550,7 +555,10 @@ class Store:
                 warnings.append(f"{path}: {scanned.problem}; it is ignored and will be replaced")
             else:
                 warnings.append(f"{path}: left from an earlier full copy (stale); removed")
-                self._unlink(path, "removing a stale journal")
+                try:
+                    self._unlink(path, "removing a stale journal")
+                except StoreError as exc:  # harmless: the next append replaces it
+                    warnings.append(str(exc))
             return warnings
         if header.base_serial != state.base_serial:
             warnings.append(
@@ -565,7 +573,10 @@ class Store:
                 f"{path}: torn last entry ({scanned.torn_bytes} bytes, an interrupted append) cut"
             )
         if scanned.valid_end < file_size:
-            self._truncate(path, scanned.valid_end)
+            try:
+                self._truncate(path, scanned.valid_end)
+            except StoreError as exc:  # harmless: the next append cuts it first
+                warnings.append(str(exc))
         state.journal_valid = True
         state.journal_end = scanned.valid_end
         state.journal_entries = len(scanned.entries)
@@ -759,7 +770,10 @@ class Store:
             )
         if snapshot is not None and (snapshot.origin != zone or snapshot.serial != to_serial):
             raise StoreError(path, "appending a diff", "the snapshot is not the diff's result")
-        entry = journal.encode_entry(from_serial, to_serial, deleted, added, meta)
+        try:
+            entry = journal.encode_entry(from_serial, to_serial, deleted, added, meta)
+        except ValueError as exc:
+            raise StoreError(path, "encoding a diff", str(exc)) from exc
         warning = None
         if snapshot is not None and self.compaction_due(zone, len(entry)):
             try:
