@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import logging
 import signal
 import time
@@ -22,9 +21,11 @@ from authd import metrics
 from authd.clock import Clock, SystemClock
 from authd.config import Config, ZoneConfig
 from authd.control import ControlError, ControlServer
-from authd.serve.engine import ServingEngine
+from authd.serve import updates
 from authd.serve.responder import Responder
+from authd.serve.stats import responder_counters
 from authd.serve.tcp import TcpLimits
+from authd.serve.workers import WorkerPool
 from authd.serve.zonetable import ZoneTable
 from authd.xfr.policy import policy_for
 from authd.zone import names
@@ -92,31 +93,36 @@ class App:
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self.table = ZoneTable()
-        server = config.server
-        self.responder = Responder(
-            self.table,
-            identity=server.identity,
-            version=server.version,
-            nsid=server.nsid,
-            udp_payload=server.udp_payload,
-        )
+        self.table = ZoneTable()  # the main's copy: what a freshly forked worker starts from
         self.zones: dict[bytes, ZoneRuntime] = {}
         self.stats = metrics.ControlPlaneStats()
         self.store: Store | None = None
-        self.engine: ServingEngine | None = None
+        self.pool: WorkerPool[ZoneTable] | None = None
         self.control: ControlServer | None = None
         self.health: metrics.HealthServer | None = None
         self.stopping = asyncio.Event()
 
     # -- zones ------------------------------------------------------------------------
 
-    def publish(self, runtime: ZoneRuntime, snapshot: Snapshot, meta: VersionMeta) -> None:
-        """Make a version visible to queries: one reference swap."""
+    def publish(
+        self,
+        runtime: ZoneRuntime,
+        snapshot: Snapshot,
+        meta: VersionMeta,
+        message: object | None = None,
+    ) -> int | None:
+        """Make a version visible: one reference swap here, then in every worker.
+
+        `message` tells the workers how to get the same version (updates.py); the
+        returned sequence number can be awaited with `self.pool.wait_applied`.
+        """
         previous = runtime.serial
         runtime.snapshot = snapshot
         runtime.meta = meta
         self.table.publish(runtime.config.origin, snapshot)
+        seq = None
+        if self.pool is not None and message is not None:
+            seq = self.pool.broadcast(message)
         origin = meta.primary or str(runtime.config.file or "the store")
         log.info(
             "zone %s: serving serial %d (%s) from %s via %s, %d records",
@@ -127,11 +133,14 @@ class App:
             meta.transfer,
             snapshot.record_count,
         )
+        return seq
 
     def add_zone(self, config: ZoneConfig) -> ZoneRuntime:
         runtime = ZoneRuntime(config)
         self.zones[config.origin] = runtime
         self.table.add_zone(config.origin)
+        if self.pool is not None:
+            self.pool.broadcast(updates.AddZone(config.origin))
         if config.file is not None:
             self.load_file_zone(runtime)
         else:
@@ -146,13 +155,14 @@ class App:
             mtime = path.stat().st_mtime
             snapshot = load_zone_file(path, runtime.config.name)
         except (ZoneLoadError, OSError) as exc:
-            message = str(exc) if isinstance(exc, ZoneLoadError) else f"{path}: {exc.strerror}"
-            runtime.last_error = message
-            log.error("zone %s: not loaded: %s", runtime.name, message)
+            error = str(exc) if isinstance(exc, ZoneLoadError) else f"{path}: {exc.strerror}"
+            runtime.last_error = error
+            log.error("zone %s: not loaded: %s", runtime.name, error)
             return False
         runtime.file_mtime = mtime
         runtime.last_error = None
-        self.publish(runtime, snapshot, VersionMeta("file", self.clock.now(), None))
+        update = updates.LoadFile(runtime.config.origin, runtime.name, str(path), snapshot.serial)
+        self.publish(runtime, snapshot, VersionMeta("file", self.clock.now(), None), update)
         return True
 
     def load_stored_zone(self, runtime: ZoneRuntime) -> None:
@@ -172,11 +182,15 @@ class App:
     def _adopt_loaded(self, runtime: ZoneRuntime, loaded: LoadedZone) -> None:
         for warning in loaded.warnings:
             log.warning("zone %s: stored copy: %s", runtime.name, warning)
-        self.publish(runtime, loaded.snapshot, loaded.meta)
+        state_dir = str(self.config.server.state_dir)
+        message = updates.LoadStored(runtime.config.origin, loaded.snapshot.serial, state_dir)
+        self.publish(runtime, loaded.snapshot, loaded.meta, message)
 
     def remove_zone(self, origin: bytes) -> None:
         runtime = self.zones.pop(origin)
         self.table.remove_zone(origin)
+        if self.pool is not None:
+            self.pool.broadcast(updates.RemoveZone(origin))
         log.info("zone %s: removed from the configuration, no longer served", runtime.name)
 
     def zone_named(self, name: object) -> ZoneRuntime:
@@ -288,18 +302,23 @@ class App:
             raise OSError(exc.errno if hasattr(exc, "errno") else 0, str(exc)) from exc
         for zone in self.config.zones:
             self.add_zone(zone)
-        gc.freeze()  # loaded zones are long-lived: keep the collector from walking them
         limits = TcpLimits(
             max_connections=server.tcp_max_clients,
             max_per_address=server.tcp_max_clients_per_ip,
             idle_timeout=server.tcp_idle_timeout,
         )
-        self.engine = ServingEngine(
-            self.responder.respond, [(e.host, e.port) for e in server.listen], limits
+        self.pool = WorkerPool(
+            server.workers,
+            [(e.host, e.port) for e in server.listen],
+            self.table,
+            self._make_responder,
+            updates.apply_update,
+            read_counters=responder_counters,
+            tcp_limits=limits,
         )
-        await self.engine.start()
-        for host, port in self.engine.bound:
-            log.info("answering on %s@%d (UDP and TCP)", host, port)
+        await self.pool.start()  # forks: the workers inherit every zone loaded above
+        for endpoint in server.listen:
+            log.info("answering on %s (UDP and TCP, %d workers)", endpoint, self.pool.count)
         if server.control_socket is not None:
             self.control = ControlServer(server.control_socket, self.handle_control)
             await self.control.start()
@@ -319,17 +338,22 @@ class App:
             )
             await self.health.start()
 
-    def _worker_counters(self) -> dict[str, Any]:
-        responder = self.responder
-        queries = {"|".join(("ALL", "ALL", "udp")): responder.udp_queries}
-        queries["ALL|ALL|tcp"] = responder.tcp_queries
-        counters = {"queries": queries, "truncated": {"": responder.truncated}}
-        counters["dropped"] = {"": responder.dropped}
-        return metrics.sum_worker_counters([counters])
+    def _make_responder(self, table: ZoneTable) -> Responder:
+        server = self.config.server
+        return Responder(
+            table,
+            identity=server.identity,
+            version=server.version,
+            nsid=server.nsid,
+            udp_payload=server.udp_payload,
+        )
+
+    def _worker_counters(self) -> dict[str, int]:
+        return self.pool.collect_counters() if self.pool is not None else {}
 
     async def stop(self) -> None:
-        if self.engine is not None:
-            await self.engine.stop(timeout=3.0)
+        if self.pool is not None:
+            await self.pool.stop(timeout=3.0)
         if self.control is not None:
             await self.control.stop()
         if self.health is not None:

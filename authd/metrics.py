@@ -57,30 +57,21 @@ class ZoneFacts:
 ZONE_STATES = ("ok", "refreshing", "expired", "never-loaded")
 
 
-def sum_worker_counters(
-    per_worker: Iterable[Mapping[str, Mapping[str, int]]],
-) -> dict[str, Counter[str]]:
-    """Add up the counters every worker last reported: name -> label key -> total."""
-    total: dict[str, Counter[str]] = {}
-    for counters in per_worker:
-        for name, values in counters.items():
-            total.setdefault(name, Counter()).update(values)
-    return total
-
-
-# Worker counter name -> (metric name, help, label names). A worker reports label
-# values joined by "|" in the key (e.g. "A|NOERROR|udp"), which keeps its messages small.
-WORKER_METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "queries": ("authd_queries_total", "Queries answered.", ("qtype", "rcode", "transport")),
-    "truncated": ("authd_responses_truncated_total", "UDP responses sent with TC=1.", ()),
-    "dropped": ("authd_queries_dropped_total", "Queries with no reply (unparsable).", ()),
-    "tcp_accepted": ("authd_tcp_connections_accepted_total", "TCP connections accepted.", ()),
-    "tcp_refused": ("authd_tcp_connections_refused_total", "TCP connections refused.", ()),
-    "tcp_closed_idle": ("authd_tcp_connections_idle_closed_total", "Idle TCP closed.", ()),
-    "udp_send_errors": ("authd_udp_send_errors_total", "UDP responses not sent.", ()),
-    "rrl_limited": ("authd_rrl_limited_total", "Responses held back by RRL.", ()),
-    "rrl_slipped": ("authd_rrl_slipped_total", "RRL responses sent truncated.", ()),
+# Workers report flat counters "<group>.<label>" (e.g. "rcode.NXDOMAIN", "udp.received");
+# the pool sums them over workers, monotonic across restarts. Per group: the metric,
+# its help, and the label the part after the dot goes into (None: no label).
+WORKER_GROUPS: dict[str, tuple[str, str, str | None]] = {
+    "queries": ("authd_queries_total", "Queries received, by transport.", "transport"),
+    "rcode": ("authd_responses_total", "Responses sent, by rcode.", "rcode"),
+    "qtype": ("authd_queries_by_type_total", "Queries received, by query type.", "qtype"),
+    "zone": ("authd_zone_queries_total", "Queries answered from each zone.", "zone"),
+    "responses": ("authd_responses_flagged_total", "Responses by property.", "kind"),
+    "cache": ("authd_cache_lookups_total", "Response cache lookups.", "result"),
+    "udp": ("authd_udp_events_total", "UDP transport events.", "event"),
+    "tcp": ("authd_tcp_events_total", "TCP transport events.", "event"),
+    "rrl": ("authd_rrl_responses_total", "Responses affected by RRL.", "action"),
 }
+GAUGE_COUNTERS = {"tcp.open_connections": ("authd_tcp_open_connections", "Open TCP connections.")}
 
 
 class AuthdCollector:
@@ -90,7 +81,7 @@ class AuthdCollector:
         self,
         stats: ControlPlaneStats,
         zone_facts: Callable[[], Iterable[ZoneFacts]],
-        worker_counters: Callable[[], dict[str, Counter[str]]],
+        worker_counters: Callable[[], Mapping[str, int]],
         now: Callable[[], float],
     ) -> None:
         self.stats = stats
@@ -199,15 +190,20 @@ class AuthdCollector:
         )
 
     def _worker_metrics(self) -> Iterator[Metric]:
-        totals = self.worker_counters()
-        for name, (metric, help_text, labels) in WORKER_METRICS.items():
-            values = totals.get(name, Counter())
-            yield _counter(
-                metric,
-                help_text,
-                list(labels),
-                {tuple(key.split("|")) if labels else (): v for key, v in values.items()},
-            )
+        flat = self.worker_counters()
+        grouped: dict[str, dict[tuple[str, ...], float]] = {group: {} for group in WORKER_GROUPS}
+        for name, value in flat.items():
+            if name in GAUGE_COUNTERS:
+                continue
+            group, _, label = name.partition(".")
+            if group in grouped:
+                grouped[group][(label,)] = value
+        for group, (metric, help_text, label_name) in WORKER_GROUPS.items():
+            yield _counter(metric, help_text, [label_name] if label_name else [], grouped[group])
+        for name, (metric, help_text) in GAUGE_COUNTERS.items():
+            gauge = GaugeMetricFamily(metric, help_text)
+            gauge.add_metric([], flat.get(name, 0))
+            yield gauge
 
 
 def _counter(

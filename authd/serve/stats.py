@@ -1,0 +1,31 @@
+"""A worker's responder counters as the flat "<group>.<label>" ints the pool reports."""
+
+from __future__ import annotations
+
+import dns.rcode
+import dns.rdatatype
+
+from authd.serve.responder import Responder
+from authd.serve.workers import ResponderLike
+from authd.zone import names
+
+
+def responder_counters(responder: ResponderLike) -> dict[str, int]:
+    assert isinstance(responder, Responder)
+    out = {
+        "queries.udp": responder.udp_queries,
+        "queries.tcp": responder.tcp_queries,
+        "responses.truncated": responder.truncated,
+        "responses.dropped": responder.dropped,
+        "responses.internal_error": responder.internal_errors,
+        "cache.hit": responder.cache_hits,
+        "cache.miss": responder.cache_misses,
+    }
+    for code, count in enumerate(responder.rcodes):
+        if count:
+            out[f"rcode.{dns.rcode.to_text(code)}"] = count  # type: ignore[arg-type]
+    for qtype, count in responder.qtypes.items():
+        out[f"qtype.{dns.rdatatype.to_text(dns.rdatatype.RdataType.make(qtype))}"] = count
+    for origin, count in responder.zone_queries.items():
+        out[f"zone.{names.to_text(origin).rstrip('.') or '.'}"] = count
+    return out
