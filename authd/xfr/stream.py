@@ -210,13 +210,6 @@ def _decompress_rdata(
     return b"".join(parts)
 
 
-def _lower_owner(name: bytes, lowered: dict[bytes, bytes]) -> bytes:
-    key = lowered.get(name)
-    if key is None:
-        key = lowered[name] = names.lower(name)
-    return key
-
-
 def parse_message(wire: bytes) -> Message:
     """Parse one transfer message (answer records, question, TSIG position).
 
@@ -229,7 +222,6 @@ def parse_message(wire: bytes) -> Message:
         )
     msg_id, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(wire, 0)
     cache: dict[int, bytes] = {}
-    lowered: dict[bytes, bytes] = {}
     pos = 12
     end = len(wire)
     qname: bytes | None = None
@@ -248,8 +240,45 @@ def parse_message(wire: bytes) -> Message:
     unpack_fixed = _RR_FIXED.unpack_from
     compressible = _COMPRESSIBLE
     message = Message(msg_id, flags, flags & 0xF, qname, qtype, qclass, records)
+    owners: dict[int, bytes] = {}  # offset -> lowercased owner key decoded there
+    for _ in range(ancount):
+        rr_start = pos
+        owner = None
+        if pos + 1 < end and wire[pos] >= 0xC0:
+            # The usual case: the owner is one pointer to a name seen before.
+            target = ((wire[pos] & 0x3F) << 8) | wire[pos + 1]
+            owner = owners.get(target)
+            if owner is not None:
+                pos += 2
+        if owner is None:
+            name, pos = _read_name(wire, pos, cache)
+            owner = names.lower(name)
+            owners[rr_start] = owner
+            if wire[rr_start] >= 0xC0:
+                owners[((wire[rr_start] & 0x3F) << 8) | wire[rr_start + 1]] = owner
+        if pos + 10 > end:
+            raise StreamError(Fault.MALFORMED, f"record at offset {rr_start} is cut off")
+        rtype, rclass, ttl, rdlength = unpack_fixed(wire, pos)
+        pos += 10
+        rdata_end = pos + rdlength
+        if rdata_end > end:
+            raise StreamError(
+                Fault.MALFORMED, f"RDATA of record at offset {rr_start} runs past end"
+            )
+        if rclass != CLASS_IN:
+            raise StreamError(
+                Fault.MALFORMED,
+                f"{names.to_text(owner)} type {rtype} has class {rclass}, not IN",
+            )
+        layout = compressible.get(rtype)
+        if layout is None:
+            rdata = wire[pos:rdata_end]
+        else:
+            rdata = _decompress_rdata(wire, pos, rdata_end, layout, cache)
+        append((owner, rtype, ttl, rdata))
+        pos = rdata_end
     total = ancount + nscount + arcount
-    for index in range(total):
+    for index in range(ancount, total):
         rr_start = pos
         owner, pos = _read_name(wire, pos, cache)
         if pos + 10 > end:
@@ -261,19 +290,7 @@ def parse_message(wire: bytes) -> Message:
             raise StreamError(
                 Fault.MALFORMED, f"RDATA of record at offset {rr_start} runs past end"
             )
-        if index < ancount:
-            if rclass != CLASS_IN:
-                raise StreamError(
-                    Fault.MALFORMED,
-                    f"{names.to_text(names.lower(owner))} type {rtype} has class {rclass}, not IN",
-                )
-            layout = compressible.get(rtype)
-            if layout is None:
-                rdata = wire[pos:rdata_end]
-            else:
-                rdata = _decompress_rdata(wire, pos, rdata_end, layout, cache)
-            append((_lower_owner(owner, lowered), rtype, ttl, rdata))
-        elif index >= ancount + nscount:
+        if index >= ancount + nscount:
             if rtype == TYPE_TSIG:
                 if index != total - 1:
                     raise StreamError(Fault.MALFORMED, "TSIG is not the last record")
@@ -453,8 +470,9 @@ class TransferAssembler:
         self.opening_ttl = 0
         self.snapshot: Snapshot | None = None
         self.steps: list[DiffStep] = []
-        # AXFR collection: owner -> slot -> [ttl, {rdata: None}] (an ordered set).
-        self._nodes: dict[bytes, dict[int, list[object]]] = {}
+        # AXFR collection: owner -> slot -> [ttl, rdata, rdata, ...]; duplicates are
+        # removed when the RRset is built (or when it reaches the per-RRset limit).
+        self._nodes: dict[bytes, dict[int, list[bytes | int]]] = {}
         # IXFR state: the step being read and whether we are in its deletions.
         self._version: Snapshot | None = current
         self._deleting = False
@@ -555,7 +573,7 @@ class TransferAssembler:
         nodes = self._nodes
         max_rrset = self.limits.max_rrset_records
         last_owner = b""
-        node: dict[int, list[object]] = {}
+        node: dict[int, list[bytes | int]] = {}
         for index in range(start, len(records)):
             owner, rtype, ttl, rdata = records[index]
             if owner != last_owner:
@@ -589,27 +607,34 @@ class TransferAssembler:
             slot = rtype if rtype != RRSIG else _SIG_OF_COVERED | (rdata[0] << 8 | rdata[1])
             entry = node.get(slot)
             if entry is None:
-                node[slot] = [ttl, {rdata: None}]
+                node[slot] = [ttl, rdata]
             else:
-                rdatas = entry[1]
-                assert isinstance(rdatas, dict)
-                rdatas[rdata] = None
+                entry.append(rdata)
                 if ttl < entry[0]:  # type: ignore[operator]
                     entry[0] = ttl
-                if len(rdatas) > max_rrset:
-                    raise StreamError(
-                        Fault.TOO_BIG,
-                        f"{names.to_text(owner)} type {rtype} has more than {max_rrset} records",
-                    )
+                if len(entry) > max_rrset:
+                    rdatas = set(entry[1:])
+                    if len(rdatas) > max_rrset:
+                        raise StreamError(
+                            Fault.TOO_BIG,
+                            f"{names.to_text(owner)} type {rtype} has more than "
+                            f"{max_rrset} records",
+                        )
+                    # Duplicates only: keep the set (RRsets are sets), in arrival order.
+                    entry[1:] = list(dict.fromkeys(entry[1:]))
 
     def _build(self) -> Snapshot:
         builder = SnapshotBuilder(self.origin)
         count = 0
         for owner, collected in self._nodes.items():
             node = builder.nodes[owner] = {}
-            for slot, (ttl, rdatas) in collected.items():
-                assert isinstance(ttl, int) and isinstance(rdatas, dict)
-                node[slot] = (ttl, tuple(rdatas))
+            for slot, entry in collected.items():
+                ttl = entry[0]
+                assert isinstance(ttl, int)
+                rdatas: tuple[bytes, ...] = tuple(entry[1:])  # type: ignore[arg-type]
+                if len(rdatas) > 1:
+                    rdatas = tuple(dict.fromkeys(rdatas))
+                node[slot] = (ttl, rdatas)
                 count += len(rdatas)
         builder.record_count = count
         self._nodes = {}

@@ -432,7 +432,8 @@ class SnapshotBuilder:
                 if ancestor not in blobs:
                     ents.add(ancestor)
         order = sorted(names.canonical_key(key) for key in blobs)
-        hashes, owners = _nsec3_index(blobs)
+        # Only owners holding NSEC3 matter; checking the unpacked nodes avoids unpacking every blob.
+        hashes, owners = _nsec3_index({k: blobs[k] for k, n in self.nodes.items() if NSEC3 in n})
         return Snapshot(
             origin,
             blobs,
