@@ -417,6 +417,8 @@ class Store:
         self._locks: dict[bytes, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._lock_fd: int | None = None
+        self.owner = lock
+        """False for a reader: it never writes, cuts or removes anything."""
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -556,6 +558,7 @@ class Store:
             else:
                 warnings.append(f"{path}: left from an earlier full copy (stale); removed")
                 try:
+                    self._check_owner(path, "removing a stale journal")
                     self._unlink(path, "removing a stale journal")
                 except StoreError as exc:  # harmless: the next append replaces it
                     warnings.append(str(exc))
@@ -574,6 +577,8 @@ class Store:
             )
         if scanned.valid_end < file_size:
             try:
+                # A reader may see the owner's append half done: only the owner cuts.
+                self._check_owner(path, "cutting the journal")
                 self._truncate(path, scanned.valid_end)
             except StoreError as exc:  # harmless: the next append cuts it first
                 warnings.append(str(exc))
@@ -584,6 +589,10 @@ class Store:
             scanned.tip_serial if scanned.tip_serial is not None else state.tip_serial
         )
         return warnings
+
+    def _check_owner(self, path: Path, action: str) -> None:
+        if not self.owner:
+            raise StoreError(path, action, "this store is a reader (opened with lock=False)")
 
     def _truncate(self, path: Path, size: int) -> None:
         try:
@@ -692,6 +701,7 @@ class Store:
 
     def _save_full(self, snapshot: Snapshot, meta: VersionMeta) -> int:
         zone = snapshot.origin
+        self._check_owner(self.zone_dir(zone), "saving a full copy")
         zone_dir = self._ensure_zone_dir(zone)
         previous = self._state(zone)
         generation = secrets.randbits(64)
@@ -758,6 +768,7 @@ class Store:
     ) -> AppendResult:
         zone_dir = self.zone_dir(zone)
         path = zone_dir / JOURNAL_NAME
+        self._check_owner(path, "appending a diff")
         state = self._state(zone)
         if state is None:
             raise StoreError(zone_dir / FULL_NAME, "appending a diff", "no full copy to extend")
@@ -826,6 +837,7 @@ class Store:
         """Delete everything stored for a zone (it left the configuration)."""
         with self._zone_lock(zone):
             zone_dir = self.zone_dir(zone)
+            self._check_owner(zone_dir, "removing a zone")
             for name in (JOURNAL_NAME, FULL_NAME, TIMERS_NAME):
                 self._unlink(zone_dir / name, f"removing {name}")
             with contextlib.suppress(FileNotFoundError):
@@ -842,6 +854,7 @@ class Store:
         except ValueError as exc:
             raise StoreError(path, "encoding timers", str(exc)) from exc
         with self._zone_lock(zone):
+            self._check_owner(path, "saving timers")
             self._ensure_zone_dir(zone)
             _atomic_replace(path, (data,), "timers")
 

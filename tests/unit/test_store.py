@@ -544,6 +544,27 @@ def test_one_process_owns_a_state_dir(state_dir: Path) -> None:
     Store(state_dir).close()  # released on close
 
 
+def test_a_reader_loads_but_never_writes_cuts_or_cleans(state_dir: Path) -> None:
+    versions, journal_path = three_appends(state_dir)
+    torn = journal_path.read_bytes()[:-5]  # as seen while the owner is mid-append
+    journal_path.write_bytes(torn)
+    temp = journal_path.with_name(store.FULL_NAME + store.TEMP_SUFFIX)
+    temp.write_bytes(b"the owner is writing this")
+    reader = Store(state_dir, lock=False)  # a serving worker, next to the owner
+    assert temp.exists() and reader.removed_temp_files == []
+    result = loaded(reader.try_load(ORIGIN))
+    same_zone(result.snapshot, versions[2])
+    assert journal_path.read_bytes() == torn
+    with pytest.raises(StoreError, match="reader"):
+        reader.save_full(versions[0], AXFR)
+    with pytest.raises(StoreError, match="reader"):
+        reader.save_timers(ORIGIN, {"serial": 1})
+    with Store(state_dir) as owner:
+        assert owner.removed_temp_files == [str(temp)]
+        loaded(owner.try_load(ORIGIN))
+        assert journal_path.read_bytes() != torn  # the owner cuts the torn tail
+
+
 def test_remove_forgets_a_zone(opened: Store) -> None:
     opened.save_full(build_zone(1), AXFR)
     opened.save_timers(ORIGIN, {"serial": 1})
