@@ -1,11 +1,12 @@
 """One serving engine: UDP and TCP listeners on every configured address, in the running loop.
 
-Each worker process runs one engine over its own SO_REUSEPORT sockets; the same code runs
-in tests. The engine only knows a `respond(query, tcp, client)` callable.
+Each worker process (serve/workers.py) runs one engine over its own SO_REUSEPORT sockets.
+The engine only knows a `respond(query, tcp, client)` callable.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -52,20 +53,6 @@ class ServingEngine:
         """Stop reading UDP at once; let TCP finish what is in flight within `timeout`."""
         for listener in self.udp:
             listener.close()
-        for server in self.tcp:
-            await server.stop(timeout)
+        await asyncio.gather(*(server.stop(timeout) for server in self.tcp))
         self.udp.clear()
         self.tcp.clear()
-
-    def counters(self) -> dict[str, int]:
-        """Transport counters summed over all listeners (for metrics)."""
-        total: dict[str, int] = {}
-        for listener in self.udp:
-            for name in ("received", "sent", "send_errors", "send_blocked"):
-                total[f"udp_{name}"] = total.get(f"udp_{name}", 0) + getattr(
-                    listener.counters, name
-                )
-        for server in self.tcp:
-            for name in ("accepted", "refused", "evicted", "idle_timeouts", "read_timeouts"):
-                total[f"tcp_{name}"] = total.get(f"tcp_{name}", 0) + getattr(server.counters, name)
-        return total

@@ -43,9 +43,8 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
-from authd.serve.sockets import tcp_socket, udp_socket
-from authd.serve.tcp import TcpLimits, TcpServer
-from authd.serve.udp import UdpListener
+from authd.serve.engine import ServingEngine
+from authd.serve.tcp import TcpLimits
 
 log = logging.getLogger(__name__)
 
@@ -418,8 +417,7 @@ class _WorkerMain:  # pragma: no cover - runs in the child; tested through Worke
         self.pool = pool
         self.channel = channel
         self.stopped = asyncio.Event()
-        self.udp: list[UdpListener] = []
-        self.tcp: list[TcpServer] = []
+        self.engine: ServingEngine | None = None
         self.responder: ResponderLike | None = None
 
     def send(self, message: object) -> None:
@@ -432,13 +430,13 @@ class _WorkerMain:  # pragma: no cover - runs in the child; tested through Worke
         self.channel.settimeout(_CONTROL_TIMEOUT)
         try:
             self.responder = pool._make_responder(pool.zones)
-            for host, port in pool.listen:
-                listener = UdpListener(self.responder.respond)
-                await listener.start(udp_socket(host, port, reuse_port=True))
-                self.udp.append(listener)
-                server = TcpServer(self.responder.respond, pool._tcp_limits)
-                await server.start(tcp_socket(host, port, reuse_port=True))
-                self.tcp.append(server)
+            self.engine = ServingEngine(
+                self.responder.respond,
+                pool.listen,
+                pool._tcp_limits or TcpLimits(),
+                reuse_port=True,
+            )
+            await self.engine.start()
         except Exception as exc:
             self.send(("failed", f"{type(exc).__name__}: {exc}"))
             return 1
@@ -449,9 +447,7 @@ class _WorkerMain:  # pragma: no cover - runs in the child; tested through Worke
         reporter = loop.create_task(self._report_counters())
         await self.stopped.wait()
         loop.remove_reader(self.channel.fileno())
-        for listener in self.udp:
-            listener.close()
-        await asyncio.gather(*(server.stop(pool._stop_timeout * 0.8) for server in self.tcp))
+        await self.engine.stop(pool._stop_timeout * 0.8)
         reporter.cancel()
         self.send(("counters", self.counters()))
         return 0
@@ -477,12 +473,16 @@ class _WorkerMain:  # pragma: no cover - runs in the child; tested through Worke
 
     def counters(self) -> dict[str, int]:
         total: dict[str, int] = {}
-        for prefix, group in (("udp", self.udp), ("tcp", self.tcp)):
+        engine = self.engine
+        if engine is None:
+            return total
+        groups: tuple[tuple[str, list[Any]], ...] = (("udp", engine.udp), ("tcp", engine.tcp))
+        for prefix, group in groups:
             for item in group:
                 for name, value in dataclasses.asdict(item.counters).items():
                     key = f"{prefix}.{name}"
                     total[key] = total.get(key, 0) + int(value)
-        for server in self.tcp:
+        for server in engine.tcp:
             total["tcp.open_connections"] = (
                 total.get("tcp.open_connections", 0) + server.open_connections
             )
