@@ -41,6 +41,7 @@ _RCODE_NAMES = (
 )
 _SWEEP_INTERVAL = 0.05
 _TICK = 0.001
+_UDP_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -203,11 +204,11 @@ class _TcpChannel(asyncio.Protocol):
         self.buffer = buffer[pos:]
 
 
-async def run(queries: Sequence[Query], settings: GeneratorSettings) -> LoadResult:
+async def run(prepared: Sequence[Prepared], settings: GeneratorSettings) -> LoadResult:
     """Load the server for settings.seconds, then wait up to the timeout for late answers."""
-    if not queries:
+    if not prepared:
         raise ValueError("no queries to send")
-    engine = _Engine(prepare(queries), settings)
+    engine = _Engine(list(prepared), settings)
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     udp = socket.socket(family, socket.SOCK_DGRAM)
@@ -287,8 +288,10 @@ async def _fixed_rate(engine: _Engine, rate: float, started: float, stop_at: flo
 
 
 def _drain_udp(sock: socket.socket, engine: _Engine) -> None:
-    # Read everything queued: one wakeup of the loop per batch, not per datagram.
-    while True:
+    # Read what is queued, one loop wakeup per batch rather than per datagram; but a bounded
+    # batch, since each answer sends the next query and a fast server would keep this busy
+    # forever, starving the timers that end the run.
+    for _ in range(_UDP_BATCH):
         try:
             data = sock.recv(65535)
         except (BlockingIOError, InterruptedError):
@@ -298,10 +301,10 @@ def _drain_udp(sock: socket.socket, engine: _Engine) -> None:
         engine.on_response(data)
 
 
-def run_sync(queries: Sequence[Query], settings: GeneratorSettings) -> LoadResult:
+def run_sync(prepared: Sequence[Prepared], settings: GeneratorSettings) -> LoadResult:
     """Run the generator on a fresh event loop (uvloop when installed)."""
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(run(queries, settings))
-    return uvloop.run(run(queries, settings))
+        return asyncio.run(run(prepared, settings))
+    return uvloop.run(run(prepared, settings))

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import random
 import string
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import dns.flags
-import dns.message
 import dns.name
+import dns.rdataclass
 import dns.rdatatype
 import dns.zone
 
@@ -199,18 +199,11 @@ def generate(inv: ZoneInventory, spec: MixSpec, count: int, seed: int = 1) -> li
                 name = f"{_random_label(rng, 8)}.{parent}"
             else:
                 name, rdtype = rng.choice(pools[kind])
-            queries.append(Query(name, rdtype, kind))
+            do = _share_pick(rng, spec.do_share)
+            tcp = _share_pick(rng, spec.tcp_share)
+            queries.append(Query(name, rdtype, kind, do, tcp))
     rng.shuffle(queries)
-    return [
-        Query(
-            q.name,
-            q.rdtype,
-            q.kind,
-            do=_share_pick(rng, spec.do_share),
-            tcp=_share_pick(rng, spec.tcp_share),
-        )
-        for q in queries
-    ]
+    return queries
 
 
 def _share_pick(rng: random.Random, share: float) -> bool:
@@ -252,19 +245,34 @@ def uniform_flags(queries: list[Query]) -> tuple[bool, bool] | None:
     return None
 
 
+def name_wire(text: str) -> bytes:
+    """An absolute name in wire form; plain names by hand (fast), escaped ones by dnspython."""
+    if "\\" in text:
+        wire = dns.name.from_text(text).to_wire()
+        assert wire is not None
+        return wire
+    out = bytearray()
+    for label in text.rstrip(".").split(".") if text != "." else ():
+        raw = label.encode("ascii")
+        if not 0 < len(raw) < 64:
+            raise MixError(f"bad label {label!r} in {text!r}")
+        out.append(len(raw))
+        out += raw
+    out.append(0)
+    return bytes(out)
+
+
 def wire_query(query: Query, payload: int = 1232) -> bytes:
     """The query as wire bytes with ID 0 (the generator patches the ID), RD clear, EDNS0 on.
 
     EDNS with a 1232-byte payload is what current resolvers send (DNS flag day 2020), and it
-    keeps signed answers from being truncated over UDP.
+    keeps signed answers from being truncated over UDP. Built by hand because a mix holds
+    hundreds of thousands of queries and dnspython's message builder is ~20x slower.
     """
-    message = dns.message.make_query(
-        query.name,
-        query.rdtype,
-        use_edns=0,
-        payload=payload,
-        want_dnssec=query.do,
-        id=0,
-    )
-    message.flags &= ~dns.flags.RD
-    return message.to_wire()
+    qname = name_wire(query.name)
+    rdtype = dns.rdatatype.from_text(query.rdtype)
+    header = struct.pack("!HHHHHH", 0, 0, 1, 0, 0, 1)
+    question = qname + struct.pack("!HH", rdtype, dns.rdataclass.IN)
+    edns_flags = 0x8000 if query.do else 0  # the DO bit (RFC 3225)
+    opt = b"\x00" + struct.pack("!HHBBHH", dns.rdatatype.OPT, payload, 0, 0, edns_flags, 0)
+    return header + question + opt

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -103,6 +104,21 @@ def _is_signed(path: Path) -> bool:
         return any(" RRSIG " in line or "\tRRSIG\t" in line for line in handle)
 
 
+@dataclass
+class Workload:
+    """One mix's questions: as a dnsperf file, and as packets for the built-in generator
+    (prepared once, on first use, and shared by every server and run)."""
+
+    queries: list[mix.Query]
+    query_file: Path
+    packets: list[loadgen.Prepared] | None = None
+
+    def prepared(self) -> list[loadgen.Prepared]:
+        if self.packets is None:
+            self.packets = loadgen.prepare(self.queries)
+        return self.packets
+
+
 def choose_driver(plan: Plan, queries: list[mix.Query]) -> str:
     uniform = mix.uniform_flags(queries)
     have_dnsperf = drivers.find_dnsperf() is not None
@@ -120,19 +136,18 @@ def choose_driver(plan: Plan, queries: list[mix.Query]) -> str:
 def load(
     driver: str,
     plan: Plan,
-    queries: list[mix.Query],
-    query_file: Path,
+    work: Workload,
     host: str,
     port: int,
     seconds: float,
     rate: float | None,
 ) -> LoadResult:
     if driver == "dnsperf":
-        do, tcp = mix.uniform_flags(queries) or (False, False)
+        do, tcp = mix.uniform_flags(work.queries) or (False, False)
         job = drivers.DnsperfJob(
             host,
             port,
-            query_file,
+            work.query_file,
             seconds,
             do=do,
             tcp=tcp,
@@ -147,7 +162,7 @@ def load(
     if plan.client_cpus:
         os.sched_setaffinity(0, plan.client_cpus)
     try:
-        return loadgen.run_sync(queries, settings)
+        return loadgen.run_sync(work.prepared(), settings)
     finally:
         os.sched_setaffinity(0, previous)
 
@@ -156,21 +171,20 @@ def measure(
     server_name: str,
     mix_name: str,
     plan: Plan,
-    queries: list[mix.Query],
-    query_file: Path,
+    work: Workload,
     host: str,
     port: int,
     pid: int | None,
     progress: Progress,
 ) -> ServerRun:
-    driver = choose_driver(plan, queries)
+    driver = choose_driver(plan, work.queries)
     notes: list[str] = []
     # A short warm-up so caches, page faults and JITs of every server start equal.
     progress(f"{mix_name}: {server_name}: warm-up")
-    load(driver, plan, queries, query_file, host, port, min(1.0, plan.seconds / 5), None)
+    load(driver, plan, work, host, port, min(1.0, plan.seconds / 5), None)
     progress(f"{mix_name}: {server_name}: saturation, {plan.seconds:g} s ({driver})")
     before = cpu.tree_cpu_seconds(pid) if pid is not None else 0.0
-    saturation = load(driver, plan, queries, query_file, host, port, plan.seconds, None)
+    saturation = load(driver, plan, work, host, port, plan.seconds, None)
     cpu_seconds = cpu.tree_cpu_seconds(pid) - before if pid is not None else 0.0
     if pid is None:
         notes.append("no server PID: CPU figures unavailable")
@@ -180,7 +194,7 @@ def measure(
         progress(
             f"{mix_name}: {server_name}: latency at {rate:,.0f} qps, {plan.latency_seconds:g} s"
         )
-        latency = load(driver, plan, queries, query_file, host, port, plan.latency_seconds, rate)
+        latency = load(driver, plan, work, host, port, plan.latency_seconds, rate)
         if not latency.held_rate:
             notes.append(
                 f"client did not hold {rate:,.0f} qps: latency figures are at a lower load"
@@ -200,13 +214,10 @@ def run(plan: Plan, progress: Progress) -> list[ServerRun]:
         inventory = mix.inventory_from_file(zone_path, plan.origin)
         queries = mix.generate(inventory, preset.spec, plan.count)
         query_file = mix.write_dnsperf_file(queries, plan.workdir / f"queries-{mix_name}.txt")
+        work = Workload(queries, query_file)
         if plan.target is not None:
             t = plan.target
-            results.append(
-                measure(
-                    "target", mix_name, plan, queries, query_file, t.host, t.port, t.pid, progress
-                )
-            )
+            results.append(measure("target", mix_name, plan, work, t.host, t.port, t.pid, progress))
             continue
         for kind in plan.servers:
             if peers.find_program(kind) is None:
@@ -231,8 +242,7 @@ def run(plan: Plan, progress: Progress) -> list[ServerRun]:
                     kind,
                     mix_name,
                     plan,
-                    queries,
-                    query_file,
+                    work,
                     server.host,
                     server.port,
                     server.pid,
@@ -259,15 +269,26 @@ def machine() -> dict[str, str]:
                 break
     except OSError:
         pass
-    versions = {}
-    for kind in ("knot", "nsd"):
+    versions: dict[str, str] = {}
+    for kind, flag in (("knot", "-V"), ("nsd", "-v")):
         program = peers.find_program(kind)
-        versions[kind] = program or "not installed"
+        versions[kind] = _first_line([program, flag]) if program else "not installed"
     return {
         "cpu": model,
         "cores": str(os.cpu_count()),
         "kernel": os.uname().release,
         "dnsperf": shutil.which("dnsperf") or "not installed",
+        "authd": _first_line(["git", "rev-parse", "--short", "HEAD"]) or "unknown",
         **versions,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
+
+
+def _first_line(argv: list[str]) -> str:
+    """The first non-empty output line of a quick version command ("" if it fails)."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    lines = [line.strip() for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    return lines[0] if lines else ""

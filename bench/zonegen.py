@@ -82,7 +82,7 @@ def sign_zone(unsigned: Path, origin: str, nsec3: bool, workdir: Path) -> Path:
     signed = workdir / (unsigned.name + (".nsec3.signed" if nsec3 else ".nsec.signed"))
     argv = [signer, "-e", "20400101000000", "-f", str(signed)]
     if nsec3:
-        argv += ["-n", "-t", "0", "-s", "-"]
+        argv += ["-n", "-t", "0"]  # ldns-signzone uses no salt unless -s is given
     argv += [str(unsigned), str(key_base)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     if done.returncode != 0:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dns.flags
 import dns.message
+import dns.name
 import dns.zone
 import pytest
 
@@ -133,3 +134,8 @@ def test_generated_zone_has_every_kind() -> None:
     assert inventory.nodata and inventory.wildcard_parents
     for preset in mix.PRESETS.values():
         assert len(mix.generate(inventory, preset.spec, 100)) == 100
+
+
+@pytest.mark.parametrize("text", ["www.example.test.", "Mixed.Case.", "x\\.y.example.", "."])
+def test_name_wire_matches_dnspython(text: str) -> None:
+    assert mix.name_wire(text) == dns.name.from_text(text).to_wire()

@@ -22,6 +22,10 @@ def zone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return zonegen.write_zone(tmp_path_factory.mktemp("zone") / "bench.zone", ORIGIN, 200)
 
 
+def _packets(inventory: mix.ZoneInventory, spec: mix.MixSpec, count: int) -> list[loadgen.Prepared]:
+    return loadgen.prepare(mix.generate(inventory, spec, count))
+
+
 def _cores() -> tuple[set[int], set[int]]:
     allowed = sorted(os.sched_getaffinity(0))
     return {allowed[-1]}, {allowed[0]}
@@ -46,7 +50,7 @@ def test_builtin_generator_against_knot(knot: peers.RunningServer, zone: Path) -
     server_cpus, client_cpus = _cores()
     # Knot re-pins its UDP workers at start: every thread must be back on the server's core.
     assert peers.tree_affinity(knot.pid) == server_cpus
-    queries = mix.generate(mix.inventory_from_file(zone), mix.PRESETS["mixed"].spec, 5000)
+    queries = _packets(mix.inventory_from_file(zone), mix.PRESETS["mixed"].spec, 5000)
     before = cpu.tree_cpu_seconds(knot.pid)
     previous = os.sched_getaffinity(0)
     os.sched_setaffinity(0, client_cpus)
@@ -74,7 +78,7 @@ def test_builtin_generator_against_knot(knot: peers.RunningServer, zone: Path) -
 
 
 def test_tcp_pipelining_against_knot(knot: peers.RunningServer, zone: Path) -> None:
-    queries = mix.generate(mix.inventory_from_file(zone), mix.PRESETS["tcp"].spec, 500)
+    queries = _packets(mix.inventory_from_file(zone), mix.PRESETS["tcp"].spec, 500)
     result = loadgen.run_sync(queries, loadgen.GeneratorSettings("127.0.0.1", knot.port, 0.5))
     assert result.completed > 100
     assert result.lost == 0 and result.mismatched == 0
@@ -92,7 +96,7 @@ def test_nsd_starts_answers_and_stops(zone: Path, tmp_path: Path) -> None:
         pids = cpu.tree_pids(server.pid)
         assert len(pids) >= 2  # NSD forks xfrd and its server process
         assert peers.tree_affinity(server.pid) == server_cpus
-        queries = mix.generate(mix.inventory_from_file(zone), mix.PRESETS["hits"].spec, 1000)
+        queries = _packets(mix.inventory_from_file(zone), mix.PRESETS["hits"].spec, 1000)
         result = loadgen.run_sync(queries, loadgen.GeneratorSettings("127.0.0.1", server.port, 1.0))
         # rrl-ratelimit: 0 in the generated config: nothing is dropped or truncated.
         assert result.lost == 0 and result.truncated == 0
