@@ -198,7 +198,7 @@ def run_command(
         origin += "."
     if quick:
         mixes, servers = ",".join(QUICK_MIXES), ",".join(QUICK_SERVERS)
-        duration, latency_duration, count = 2.5, 1.0, 50_000
+        duration, latency_duration, count = 2.0, 1.0, 50_000
     if duration <= 0 or duration > 600 or latency_duration <= 0 or latency_duration > 600:
         raise click.BadParameter("durations must be between 0 and 600 seconds")
     custom: dict[str, mix.Preset] = {}
