@@ -224,7 +224,7 @@ class Responder:
         question = data[12 : query.question_end]
         if edns is not None and edns.version != 0:
             # BADVERS = 16: 0 in the header, 1 in the OPT's extended rcode (RFC 6891 6.1.3).
-            opt = wire.opt_record(self.udp_payload, BADVERS >> 4, edns.do)
+            opt = self._opt(edns, ext_rcode=BADVERS >> 4)  # NSID too, when asked (as Knot)
             return render_empty(query.id, query.flags, question, 0, opt, 1), BADVERS
         opcode = query.opcode
         if opcode == wire.OPCODE_NOTIFY and self.notify_handler is not None:

@@ -308,7 +308,8 @@ class _Resolver:
             if any(is_sig_type(t) for t in node):
                 self._answer_rrsigs(owner, node)
                 return None
-        elif CNAME in node and qtype != CNAME:
+        elif CNAME in node and qtype not in (CNAME, NSEC):
+            # Knot answers qtype NSEC from the CNAME's own node (as it does RRSIG).
             self.result.answer.append(self._rrset(owner, node, CNAME))
             target = names.lower(node[CNAME][1][0])
             return target if names.is_subdomain(target, self.origin) else None
