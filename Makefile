@@ -28,6 +28,9 @@ test: $(STAMP) deps
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
+bench: $(STAMP)
+	$(BIN)/python -m bench run --quick
+
 lint: $(STAMP)
 	$(BIN)/ruff check authd tests bench
 	$(BIN)/ruff format --check authd tests bench
