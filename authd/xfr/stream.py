@@ -307,6 +307,20 @@ def parse_message(wire: bytes) -> Message:
     return message
 
 
+_TSIG_ERRORS = {16: "BADSIG", 17: "BADKEY", 18: "BADTIME", 22: "BADTRUNC"}
+
+
+def _peer_error(rdata: dns.rdtypes.ANY.TSIG.TSIG, now: float) -> str:
+    """The primary refused our signature; for BADTIME say how far apart the clocks are."""
+    name = _TSIG_ERRORS.get(rdata.error, str(rdata.error))
+    reason = f"the primary rejected our TSIG: {name}"
+    if rdata.error == 18 and len(rdata.other) == 6:
+        upper, lower = struct.unpack(">HI", rdata.other)
+        offset = ((upper << 32) | lower) - int(now)
+        reason += f" (its clock is {offset:+d} s from ours, fudge {rdata.fudge} s)"
+    return reason
+
+
 # -- TSIG ---------------------------------------------------------------------------
 
 
@@ -341,12 +355,6 @@ class TsigVerifier:
             assert self._ctx is not None
             self._ctx.update(wire)  # type: ignore[attr-defined]
             return
-        if message.tsig_owner != self.key_owner:
-            raise StreamError(
-                Fault.BAD_TSIG,
-                f"signed with key {names.to_text(message.tsig_owner)}, "
-                f"expected {self.key.name.to_text()}",
-            )
         try:
             rdata = dns.rdata.from_wire(
                 dns.rdataclass.ANY,
@@ -358,6 +366,14 @@ class TsigVerifier:
         except dns.exception.DNSException as error:
             raise StreamError(Fault.MALFORMED, f"unreadable TSIG record: {error}") from error
         assert isinstance(rdata, dns.rdtypes.ANY.TSIG.TSIG)
+        if rdata.error:
+            raise StreamError(Fault.BAD_TSIG, _peer_error(rdata, now))
+        if message.tsig_owner != self.key_owner:
+            raise StreamError(
+                Fault.BAD_TSIG,
+                f"signed with key {names.to_text(message.tsig_owner)}, "
+                f"expected {self.key.name.to_text()}",
+            )
         clock = int(now)
         try:
             self._ctx = dns.tsig.validate(  # type: ignore[no-untyped-call]
@@ -376,11 +392,6 @@ class TsigVerifier:
             raise StreamError(
                 Fault.BAD_TSIG,
                 f"TSIG time is {offset:+d} s off our clock (fudge {rdata.fudge} s)",
-            ) from error
-        except dns.tsig.PeerError as error:
-            error_name = rcode_text(rdata.error)
-            raise StreamError(
-                Fault.BAD_TSIG, f"the primary rejected our TSIG: {error_name}"
             ) from error
         except dns.tsig.BadAlgorithm as error:
             raise StreamError(
@@ -468,6 +479,7 @@ class TransferAssembler:
         self.record_count = 0
         self.opening_soa: bytes | None = None
         self.opening_ttl = 0
+        self.primary_serial: int | None = None
         self.snapshot: Snapshot | None = None
         self.steps: list[DiffStep] = []
         # AXFR collection: owner -> slot -> [ttl, rdata, rdata, ...]; duplicates are
@@ -533,12 +545,14 @@ class TransferAssembler:
             _soa_serial(rdata, owner)
             self.opening_soa = rdata
             self.opening_ttl = records[0][2]
+            self.primary_serial = parse_soa(rdata).serial
             start = 1
             if self.qtype == TYPE_AXFR:
                 self.kind = Kind.AXFR
                 self._collect(records[0:1])
-            elif len(records) == 1 and self._opening_not_newer():
-                # A lone SOA that is not newer: the primary has nothing for us.
+            elif self._opening_not_newer():
+                # Not newer than ours (a lone SOA, or a primary gone backwards, which
+                # only a forced AXFR may accept): nothing to take, stop reading.
                 self.kind = Kind.UP_TO_DATE
                 self.snapshot = self.current
                 self.done = True

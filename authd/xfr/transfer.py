@@ -366,8 +366,11 @@ async def _tcp_exchange(
 # -- TCP stream ------------------------------------------------------------------
 
 
-class _Drain(asyncio.Protocol):
-    """Reads everything the primary sends into one buffer, at once, up to max_bytes."""
+class _Drain(asyncio.BufferedProtocol):
+    """Reads everything the primary sends into one buffer, at once, up to max_bytes.
+
+    Reads are sized so that no more than max_bytes + 1 octets ever leave the socket.
+    """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
@@ -379,20 +382,25 @@ class _Drain(asyncio.Protocol):
         self.error: Exception | None = None
         self.arrived = asyncio.Event()
         self.transport: asyncio.Transport | None = None
+        self._scratch = bytearray(1 << 18)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
-    def data_received(self, data: bytes) -> None:
-        self.received += len(data)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        allowed = self.max_bytes - self.received + 1
+        return memoryview(self._scratch)[: max(1, min(len(self._scratch), allowed))]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.received += nbytes
         if self.received > self.max_bytes:
             # Stop at once: nothing past the limit is kept.
             self.over_limit = True
             if self.transport is not None:
                 self.transport.abort()
         else:
-            self.buffer += data
+            self.buffer += memoryview(self._scratch)[:nbytes]
         self.arrived.set()
 
     def eof_received(self) -> bool:
@@ -612,8 +620,12 @@ async def transfer(
             snapshot = assembler.snapshot
             assert snapshot is not None
             if assembler.kind is Kind.UP_TO_DATE:
+                # `serial` is what the primary announced: equal to ours, or older.
                 return finish(
-                    Outcome.UP_TO_DATE, attempt, serial=snapshot.serial, snapshot=snapshot
+                    Outcome.UP_TO_DATE,
+                    attempt,
+                    serial=assembler.primary_serial,
+                    snapshot=snapshot,
                 )
             return finish(
                 Outcome.UPDATED,

@@ -78,7 +78,8 @@ class Behaviour:
     fault: Fault = Fault.NONE
     rcodes: dict[str, int] = field(default_factory=dict)  # "SOA"/"AXFR"/"IXFR" -> rcode
     answer_key: dns.tsig.Key | None = None  # sign answers with this key instead of `key`
-    time_offset: int = 0  # seconds added to our clock when signing
+    time_offset: int = 0  # seconds our clock is off: used when signing answers
+    accept_any_request_time: bool = False  # skip the fudge check on requests
     records_per_message: int = 50
     drip_interval: float = 1.0
     flood_bytes: int = 8 << 20
@@ -189,20 +190,36 @@ class TestPrimary:
             tsig_error = dns.rcode.BADKEY
         else:
             try:
-                query = dns.message.from_wire(wire, keyring={self.key.name: self.key})
+                dns.message.from_wire(wire, keyring={self.key.name: self.key})
             except dns.tsig.BadTime:
-                tsig_error = dns.rcode.BADTIME
+                # The MAC verified (dnspython checks the time after it).
+                if not self.behaviour.accept_any_request_time:
+                    tsig_error = dns.rcode.BADTIME
             except (dns.tsig.BadSignature, dns.tsig.BadAlgorithm, dns.tsig.BadKey):
                 tsig_error = dns.rcode.BADSIG
         if tsig_error is None:
             return query, None
+        # NOTAUTH with a TSIG error under the request's key name and an empty MAC; for
+        # BADTIME, Other Data carries our clock (RFC 8945 5.2.3).
         response = _response(query)
         response.set_rcode(dns.rcode.NOTAUTH)
         response.flags &= ~dns.flags.AA
-        unsigned = response.to_wire()
-        return query, _append_tsig(
-            unsigned, self.key, int(time.time()), error=tsig_error, mac=b"", original_id=query.id
+        now = int(time.time()) + self.behaviour.time_offset
+        other = struct.pack(">HI", now >> 32, now & 0xFFFFFFFF) if tsig_error == 18 else b""
+        owner = query.keyname or self.key.name
+        algorithm = query.keyalgorithm or self.key.algorithm
+        rdata = dns.rdtypes.ANY.TSIG.TSIG(  # type: ignore[no-untyped-call]
+            dns.rdataclass.ANY,
+            dns.rdatatype.TSIG,
+            algorithm,
+            now,
+            300,
+            b"",
+            query.id,
+            tsig_error,
+            other,
         )
+        return query, _with_tsig_record(response.to_wire(), owner, rdata)
 
     def _qtype_label(self, query: dns.message.Message) -> str:
         return dns.rdatatype.to_text(query.question[0].rdtype) if query.question else "?"
@@ -480,29 +497,6 @@ def _response(query: dns.message.Message) -> dns.message.Message:
 
 
 # -- TSIG on the wire ------------------------------------------------------------------
-
-
-def _append_tsig(
-    wire: bytes,
-    key: dns.tsig.Key,
-    now: int,
-    *,
-    error: int = 0,
-    mac: bytes = b"",
-    original_id: int,
-) -> bytes:
-    rdata = dns.rdtypes.ANY.TSIG.TSIG(  # type: ignore[no-untyped-call]
-        dns.rdataclass.ANY,
-        dns.rdatatype.TSIG,
-        key.algorithm,
-        now,
-        300,
-        mac,
-        original_id,
-        error,
-        b"",
-    )
-    return _with_tsig_record(wire, key.name, rdata)
 
 
 def _with_tsig_record(wire: bytes, owner: dns.name.Name, rdata: dns.rdata.Rdata) -> bytes:
