@@ -15,7 +15,8 @@ import logging
 import os
 import platform
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -98,8 +99,12 @@ def call_daemon(config: Config, command: str, **args: Any) -> Any:
     socket_path = config.server.control_socket
     if socket_path is None:
         raise UserError(f'{config.source}: server.control-socket is "" (control is turned off)')
-    with daemon_errors():
-        return control.call(socket_path, command, **args)
+    try:
+        with daemon_errors():
+            return control.call(socket_path, command, **args)
+    except DaemonUnreachable as exc:
+        hint = f"start it with: authd serve -c {config.source}"
+        raise DaemonUnreachable(f"{exc.message} ({hint})") from exc.__cause__
 
 
 # --- logging --------------------------------------------------------------------------------------
@@ -170,10 +175,26 @@ def configure_logging(log_format: str, level: str) -> None:
 
 
 class _Group(click.Group):
-    """Lists commands in the order they were added, which is the order they matter in."""
+    """Lists commands in the order they were added, which is the order they matter in.
+
+    Commands registered with `lazy` are imported only when used, so `authd zone status`
+    does not pay for importing the benchmark harness.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy: dict[str, Callable[[], click.Command]] = {}
+
+    def add_lazy(self, name: str, load: Callable[[], click.Command]) -> None:
+        self.lazy[name] = load
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(self.commands)
+        return list(self.commands) + [name for name in self.lazy if name not in self.commands]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            self.add_command(self.lazy[cmd_name](), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -340,6 +361,304 @@ def version() -> None:
         f"authd {package_version()} (dnspython {dns.version.version}, "
         f"Python {platform.python_version()})"
     )
+
+
+# --- control commands -----------------------------------------------------------------------------
+
+
+@main.group(cls=_Group)
+def zone() -> None:
+    """Ask the running daemon about its zones, or make it act on one.
+
+    The daemon is found through server.control-socket in the config (-c).
+
+    \b
+    Example:
+      authd zone status -c /etc/authd/authd.toml
+    """
+
+
+def zone_argument(function: Any) -> Any:
+    return click.argument("zone_name", metavar="ZONE")(function)
+
+
+@zone.command("status")
+@click.argument("zone_name", metavar="[ZONE]", required=False)
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the daemon's raw status list.")
+def zone_status(zone_name: str | None, config_path: Path, as_json: bool) -> None:
+    """Show each zone's serial, primary, refresh timers, expiry and last errors.
+
+    \b
+    Example:
+      authd zone status example.com -c authd.toml
+      authd zone status --json | jq '.[] | select(.state != "ok")'
+    """
+    config = load_or_exit(config_path)
+    args = {"zone": zone_name} if zone_name else {}
+    zones = call_daemon(config, "status", **args)
+    if as_json:
+        click.echo(json.dumps(zones, indent=2))
+        return
+    if not zones:
+        click.echo("no zones configured")
+        return
+    click.echo("\n\n".join(format_zone_status(z, time.time()) for z in zones))
+
+
+@zone.command("refresh")
+@zone_argument
+@config_option
+def zone_refresh(zone_name: str, config_path: Path) -> None:
+    """Check the primary's SOA serial now and transfer if it is newer (a file zone: re-read it).
+
+    \b
+    Example:
+      authd zone refresh example.com -c authd.toml
+    """
+    config = load_or_exit(config_path)
+    click.echo(format_result(call_daemon(config, "refresh", zone=zone_name)))
+
+
+@zone.command("retransfer")
+@zone_argument
+@config_option
+def zone_retransfer(zone_name: str, config_path: Path) -> None:
+    """Transfer the whole zone (AXFR) now, whatever the serials say.
+
+    The new copy is verified like any other; the served version changes only if it passes.
+
+    \b
+    Example:
+      authd zone retransfer example.com -c authd.toml
+    """
+    config = load_or_exit(config_path)
+    click.echo(format_result(call_daemon(config, "retransfer", zone=zone_name)))
+
+
+@zone.command("verify")
+@zone_argument
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the daemon's raw result.")
+def zone_verify(zone_name: str, config_path: Path, as_json: bool) -> None:
+    """Run every check (structure, DNSSEC, ZONEMD) on the served version again.
+
+    Exits 0 when it passes, 1 when a check fails.
+
+    \b
+    Example:
+      authd zone verify example.com -c authd.toml
+    """
+    config = load_or_exit(config_path)
+    result = call_daemon(config, "verify", zone=zone_name)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(format_verify(zone_name, result, time.time()))
+    if not (isinstance(result, Mapping) and result.get("ok")):
+        sys.exit(EXIT_USER_ERROR)
+
+
+@zone.command("dump")
+@zone_argument
+@config_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the master file here (replaced atomically) instead of printing it.",
+)
+def zone_dump(zone_name: str, config_path: Path, output: Path | None) -> None:
+    """Print the served version of a zone as a master file (AXFR order).
+
+    \b
+    Example:
+      authd zone dump example.com -o example.com.zone
+      named-checkzone example.com example.com.zone
+    """
+    config = load_or_exit(config_path)
+    text = call_daemon(config, "dump", zone=zone_name)
+    if not isinstance(text, str):
+        raise UserError(f"the daemon sent no master file for {zone_name} (got {type(text)})")
+    if output is None:
+        click.echo(text, nl=not text.endswith("\n"))
+        return
+    write_replacing(output, text)
+    click.echo(f"wrote {output}", err=True)
+
+
+def write_replacing(path: Path, text: str) -> None:
+    """Write through a temporary file and rename, so a reader never sees half a zone."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+@main.command()
+@config_option
+def reload(config_path: Path) -> None:
+    """Make the daemon re-read its config: zones added, removed or changed; queries go on.
+
+    The same as sending SIGHUP to `authd serve`. A config with errors is refused whole
+    and the daemon keeps its running config (exit 1, the errors are printed).
+
+    \b
+    Example:
+      authd check-config -c authd.toml && authd reload -c authd.toml
+    """
+    config = load_or_exit(config_path)
+    click.echo(format_result(call_daemon(config, "reload")))
+
+
+def _load_bench() -> click.Command:
+    from bench.cli import bench
+
+    return click.Group(
+        name="bench",
+        commands=bench.commands,
+        callback=bench.callback,
+        help=(
+            "Load-test authd and its peers (knotd, nsd), or a running server, with query mixes."
+            "\n\nSee bench/README.md for the mixes and how to read the report."
+            "\n\n\b\nExample:\n  authd bench run --quick\n"
+            "  authd bench run --target 127.0.0.1@5300 \\\n"
+            "      --zone zones/example.test.zone --origin example.test"
+        ),
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+
+main.add_lazy("bench", _load_bench)
+
+
+# --- rendering of daemon replies (pure: values in, text out) -------------------------------------
+
+
+def format_result(result: object) -> str:
+    """A control reply for people: text as it is, anything else as indented JSON."""
+    return result if isinstance(result, str) else json.dumps(result, indent=2)
+
+
+def format_duration(seconds: float) -> str:
+    """`3d 4h`, `12m 5s`, `40s`: the two largest units, enough to act on."""
+    seconds = abs(round(seconds))
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count or (unit == "s" and not parts):
+            parts.append(f"{count}{unit}")
+    return " ".join(parts[:2])
+
+
+def format_time(value: object, now: float) -> str:
+    """An epoch time as UTC with how far away it is: `2026-01-02 03:04:05Z (in 5m)`."""
+    if value is None:
+        return "never"
+    if not isinstance(value, int | float):
+        return str(value)
+    when = datetime.datetime.fromtimestamp(value, tz=datetime.UTC)
+    delta = value - now
+    if abs(delta) < 1:
+        relative = "now"
+    elif delta > 0:
+        relative = f"in {format_duration(delta)}"
+    else:
+        relative = f"{format_duration(delta)} ago"
+    return f"{when:%Y-%m-%d %H:%M:%S}Z ({relative})"
+
+
+def serial_lag(served: int, primary: int) -> int | None:
+    """How many serials the primary is ahead (RFC 1982); None if ours is ahead or undefined."""
+    difference = (primary - served) % 2**32
+    return difference if difference < 2**31 else None
+
+
+def _expiry_line(status: Mapping[str, Any], now: float) -> str:
+    expires_at = status["expires_at"]
+    if not isinstance(expires_at, int | float):
+        return "-" if expires_at is None else str(expires_at)
+    if expires_at > now:
+        return format_time(expires_at, now)
+    behaviour = "serving the stale copy" if status.get("serial") is not None else "not serving"
+    return f"EXPIRED since {format_time(expires_at, now)}, {behaviour}"
+
+
+def _primary_line(status: Mapping[str, Any]) -> str:
+    primary, served = status["primary_serial"], status.get("serial")
+    if primary is None:
+        return "not seen yet"
+    text = f"serial {primary}"
+    if isinstance(primary, int) and isinstance(served, int):
+        lag = serial_lag(served, primary)
+        if lag == 0:
+            text += " (same as served)"
+        elif lag is None:
+            text += " (older than the served serial: was the zone rolled back at the primary?)"
+        else:
+            text += f" ({lag} ahead of the served serial)"
+    return text
+
+
+def format_zone_status(status: Mapping[str, Any], now: float) -> str:
+    """One paragraph per zone; lines for fields the daemon does not report are left out."""
+    serial = status.get("serial")
+    head = f"{status.get('zone', '?')}: {str(status.get('state', '?')).upper()}"
+    head += f", serial {serial}" if serial is not None else ", nothing served"
+    head += f" ({status['kind']} zone)" if status.get("kind") else ""
+    lines = [head]
+
+    def line(label: str, value: object) -> None:
+        lines.append(f"  {label:<13} {value}")
+
+    if "source" in status:
+        transfer = status.get("transfer")
+        via = f" via {transfer}" if transfer and transfer != status["source"] else ""
+        line("source", f"{status['source'] or '-'}{via}")
+    if "loaded_at" in status:
+        line("loaded", format_time(status["loaded_at"], now))
+    if status.get("records") is not None:
+        line("records", status["records"])
+    if "primary_serial" in status:
+        line("primary", _primary_line(status))
+    for key, label in (
+        ("last_attempt", "last attempt"),
+        ("last_success", "last success"),
+        ("next_refresh", "next refresh"),
+    ):
+        if key in status:
+            line(label, format_time(status[key], now))
+    if "expires_at" in status:
+        line("expires", _expiry_line(status, now))
+    if status.get("horizon") is not None:
+        line("signatures", f"valid until {format_time(status['horizon'], now)}")
+    line("last error", status.get("last_error") or "none")
+    line("rejection", status.get("last_rejection") or "none")
+    return "\n".join(lines)
+
+
+def format_verify(zone_name: str, result: object, now: float) -> str:
+    """`example.com serial 7: ok (signed, signatures valid until ..., 0.42 s)` or the failure."""
+    if not isinstance(result, Mapping):
+        return format_result(result)
+    name = result.get("zone", zone_name)
+    serial = f" serial {result['serial']}" if result.get("serial") is not None else ""
+    facts = ["signed" if result.get("signed") else "unsigned"]
+    if result.get("horizon") is not None:
+        facts.append(f"signatures valid until {format_time(result['horizon'], now)}")
+    if isinstance(result.get("seconds"), int | float):
+        facts.append(f"{result['seconds']:.2f} s")
+    if result.get("ok"):
+        lines = [f"{name}{serial}: ok ({', '.join(facts)})"]
+    else:
+        check = result.get("check") or "check"
+        lines = [f"{name}{serial}: FAILED {check}: {result.get('reason') or 'no reason given'}"]
+    lines.extend(f"  warning: {warning}" for warning in result.get("warnings") or ())
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,12 @@ from authd.cli import (
     TextFormatter,
     call_daemon,
     explain_os_error,
+    format_duration,
+    format_verify,
+    format_zone_status,
     main,
     package_version,
+    serial_lag,
 )
 from authd.config import load_config
 from authd.keys import parse_key_text
@@ -48,7 +52,23 @@ def test_version_flag_and_command() -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["serve"], ["check-config"], ["keygen"], ["keygen", "tsig"], ["version"]]
+    "command",
+    [
+        [],
+        ["serve"],
+        ["check-config"],
+        ["keygen"],
+        ["keygen", "tsig"],
+        ["version"],
+        ["zone"],
+        ["zone", "status"],
+        ["zone", "refresh"],
+        ["zone", "retransfer"],
+        ["zone", "verify"],
+        ["zone", "dump"],
+        ["reload"],
+        ["bench"],
+    ],
 )
 def test_every_help_shows_an_example(command: list[str]) -> None:
     code, out, _ = run(*command, "--help")
@@ -190,3 +210,137 @@ def test_json_log_lines_carry_the_extra_fields() -> None:
 def test_text_log_lines_are_one_line_with_key_values() -> None:
     line = TextFormatter().format(_record(zone="example.com", reason="bad tsig"))
     assert line.endswith(' info authd.xfr: zone updated zone=example.com reason="bad tsig"')
+
+
+NOW = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
+
+
+def test_durations_keep_the_two_largest_units() -> None:
+    assert [format_duration(s) for s in (0, 59.6, 61, 3600 * 5 + 7, 86400 * 3 + 3600 * 4 + 5)] == [
+        "0s",
+        "1m",
+        "1m 1s",
+        "5h 7s",
+        "3d 4h",
+    ]
+    assert format_duration(-90) == "1m 30s"
+
+
+def test_serial_lag_uses_serial_number_arithmetic() -> None:
+    assert serial_lag(7, 7) == 0
+    assert serial_lag(7, 10) == 3
+    assert serial_lag(2**32 - 2, 1) == 3  # the primary wrapped around
+    assert serial_lag(10, 7) is None  # the primary went backwards
+    assert serial_lag(0, 2**31) is None  # undefined in RFC 1982
+
+
+def test_status_of_a_file_zone_has_no_timer_lines() -> None:
+    text = format_zone_status(
+        {
+            "zone": "example.test",
+            "kind": "file",
+            "state": "ok",
+            "serial": 5,
+            "source": "file",
+            "transfer": "file",
+            "loaded_at": NOW - 300,
+            "records": 26,
+            "last_error": None,
+            "last_rejection": None,
+        },
+        NOW,
+    )
+    assert text.splitlines() == [
+        "example.test: OK, serial 5 (file zone)",
+        "  source        file",
+        "  loaded        2027-01-15 07:55:00Z (5m ago)",
+        "  records       26",
+        "  last error    none",
+        "  rejection     none",
+    ]
+
+
+def test_status_of_an_expired_secondary_says_it_serves_stale() -> None:
+    text = format_zone_status(
+        {
+            "zone": "example.com",
+            "kind": "secondary",
+            "state": "expired",
+            "serial": 2024010101,
+            "source": "192.0.2.53",
+            "transfer": "IXFR",
+            "loaded_at": NOW - 15 * 86400,
+            "records": 1000,
+            "primary_serial": 2024010103,
+            "last_attempt": NOW - 60,
+            "last_success": NOW - 15 * 86400,
+            "next_refresh": NOW + 840,
+            "expires_at": NOW - 86400,
+            "horizon": NOW + 2 * 86400,
+            "last_error": "timeout from 192.0.2.53",
+            "last_rejection": "dnssec: RRSIG expired",
+        },
+        NOW,
+    )
+    lines = text.splitlines()
+    assert lines[0] == "example.com: EXPIRED, serial 2024010101 (secondary zone)"
+    assert "  source        192.0.2.53 via IXFR" in lines
+    assert "  primary       serial 2024010103 (2 ahead of the served serial)" in lines
+    assert "  last attempt  2027-01-15 07:59:00Z (1m ago)" in lines
+    assert "  next refresh  2027-01-15 08:14:00Z (in 14m)" in lines
+    assert (
+        "  expires       EXPIRED since 2027-01-14 08:00:00Z (1d ago), serving the stale copy"
+        in lines
+    )
+    assert "  signatures    valid until 2027-01-17 08:00:00Z (in 2d)" in lines
+    assert lines[-2:] == [
+        "  last error    timeout from 192.0.2.53",
+        "  rejection     dnssec: RRSIG expired",
+    ]
+
+
+def test_status_of_a_never_loaded_secondary() -> None:
+    text = format_zone_status(
+        {
+            "zone": "new.example",
+            "kind": "secondary",
+            "state": "never-loaded",
+            "serial": None,
+            "primary_serial": None,
+            "last_success": None,
+            "expires_at": None,
+        },
+        NOW,
+    )
+    assert text.splitlines()[:4] == [
+        "new.example: NEVER-LOADED, nothing served (secondary zone)",
+        "  primary       not seen yet",
+        "  last success  never",
+        "  expires       -",
+    ]
+
+
+def test_verify_results_read_as_one_line() -> None:
+    ok = {
+        "ok": True,
+        "signed": True,
+        "horizon": NOW + 86400 * 10,
+        "seconds": 0.4213,
+        "serial": 7,
+        "warnings": ["NSEC3 iterations 10 > 0 (RFC 9276)"],
+    }
+    assert format_verify("example.com", ok, NOW).splitlines() == [
+        "example.com serial 7: ok (signed, signatures valid until "
+        "2027-01-25 08:00:00Z (in 10d), 0.42 s)",
+        "  warning: NSEC3 iterations 10 > 0 (RFC 9276)",
+    ]
+    failed = {
+        "ok": False,
+        "check": "dnssec",
+        "reason": "www.example.com A: RRSIG expired",
+        "signed": True,
+        "warnings": [],
+    }
+    assert format_verify("example.com", failed, NOW) == (
+        "example.com: FAILED dnssec: www.example.com A: RRSIG expired"
+    )
