@@ -408,6 +408,39 @@ class TsigVerifier:
             )
 
 
+def sign_message(
+    wire: bytes,
+    key: dns.tsig.Key,
+    now: float,
+    *,
+    request_mac: bytes = b"",
+    fudge: int = 300,
+) -> tuple[bytes, bytes]:
+    """Append a TSIG RR signed at `now` to an unsigned message; returns (wire, its MAC).
+
+    `request_mac` is the request's MAC when signing a response (RFC 8945 4.2).
+    """
+    message_id = struct.unpack_from(">H", wire, 0)[0]
+    template = dns.rdtypes.ANY.TSIG.TSIG(  # type: ignore[no-untyped-call]
+        dns.rdataclass.ANY, dns.rdatatype.TSIG, key.algorithm, 0, fudge, b"", message_id, 0, b""
+    )
+    signed, _ = dns.tsig.sign(  # type: ignore[no-untyped-call]
+        wire, key, template, int(now), request_mac, None, False
+    )
+    return append_tsig_record(wire, key.name, signed), bytes(signed.mac)
+
+
+def append_tsig_record(wire: bytes, owner: dns.name.Name, rdata: dns.rdata.Rdata) -> bytes:
+    """The message with a TSIG RR added as the last additional record."""
+    body = rdata.to_wire()
+    assert body is not None
+    owner_wire = owner.to_wire()
+    assert owner_wire is not None
+    record = owner_wire + struct.pack(">HHIH", TYPE_TSIG, dns.rdataclass.ANY, 0, len(body))
+    arcount = struct.unpack_from(">H", wire, 10)[0] + 1
+    return wire[:10] + struct.pack(">H", arcount) + wire[12:] + record + body
+
+
 # -- assembly ------------------------------------------------------------------------
 
 

@@ -49,6 +49,7 @@ from .stream import (
     TransferLimits,
     TsigVerifier,
     parse_message,
+    sign_message,
 )
 from .stream import (
     rcode_text as _rcode_text,
@@ -147,21 +148,7 @@ def build_query(
 
 def sign_query(wire: bytes, key: dns.tsig.Key, now: float) -> tuple[bytes, bytes]:
     """Append a TSIG RR signed at `now`; returns (signed wire, request MAC)."""
-    query_id = struct.unpack_from(">H", wire, 0)[0]
-    unsigned = dns.rdtypes.ANY.TSIG.TSIG(  # type: ignore[no-untyped-call]
-        dns.rdataclass.ANY, dns.rdatatype.TSIG, key.algorithm, 0, TSIG_FUDGE, b"", query_id, 0, b""
-    )
-    signed, _ = dns.tsig.sign(  # type: ignore[no-untyped-call]
-        wire, key, unsigned, int(now), b"", None, False
-    )
-    rdata = signed.to_wire()
-    assert rdata is not None
-    owner = key.name.to_wire()
-    assert owner is not None
-    record = owner + struct.pack(">HHIH", dns.rdatatype.TSIG, dns.rdataclass.ANY, 0, len(rdata))
-    arcount = struct.unpack_from(">H", wire, 10)[0] + 1
-    signed_wire = wire[:10] + struct.pack(">H", arcount) + wire[12:] + record + rdata
-    return signed_wire, bytes(signed.mac)
+    return sign_message(wire, key, now, fudge=TSIG_FUDGE)
 
 
 def _endpoint_family(host: str) -> int:
