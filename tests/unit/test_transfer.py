@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import AsyncIterator
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import dns.rcode
 import dns.tsig
@@ -355,3 +358,104 @@ async def test_connection_refused_is_a_network_error() -> None:
     port = free_port()
     result = await transfer(ZONE, ("127.0.0.1", port), KEY, current=None, deadline=2)
     assert result.outcome is Outcome.NETWORK_ERROR and "connect" in result.reason
+
+
+# -- against a real primary: knotd (skips without it, fails under AUTHD_REQUIRE_INTEROP=1) ----
+
+
+def _knotd_config(workdir: Path, port: int) -> str:
+    return f"""
+server:
+    rundir: "{workdir}"
+    listen: 127.0.0.1@{port}
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+database:
+    storage: "{workdir}/db"
+log:
+  - target: "{workdir}/knotd.log"
+    any: info
+key:
+  - id: xfr-key
+    algorithm: hmac-sha256
+    secret: {KEY.secret if isinstance(KEY.secret, str) else base64.b64encode(KEY.secret).decode()}
+acl:
+  - id: xfr
+    address: 127.0.0.1
+    key: xfr-key
+    action: transfer
+template:
+  - id: default
+    storage: "{workdir}"
+    file: "%s.zone"
+    zonefile-sync: -1
+    journal-content: changes
+zone:
+  - domain: example.test
+    acl: xfr
+"""
+
+
+@pytest.fixture
+def knotd(tmp_path: Path) -> Iterator[tuple[tuple[str, int], list[str]]]:
+    from tests.conftest import free_port, require_binary
+
+    knotd_path = require_binary("knotd")
+    knotc_path = require_binary("knotc")
+    port = free_port()
+    zone = make_zone(1, hosts=3000)
+    (tmp_path / "example.test.zone").write_text(zone.to_text())
+    (tmp_path / "db").mkdir()  # journal and timers live here; knotd does not create it
+    conf = tmp_path / "knot.conf"
+    conf.write_text(_knotd_config(tmp_path, port))
+    process = subprocess.Popen(
+        [knotd_path, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    knotc = [knotc_path, "-c", str(conf), "-t", "5"]
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            check = subprocess.run(
+                [*knotc, "zone-status", "example.test"], capture_output=True, text=True
+            )
+            if check.returncode == 0 and "serial: 1" in check.stdout:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"knotd did not load the zone: {(tmp_path / 'knotd.log').read_text()}")
+        yield ("127.0.0.1", port), knotc
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+async def test_knotd_axfr_then_ixfr_with_tsig(knotd: tuple[tuple[str, int], list[str]]) -> None:
+    endpoint, knotc = knotd
+    first = await transfer(ZONE, endpoint, KEY, current=None)
+    assert first.outcome is Outcome.UPDATED and first.serial == 1, first.reason
+    assert first.snapshot is not None and first.snapshot.record_count == 3006
+    soa = await query_soa(endpoint, ZONE, KEY)
+    assert soa.outcome is Outcome.OK and soa.serial == 1
+    for command in (
+        ["zone-begin", "example.test"],
+        ["zone-set", "example.test", "added.example.test.", "300", "A", "192.0.2.77"],
+        ["zone-unset", "example.test", "h5.example.test.", "A"],
+        ["zone-commit", "example.test"],
+    ):
+        done = subprocess.run([*knotc, *command], capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+    second = await transfer(ZONE, endpoint, KEY, current=first.snapshot)
+    assert second.outcome is Outcome.UPDATED and second.kind is Kind.IXFR, second.reason
+    assert second.serial == 2 and len(second.steps) == 1
+    fresh = await transfer(ZONE, endpoint, KEY, current=None)
+    assert records_of(second.snapshot) == records_of(fresh.snapshot)
+    assert second.snapshot is not None
+    assert second.snapshot.has_data(names.key_from_text("added.example.test."))
+    assert not second.snapshot.has_data(names.key_from_text("h5.example.test."))
+    wrong = await transfer(ZONE, endpoint, OTHER_SECRET, current=None)
+    assert wrong.outcome is Outcome.BAD_TSIG and "BADSIG" in wrong.reason
