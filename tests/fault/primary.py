@@ -9,6 +9,10 @@ Interface (everything a test needs):
     primary.versions.append(zone_v3)           # publish a new version (the last one is served)
     primary.queries                            # Counter of "SOA"/"AXFR"/"IXFR" queries answered
     await primary.stop()
+    await send_notify(target, zone_name, serial, key)   # NOTIFY from the primary's side
+
+Serial going backwards, or jumping by 2^31: append a zone with that serial to
+`versions` (the last one is what SOA and AXFR answer).
 
 The served version is `versions[-1]`; the earlier ones are the IXFR history. An IXFR
 from a serial found in the history gets the chained diffs (RFC 1995), from the
@@ -36,9 +40,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 
+import dns.asyncquery
+import dns.exception
 import dns.flags
 import dns.message
 import dns.name
+import dns.opcode
 import dns.rcode
 import dns.rdata
 import dns.rdataclass
@@ -487,6 +494,32 @@ class _Udp(asyncio.DatagramProtocol):
             return
         if answer is not None and self.transport is not None:
             self.transport.sendto(answer, addr)
+
+
+async def send_notify(
+    target: tuple[str, int],
+    zone: str,
+    serial: int | None = None,
+    key: dns.tsig.Key | None = None,
+    *,
+    source: str | None = None,
+    timeout: float = 2.0,
+) -> dns.message.Message | None:
+    """Send one NOTIFY over UDP (as a primary does); the answer, or None on timeout."""
+    message = dns.message.make_query(zone, dns.rdatatype.SOA)
+    message.flags = dns.flags.AA
+    message.set_opcode(dns.opcode.NOTIFY)
+    if serial is not None:
+        soa = dns.rdata.from_text("IN", "SOA", f". . {serial} 3600 900 1209600 300")
+        message.answer.append(dns.rrset.from_rdata(zone, 0, soa))
+    if key is not None:
+        message.use_tsig(key)
+    try:
+        return await dns.asyncquery.udp(
+            message, target[0], timeout=timeout, port=target[1], source=source
+        )
+    except dns.exception.Timeout:
+        return None
 
 
 def _response(query: dns.message.Message) -> dns.message.Message:

@@ -217,10 +217,23 @@ def test_record_limit_stops_at_the_crossing_message() -> None:
 
 
 def test_rrset_limit() -> None:
-    rows = [soa(5)] + [rr("a.example.test.", "A", f"192.0.2.{i}") for i in range(1, 12)]
+    rows = [soa(5)] + [rr("a.example.test.", "A", f"192.0.2.{i}") for i in range(1, 13)]
     with pytest.raises(StreamError, match="more than 10 records") as info:
         assemble([render(rows)], limits=TransferLimits(max_rrset_records=10))
     assert info.value.fault is Fault.TOO_BIG
+
+
+def test_rrset_limit_at_the_end_of_the_transfer() -> None:
+    # 11 records against a limit of 10: below the 1.1x compaction point, caught at build.
+    rows = [soa(5)] + [rr("a.example.test.", "A", f"192.0.2.{i}") for i in range(1, 12)]
+    with pytest.raises(StreamError, match="more than 10 records"):
+        assemble([render([*rows, soa(5)])], limits=TransferLimits(max_rrset_records=10))
+
+
+def test_duplicates_do_not_count_against_the_rrset_limit() -> None:
+    rows = [soa(5)] + [rr("a.example.test.", "A", f"192.0.2.{i % 5}") for i in range(200)]
+    assembler = assemble([render([*rows, soa(5)])], limits=TransferLimits(max_rrset_records=10))
+    assert assembler.snapshot is not None and assembler.snapshot.record_count == 6
 
 
 def _current(serial: int, *extra: tuple[str, int, str, str]) -> SnapshotBuilder:
