@@ -411,7 +411,8 @@ class _Drain(asyncio.BufferedProtocol):
                 if available >= 2 + length:
                     message = bytes(buffer[pos + 2 : pos + 2 + length])
                     self.pos = pos + 2 + length
-                    if self.pos > 1 << 20:
+                    # Drop what was parsed once it is most of the buffer: amortised O(1).
+                    if self.pos > 1 << 20 and self.pos * 2 > len(buffer):
                         del buffer[: self.pos]
                         self.pos = 0
                     return message
