@@ -17,9 +17,11 @@ The model (decided on the response bytes, after the responder ran):
     ERROR     any other rcode                   name: none
   Keying negative answers and referrals on the zone or delegation (as Knot and BIND do)
   means a random-subdomain flood cannot escape by varying the qname.
-- a token bucket per key: `rate` tokens per second, holding at most one second's worth.
-- past the limit the response is dropped, except every `slip`-th limited one per bucket,
-  which is sent as header + question (+ the OPT when it is the last record), TC=1.
+- a token bucket per key: `rate` tokens per second, holding at most one second's worth
+  (kept as one float per key, the time the bucket is full again: GCRA).
+- past the limit the response is dropped, except every `slip`-th limited one (counted per
+  worker, not per bucket), which is sent as header + question (+ the OPT when it is the
+  last record) with TC=1.
   slip = 0 drops them all; slip = 1 truncates them all.
 - `exempt` networks are never limited.
 - with several workers SO_REUSEPORT spreads a spoofed flood over them and each worker
@@ -43,11 +45,12 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
+import time
 from collections.abc import Callable
 from itertools import islice
 from typing import Protocol
 
-from authd.clock import SYSTEM_CLOCK, Clock
+from authd.clock import SYSTEM_CLOCK, Clock, SystemClock
 from authd.config import RrlConfig
 
 RespondFn = Callable[[bytes, bool, object], "bytes | None"]
@@ -62,6 +65,7 @@ _AF_INET6_RAW = socket.AF_INET6.to_bytes(2, sys.byteorder)
 _LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
 _EMPTY_COUNTS = b"\x00\x00\x00\x00"  # ANCOUNT = NSCOUNT = 0
 _OPT_TYPE = b"\x00\x29"
+_MARKERS = tuple(bytes((0xC0 + cls,)) for cls in range(5))  # never a label length
 
 
 class _Responder(Protocol):
@@ -73,7 +77,7 @@ def classify(response: bytes) -> tuple[int, bytes]:
     rcode = response[3] & 0x0F
     if rcode != 0 and rcode != 3:
         return ERROR, b""
-    end = question_end(response)
+    end = _question_end(response)
     if end < 0:
         return ERROR, b""
     if rcode == 0 and response[6:8] != b"\x00\x00":
@@ -85,6 +89,23 @@ def classify(response: bytes) -> tuple[int, bytes]:
     else:
         cls = NODATA if response[2] & 0x04 else REFERRAL
     return cls, _first_authority_owner(response, end)
+
+
+def _question_end(response: bytes) -> int:
+    """Where the question ends, as far as keying needs it: after the first zero byte past
+    the header, plus QTYPE and QCLASS; -1 without one.
+
+    This is the true end for every name without zero bytes inside its labels. For names
+    with them it is still a function of the question bytes alone, so equal questions
+    still share a bucket; a crafted name only lands in some other bucket of its class,
+    and the authority owner check then finds no pointer into the question.
+    """
+    if response[4:6] == b"\x00\x00":
+        return -1
+    zero = response.find(0, 12)
+    if zero < 0 or zero + 5 > len(response):
+        return -1
+    return zero + 5
 
 
 def question_end(response: bytes) -> int:
@@ -214,17 +235,23 @@ class RateLimiter:
         if config.rate <= 0:
             raise ValueError("RRL needs a positive rate; with rate 0 do not install it")
         self._inner = inner_respond
-        self._monotonic = clock.monotonic
-        self.rate = config.rate / max(1, workers)  # tokens per second in this worker
-        self.capacity = max(1.0, self.rate)  # one second's worth, at least one answer
-        self._refilled_after = self.capacity / self.rate  # idle this long: bucket full again
+        # The system clock's method adds a Python call per answer: read time directly.
+        self._monotonic = time.monotonic if isinstance(clock, SystemClock) else clock.monotonic
+        self.rate = config.rate / max(1, workers)  # answers per second in this worker
+        self.capacity = max(1.0, self.rate)  # burst: one second's worth, at least one answer
+        # The bucket is kept as one float per key (GCRA): the time at which it would be
+        # full again. An answer moves that time `_interval` on; it may go out while the
+        # time stays within `_window` of now. Half an interval of slack absorbs float error.
+        self._interval = 1.0 / self.rate
+        self._window = (self.capacity + 0.5) * self._interval
         self.slip = config.slip
         self._v4_bits = config.ipv4_prefix
+        # End of the network bytes in a raw sockaddr_in (0: prefix not whole bytes).
+        self._v4_end = 4 + config.ipv4_prefix // 8 if config.ipv4_prefix % 8 == 0 else 0
         self._v6_bits = config.ipv6_prefix
         self._exempt = config.exempt
         self.table_size = max(8, table_size)
-        # key -> [tokens, last update (monotonic), limited count]; insertion-ordered.
-        self._buckets: dict[tuple[int, int, bytes], list[float]] = {}
+        self._buckets: dict[object, float] = {}  # key -> full-again time; insertion-ordered
         self.inner: _Responder | None = None  # set by install(), read by unwrap()
         self.limited = 0  # over the rate: dropped or slipped
         self.slipped = 0  # of those, sent truncated
@@ -234,35 +261,44 @@ class RateLimiter:
         response = self._inner(query, tcp, client)
         if tcp or response is None or len(response) < 12:
             return response
-        network = client_network(client, self._v4_bits, self._v6_bits)
-        if network is None:
-            return response
-        cls, name = classify(response)
-        key = (network, cls, name)
+        key: object
+        if self._v4_end and isinstance(client, bytes) and client[:2] == _AF_INET_RAW:
+            # The common case, inline: IPv4 from the batched path with a whole-byte prefix.
+            # The key is one bytes object: network bytes + lowercased question, or network
+            # bytes + a class marker (above any label length) + the imputed name.
+            if response[3] & 0x0F == 0 and response[6:8] != b"\x00\x00":
+                zero = response.find(0, 12)
+                key = client[4 : self._v4_end] + response[12 : zero + 5].translate(_LOWER)
+            else:
+                cls, name = classify(response)
+                key = client[4 : self._v4_end] + _MARKERS[cls] + name
+        else:
+            network = client_network(client, self._v4_bits, self._v6_bits)
+            if network is None:
+                return response
+            key = (network, *classify(response))
         now = self._monotonic()
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            if len(self._buckets) >= self.table_size:
+        buckets = self._buckets
+        full_at = buckets.get(key)
+        if full_at is None:
+            if len(buckets) >= self.table_size:
                 self._make_room(now)
-            self._buckets[key] = [self.capacity - 1.0, now, 0]
+            buckets[key] = now + self._interval
             return response
-        tokens = bucket[0] + (now - bucket[1]) * self.rate
-        if tokens > self.capacity:
-            tokens = self.capacity
-        bucket[1] = now
-        if tokens >= 1.0:
-            bucket[0] = tokens - 1.0
+        if full_at < now:
+            full_at = now
+        full_at += self._interval
+        if full_at - now <= self._window:
+            buckets[key] = full_at
             return response
-        bucket[0] = tokens
-        return self._over_limit(bucket, response, client)
+        return self._over_limit(response, client)
 
-    def _over_limit(self, bucket: list[float], response: bytes, client: object) -> bytes | None:
+    def _over_limit(self, response: bytes, client: object) -> bytes | None:
         if self._exempt and self._is_exempt(client):
             self.exempted += 1
             return response
         self.limited += 1
-        bucket[2] += 1
-        if self.slip and bucket[2] % self.slip == 0:
+        if self.slip and self.limited % self.slip == 0:
             self.slipped += 1
             return truncated(response)
         return None
@@ -274,8 +310,7 @@ class RateLimiter:
     def _make_room(self, now: float) -> None:
         """Forget buckets that are full again; if too few, the oldest-created eighth."""
         buckets = self._buckets
-        refilled = self._refilled_after
-        stale = [key for key, bucket in buckets.items() if now - bucket[1] >= refilled]
+        stale = [key for key, full_at in buckets.items() if full_at <= now]
         for key in stale:
             del buckets[key]
         excess = len(buckets) - (self.table_size - self.table_size // 8)
