@@ -352,7 +352,7 @@ _IPV4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
 def _a(tokens: list[str], origin: bytes) -> bytes | None:
     # dnspython wants exactly four decimal parts without leading zeros; so does the
     # pattern, and on that form inet_aton agrees.
-    if len(tokens) != 1 or _IPV4.fullmatch(tokens[0]) is None:
+    if len(tokens) != 1 or isinstance(tokens[0], Quoted) or _IPV4.fullmatch(tokens[0]) is None:
         return None
     return socket.inet_aton(tokens[0])
 
@@ -590,12 +590,18 @@ def _caa(tokens: list[str], origin: bytes) -> bytes | None:
     return _LENGTH[flags] + _LENGTH[len(tag)] + tag + value
 
 
+_TLSA_LENGTHS = {1: 32, 2: 64}  # matching type -> digest length (RFC 6698 2.1.3)
+_SSHFP_LENGTHS = {1: 20, 2: 32}  # fingerprint type -> digest length (RFC 4255, RFC 6594)
+
+
 def _tlsa(tokens: list[str], origin: bytes) -> bytes | None:
     if len(tokens) < 4:
         return None
     fields = [_uint(t, 255) for t in tokens[:3]]
     data = _hex(tokens[3:])
     if None in fields or data is None:
+        return None
+    if len(data) != _TLSA_LENGTHS.get(fields[2], len(data)):  # type: ignore[arg-type]
         return None
     return bytes(fields) + data  # type: ignore[arg-type]
 
@@ -606,6 +612,8 @@ def _sshfp(tokens: list[str], origin: bytes) -> bytes | None:
     fields = [_uint(t, 255) for t in tokens[:2]]
     data = _hex(tokens[2:])
     if None in fields or data is None:
+        return None
+    if len(data) != _SSHFP_LENGTHS.get(fields[1], len(data)):  # type: ignore[arg-type]
         return None
     return bytes(fields) + data  # type: ignore[arg-type]
 

@@ -149,7 +149,9 @@ def load_zone_file(path: Path, origin: str, *, fast: bool = True) -> Snapshot:
         try:
             if not fast:
                 raise _NeedsDnspython
-            _FastReader(collector).read_file(str(path))
+            reader = _FastReader(collector)
+            reader.read_file(str(path))
+            log.debug("%s: %d entries read by dnspython", path, reader.handed_over)
         except _NeedsDnspython:
             builder = SnapshotBuilder(names.key_from_name(origin_name))
             collector = _Collector(origin_name, builder)
@@ -218,6 +220,7 @@ class _FastReader:
         self.default_ttl = 0
         self.default_ttl_known = False
         self.default_ttl_from_soa = False
+        self.handed_over = 0  # entries read by dnspython
 
     def read_file(self, filename: str) -> None:
         with open(filename, encoding="utf-8") as stream:
@@ -388,6 +391,7 @@ class _FastReader:
 
     def _with_dnspython(self, lines: list[str], first: int, last: int, filename: str) -> None:
         """Read lines first..last with dnspython's Reader, in the state the fast path left."""
+        self.handed_over += 1
         text = "\n".join(lines[first - 1 : last])
         if last < len(lines):
             text += "\n"
