@@ -25,16 +25,19 @@ from authd.serve import updates
 from authd.serve.responder import Responder
 from authd.serve.stats import responder_counters
 from authd.serve.tcp import TcpLimits
-from authd.serve.workers import WorkerPool
+from authd.serve.workers import ResponderLike, WorkerPool, send_event
 from authd.serve.zonetable import ZoneTable
+from authd.xfr.notify_edge import NotifyEndpoint, NotifyEvent, notify_acls, notify_keyring
 from authd.xfr.policy import policy_for
+from authd.xfr.secondary import Pacer, SecondaryZone
+from authd.xfr.timers import ForceRefresh, ForceRetransfer, NotifyReceived
 from authd.zone import names
 from authd.zone.journal import VersionMeta
 from authd.zone.loader import ZoneLoadError, load_zone_file
 from authd.zone.snapshot import Snapshot
 from authd.zone.store import LoadedZone, Store, StoreError, Unusable
 from authd.zone.text import master_file_lines
-from authd.zone.verify import verify
+from authd.zone.verify import ValidationPool, verify
 
 log = logging.getLogger("authd")
 
@@ -49,6 +52,7 @@ class ZoneRuntime:
         self.last_error: str | None = None
         self.last_rejection: str | None = None
         self.file_mtime: float | None = None
+        self.secondary: SecondaryZone | None = None
 
     @property
     def name(self) -> str:
@@ -59,11 +63,13 @@ class ZoneRuntime:
         return self.snapshot.serial if self.snapshot is not None else None
 
     def state(self) -> str:
+        if self.secondary is not None:
+            return self.secondary.timers.state.value
         return "never-loaded" if self.snapshot is None else "ok"
 
     def status(self, now: float) -> dict[str, Any]:
         meta = self.meta
-        return {
+        status: dict[str, Any] = {
             "zone": self.name,
             "kind": "secondary" if self.config.is_secondary else "file",
             "state": self.state(),
@@ -75,17 +81,34 @@ class ZoneRuntime:
             "last_error": self.last_error,
             "last_rejection": self.last_rejection,
         }
+        if self.secondary is not None:
+            status.update(self.secondary.status())
+            if self.last_error and not status.get("last_error"):
+                status["last_error"] = self.last_error
+        return status
 
     def facts(self) -> metrics.ZoneFacts:
         meta = self.meta
+        secondary = self.secondary
+        if secondary is None:
+            return metrics.ZoneFacts(
+                self.name,
+                self.state(),
+                self.serial,
+                None,
+                meta.received_at if meta else None,
+                None,
+                None,
+            )
+        timers = secondary.timers
         return metrics.ZoneFacts(
             zone=self.name,
             state=self.state(),
             serial=self.serial,
-            primary_serial=None,
-            last_success=meta.received_at if meta else None,
-            expires_at=None,
-            signature_horizon=None,
+            primary_serial=timers.primary_serial,
+            last_success=timers.last_success,
+            expires_at=timers.expires_at,
+            signature_horizon=secondary.horizon,
         )
 
 
@@ -96,11 +119,14 @@ class App:
         self.table = ZoneTable()  # the main's copy: what a freshly forked worker starts from
         self.zones: dict[bytes, ZoneRuntime] = {}
         self.stats = metrics.ControlPlaneStats()
-        self.store: Store | None = None
+        self._store: Store | None = None
         self.pool: WorkerPool[ZoneTable] | None = None
+        self.pacer: Pacer | None = None
+        self.validation: ValidationPool | None = None
         self.control: ControlServer | None = None
         self.health: metrics.HealthServer | None = None
         self.stopping = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- zones ------------------------------------------------------------------------
 
@@ -166,7 +192,6 @@ class App:
         return True
 
     def load_stored_zone(self, runtime: ZoneRuntime) -> None:
-        assert self.store is not None
         loaded = self.store.try_load(runtime.config.origin)
         if loaded is None:
             log.info("zone %s: no stored copy yet, waiting for a transfer", runtime.name)
@@ -186,8 +211,60 @@ class App:
         message = updates.LoadStored(runtime.config.origin, loaded.snapshot.serial, state_dir)
         self.publish(runtime, loaded.snapshot, loaded.meta, message)
 
+    # -- what secondaries need (xfr/secondary.py Host) ----------------------------------
+
+    @property
+    def store(self) -> Store:
+        """The state directory's store; opened by start()."""
+        if self._store is None:
+            raise RuntimeError("the store is not open yet")
+        return self._store
+
+    def publish_version(
+        self, origin: bytes, snapshot: Snapshot, meta: VersionMeta, message: object
+    ) -> int | None:
+        return self.publish(self.zones[origin], snapshot, meta, message)
+
+    async def wait_published(self, seq: int | None) -> bool:
+        if seq is None or self.pool is None:
+            return True
+        return await self.pool.wait_applied(seq, timeout=30.0)
+
+    def set_servfail(self, origin: bytes, servfail: bool) -> None:
+        self.table.set_state(origin, servfail)
+        if self.pool is not None:
+            self.pool.broadcast(updates.SetState(origin, servfail))
+
+    def start_secondary(self, runtime: ZoneRuntime) -> None:
+        assert self.pacer is not None and self.validation is not None
+        secondary = SecondaryZone(
+            runtime.config,
+            self,
+            self.pacer,
+            self.validation,
+            self.config.transfer,
+            current=runtime.snapshot,
+            clock=self.clock.now,
+        )
+        runtime.secondary = secondary
+        secondary.start()
+
+    def on_worker_event(self, payload: object) -> None:
+        """An accepted NOTIFY from a worker: one event for the zone's refresh machine."""
+        if not isinstance(payload, NotifyEvent):
+            return
+        runtime = self.zones.get(payload.zone)
+        if runtime is None or runtime.secondary is None:
+            return
+        self.stats.notifies[(runtime.name, "accepted")] += 1
+        runtime.secondary.post(NotifyReceived(payload.serial, payload.source))
+
     def remove_zone(self, origin: bytes) -> None:
         runtime = self.zones.pop(origin)
+        if runtime.secondary is not None:
+            task = asyncio.get_running_loop().create_task(runtime.secondary.stop())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         self.table.remove_zone(origin)
         if self.pool is not None:
             self.pool.broadcast(updates.RemoveZone(origin))
@@ -227,7 +304,12 @@ class App:
                 if self.load_file_zone(runtime):
                     return f"zone {runtime.name}: reloaded from {runtime.config.file}"
                 raise ControlError(f"zone {runtime.name}: {runtime.last_error}")
-            raise ControlError(f"zone {runtime.name}: replication is not running in this build")
+            assert runtime.secondary is not None
+            if command == "refresh":
+                runtime.secondary.post(ForceRefresh())
+                return f"zone {runtime.name}: refresh started (SOA check, then IXFR/AXFR if newer)"
+            runtime.secondary.post(ForceRetransfer())
+            return f"zone {runtime.name}: retransfer started (forced AXFR)"
         raise ControlError(f"unknown command {command}")
 
     async def verify_served(self, runtime: ZoneRuntime) -> dict[str, Any]:
@@ -265,12 +347,19 @@ class App:
         for origin, zone in new.items():
             runtime = self.zones.get(origin)
             if runtime is None:
-                self.add_zone(zone)
+                runtime = self.add_zone(zone)
+                if zone.is_secondary:
+                    self.start_secondary(runtime)
                 added += 1
             elif runtime.config != zone or self._file_changed(runtime):
                 runtime.config = zone
+                if runtime.secondary is not None:
+                    await runtime.secondary.stop()
+                    runtime.secondary = None
                 if zone.file is not None:
                     self.load_file_zone(runtime)
+                else:
+                    self.start_secondary(runtime)
                 changed += 1
         summary = (
             f"reloaded {self.config.source}: {len(new)} zones "
@@ -297,7 +386,7 @@ class App:
     async def start(self) -> None:
         server = self.config.server
         try:
-            self.store = Store(server.state_dir)
+            self._store = Store(server.state_dir)
         except StoreError as exc:
             raise OSError(exc.errno if hasattr(exc, "errno") else 0, str(exc)) from exc
         for zone in self.config.zones:
@@ -313,12 +402,20 @@ class App:
             self.table,
             self._make_responder,
             updates.apply_update,
-            read_counters=responder_counters,
+            read_counters=worker_counters,
             tcp_limits=limits,
+            on_event=self.on_worker_event,
         )
         await self.pool.start()  # forks: the workers inherit every zone loaded above
         for endpoint in server.listen:
             log.info("answering on %s (UDP and TCP, %d workers)", endpoint, self.pool.count)
+        self.pacer = Pacer(self.config.transfer)
+        self.validation = ValidationPool(
+            self.config.validation.processes, self.config.validation.nice
+        )
+        for runtime in self.zones.values():
+            if runtime.config.is_secondary:
+                self.start_secondary(runtime)
         if server.control_socket is not None:
             self.control = ControlServer(server.control_socket, self.handle_control)
             await self.control.start()
@@ -339,27 +436,46 @@ class App:
             await self.health.start()
 
     def _make_responder(self, table: ZoneTable) -> Responder:
+        """Runs in each worker: its responder, with the NOTIFY edge for secondary zones."""
         server = self.config.server
-        return Responder(
+        responder = Responder(
             table,
             identity=server.identity,
             version=server.version,
             nsid=server.nsid,
             udp_payload=server.udp_payload,
         )
+        responder.notify_handler = NotifyEndpoint(
+            notify_acls(self.config), notify_keyring(self.config), send_event
+        )
+        return responder
 
     def _worker_counters(self) -> dict[str, int]:
         return self.pool.collect_counters() if self.pool is not None else {}
 
     async def stop(self) -> None:
+        for runtime in self.zones.values():
+            if runtime.secondary is not None:
+                await runtime.secondary.stop()
+        if self.validation is not None:
+            self.validation.close()
         if self.pool is not None:
             await self.pool.stop(timeout=3.0)
         if self.control is not None:
             await self.control.stop()
         if self.health is not None:
             await self.health.stop()
-        if self.store is not None:
-            self.store.close()
+        if self._store is not None:
+            self._store.close()
+
+
+def worker_counters(responder: ResponderLike) -> dict[str, int]:
+    """Runs in each worker: responder and NOTIFY counters, flat (metrics.py groups them)."""
+    counters = responder_counters(responder)
+    assert isinstance(responder, Responder)
+    if isinstance(responder.notify_handler, NotifyEndpoint):
+        counters.update(responder.notify_handler.counters())
+    return counters
 
 
 async def _main(config: Config) -> int:

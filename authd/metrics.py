@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +32,9 @@ class ControlPlaneStats:
     """Event counters of the main process (transfers, NOTIFY, rejections)."""
 
     transfers: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # zone,type,result
-    transfer_seconds: Counter[str] = field(default_factory=Counter)  # zone -> sum of durations
+    transfer_seconds: defaultdict[str, float] = field(
+        default_factory=lambda: defaultdict(float)
+    )  # zone -> sum of durations
     transfer_bytes: Counter[str] = field(default_factory=Counter)  # zone -> bytes received
     transfer_records: Counter[str] = field(default_factory=Counter)
     notifies: Counter[tuple[str, str]] = field(default_factory=Counter)  # zone,result

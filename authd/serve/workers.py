@@ -18,7 +18,7 @@ before broadcasting it (or passes `catch_up`, the messages a fresh worker must a
 Control channel: one socketpair per worker, frames of a 4-byte length and a pickle.
   main -> worker: ("update", seq, message) | ("stop",)
   worker -> main: ("ready",) | ("failed", text) | ("ack", seq, error or None)
-                  | ("counters", {name: int})
+                  | ("counters", {name: int}) | ("event", payload)
 Workers ignore SIGINT (the main process handles it), stop gracefully on SIGTERM, and exit
 when the channel to the main process closes or the main process dies (PR_SET_PDEATHSIG), so
 they never outlive it.
@@ -141,6 +141,8 @@ class WorkerPool(Generic[Z]):
     catch_up() runs in the main process when a worker is (re)started and returns the
     messages it must apply on top of the inherited table (default: none).
     read_counters(responder) runs in each worker and returns extra counters to report.
+    on_event(payload) runs in the main process for every send_event(payload) a worker makes
+    (e.g. an accepted NOTIFY).
     """
 
     def __init__(
@@ -152,6 +154,7 @@ class WorkerPool(Generic[Z]):
         apply_update: Callable[[object, Z], None],
         *,
         catch_up: Callable[[], Iterable[object]] | None = None,
+        on_event: Callable[[object], None] | None = None,
         read_counters: Callable[[ResponderLike], Mapping[str, int]] | None = None,
         tcp_limits: TcpLimits | None = None,
         counter_interval: float = 1.0,
@@ -164,6 +167,7 @@ class WorkerPool(Generic[Z]):
         self._make_responder = make_responder
         self._apply_update = apply_update
         self._catch_up = catch_up
+        self._on_event = on_event
         self._read_counters = read_counters
         self._tcp_limits = tcp_limits
         self._counter_interval = counter_interval
@@ -307,6 +311,12 @@ class WorkerPool(Generic[Z]):
                     worker.ready = True
                 case ("failed", text):
                     worker.failure = str(text)
+                case ("event", payload):
+                    if self._on_event is not None:
+                        try:
+                            self._on_event(payload)
+                        except Exception:
+                            log.exception("handling an event from worker %d failed", worker.index)
         if eof:
             assert self._loop is not None
             self._loop.remove_reader(worker.channel.fileno())
@@ -412,6 +422,18 @@ class WorkerPool(Generic[Z]):
             os._exit(0)  # the main process died before prctl took effect
 
 
+_CURRENT_WORKER: _WorkerMain | None = None
+
+
+def send_event(payload: object) -> None:
+    """From inside a worker: hand `payload` to the main process's `on_event` callback.
+
+    Outside a worker (tests, a single process) it does nothing.
+    """
+    if _CURRENT_WORKER is not None:
+        _CURRENT_WORKER.send(("event", payload))
+
+
 class _WorkerMain:  # pragma: no cover - runs in the child; tested through WorkerPool
     def __init__(self, pool: WorkerPool[Any], channel: socket.socket) -> None:
         self.pool = pool
@@ -425,6 +447,8 @@ class _WorkerMain:  # pragma: no cover - runs in the child; tested through Worke
             self.channel.sendall(_encode(message))
 
     async def run(self) -> int:
+        global _CURRENT_WORKER
+        _CURRENT_WORKER = self
         pool = self.pool
         loop = asyncio.get_running_loop()
         self.channel.settimeout(_CONTROL_TIMEOUT)

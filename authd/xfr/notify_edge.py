@@ -1,0 +1,98 @@
+"""NOTIFY at the serving edge: runs in each worker, answers at once, tells the main process.
+
+The pure decision is notify.handle_notify; this adds the client address, the log line
+(at most once per source and minute) and the event to the main process, where the
+zone's refresh machine coalesces bursts into one refresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import dns.tsig
+
+from authd.config import Config
+from authd.serve.sockets import client_address
+from authd.wire import Query
+from authd.xfr.notify import AllowedSource, RateLimitedLog, handle_notify
+
+log = logging.getLogger("authd.notify")
+
+
+@dataclass(frozen=True)
+class NotifyEvent:
+    """An accepted NOTIFY, sent from a worker to the main process."""
+
+    zone: bytes
+    serial: int | None
+    source: str
+
+
+def notify_acls(config: Config) -> dict[bytes, tuple[AllowedSource, ...]]:
+    """Per secondary zone, who may notify it (config notify-from, resolved)."""
+    acls: dict[bytes, tuple[AllowedSource, ...]] = {}
+    for zone in config.zones:
+        if not zone.is_secondary:
+            continue
+        acls[zone.origin] = tuple(
+            AllowedSource(
+                entry.network,
+                entry.key.name if entry.key is not None else None,
+                entry.remote_id or str(entry.network),
+            )
+            for entry in zone.notify_from
+        )
+    return acls
+
+
+def notify_keyring(config: Config) -> dict[str, dns.tsig.Key]:
+    return {key.name: key.to_dnspython() for key in config.tsig_keys}
+
+
+class NotifyEndpoint:
+    """The responder's notify_handler: (query bytes, parsed query, client) -> response."""
+
+    def __init__(
+        self,
+        acls: Mapping[bytes, Sequence[AllowedSource]],
+        keyring: Mapping[str, dns.tsig.Key],
+        post: Callable[[NotifyEvent], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.acls = acls
+        self.keyring = keyring
+        self.post = post
+        self.clock = clock
+        self.refusals = RateLimitedLog()
+        self.accepted = 0
+        self.refused = 0
+
+    def __call__(self, wire: bytes, query: Query, client: object) -> bytes | None:
+        try:
+            source = client_address(client)[0]
+        except ValueError:
+            source = "unknown"
+        result = handle_notify(
+            wire,
+            source,
+            self.clock(),
+            zones=self.acls,
+            keyring=self.keyring,
+            refusals=self.refusals,
+        )
+        if result.accepted and result.zone is not None:
+            self.accepted += 1
+            log.info(result.reason)
+            self.post(NotifyEvent(result.zone, result.serial, source))
+        else:
+            self.refused += 1
+            if result.log:
+                extra = f" ({result.suppressed} more not logged)" if result.suppressed else ""
+                log.warning("NOTIFY refused: %s%s", result.reason, extra)
+        return result.response
+
+    def counters(self) -> dict[str, int]:
+        return {"notify.accepted": self.accepted, "notify.refused": self.refused}
