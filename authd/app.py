@@ -14,7 +14,6 @@ import dataclasses
 import logging
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 from authd import metrics
@@ -40,6 +39,10 @@ from authd.zone.text import master_file_lines
 from authd.zone.verify import ValidationPool, verify
 
 log = logging.getLogger("authd")
+
+
+class StateDirError(Exception):
+    """The state directory cannot be used; the message says why and what to do."""
 
 
 class ZoneRuntime:
@@ -388,7 +391,12 @@ class App:
         try:
             self._store = Store(server.state_dir)
         except StoreError as exc:
-            raise OSError(exc.errno if hasattr(exc, "errno") else 0, str(exc)) from exc
+            hint = (
+                "is another authd running with this state-dir?"
+                if exc.errno is None
+                else "check that the directory exists and is writable by this user"
+            )
+            raise StateDirError(f"state-dir unusable: {exc}; {hint}") from exc
         for zone in self.config.zones:
             self.add_zone(zone)
         limits = TcpLimits(
@@ -520,5 +528,8 @@ def run(config: Config) -> int:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio still works
         log.warning("uvloop not available; using the default asyncio loop")
-    Path(config.server.state_dir).mkdir(parents=True, exist_ok=True)
-    return asyncio.run(_main(config))
+    try:
+        return asyncio.run(_main(config))
+    except StateDirError as exc:
+        log.error("%s", exc)
+        return 1
