@@ -593,6 +593,8 @@ def _primary_line(status: Mapping[str, Any]) -> str:
     if primary is None:
         return "not seen yet"
     text = f"serial {primary}"
+    if status.get("primary"):
+        text += f" at {status['primary']}"
     if isinstance(primary, int) and isinstance(served, int):
         lag = serial_lag(served, primary)
         if lag == 0:
@@ -625,6 +627,10 @@ def format_zone_status(status: Mapping[str, Any], now: float) -> str:
         line("records", status["records"])
     if "primary_serial" in status:
         line("primary", _primary_line(status))
+    if status.get("notified_serial") is not None:
+        line("notified", f"serial {status['notified_serial']} (NOTIFY, not yet transferred)")
+    if status.get("in_flight") not in (None, "none"):
+        line("in progress", status["in_flight"])
     for key, label in (
         ("last_attempt", "last attempt"),
         ("last_success", "last success"),
@@ -634,8 +640,9 @@ def format_zone_status(status: Mapping[str, Any], now: float) -> str:
             line(label, format_time(status[key], now))
     if "expires_at" in status:
         line("expires", _expiry_line(status, now))
-    if status.get("horizon") is not None:
-        line("signatures", f"valid until {format_time(status['horizon'], now)}")
+    horizon = status.get("signature_horizon", status.get("horizon"))
+    if horizon is not None:
+        line("signatures", f"valid until {format_time(horizon, now)}")
     line("last error", status.get("last_error") or "none")
     line("rejection", status.get("last_rejection") or "none")
     return "\n".join(lines)

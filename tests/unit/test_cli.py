@@ -272,11 +272,14 @@ def test_status_of_an_expired_secondary_says_it_serves_stale() -> None:
             "loaded_at": NOW - 15 * 86400,
             "records": 1000,
             "primary_serial": 2024010103,
+            "primary": "192.0.2.53@53",
+            "notified_serial": None,
+            "in_flight": "soa-query",
             "last_attempt": NOW - 60,
             "last_success": NOW - 15 * 86400,
             "next_refresh": NOW + 840,
             "expires_at": NOW - 86400,
-            "horizon": NOW + 2 * 86400,
+            "signature_horizon": NOW + 2 * 86400,
             "last_error": "timeout from 192.0.2.53",
             "last_rejection": "dnssec: RRSIG expired",
         },
@@ -285,7 +288,11 @@ def test_status_of_an_expired_secondary_says_it_serves_stale() -> None:
     lines = text.splitlines()
     assert lines[0] == "example.com: EXPIRED, serial 2024010101 (secondary zone)"
     assert "  source        192.0.2.53 via IXFR" in lines
-    assert "  primary       serial 2024010103 (2 ahead of the served serial)" in lines
+    assert (
+        "  primary       serial 2024010103 at 192.0.2.53@53 (2 ahead of the served serial)" in lines
+    )
+    assert "  in progress   soa-query" in lines
+    assert not any(line.startswith("  notified") for line in lines)
     assert "  last attempt  2027-01-15 07:59:00Z (1m ago)" in lines
     assert "  next refresh  2027-01-15 08:14:00Z (in 14m)" in lines
     assert (
