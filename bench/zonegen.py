@@ -43,7 +43,7 @@ def zone_text(origin: str = DEFAULT_ORIGIN, names: int = DEFAULT_NAMES, serial: 
         owner = f"host{index:06d}"
         lines.append(f"{owner} IN A 10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}")
         if index % 2 == 0:
-            lines.append(f"{owner} IN AAAA 2001:db8::{index:x}")
+            lines.append(f"{owner} IN AAAA 2001:db8::{index >> 16:x}:{index & 0xFFFF:x}")
         if index % 5 == 0:
             lines.append(f'{owner} IN TXT "benchmark record {index}"')
         if index % 10 == 0:
