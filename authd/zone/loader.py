@@ -33,7 +33,15 @@ import dns.zonefile
 
 from authd.zone import fastparse, names
 from authd.zone.checks import Severity, check_structure
-from authd.zone.snapshot import Snapshot, SnapshotBuilder, ZoneError
+from authd.zone.snapshot import (
+    RRSIG,
+    Node,
+    Snapshot,
+    SnapshotBuilder,
+    ZoneError,
+    covered_type,
+    sig_type,
+)
 
 log = logging.getLogger(__name__)
 
@@ -236,9 +244,12 @@ class _FastReader:
         quoted = fastparse.Quoted
         not_in = fastparse.NOT_IN_CLASSES
         first_seen = self.collector.first_seen
-        add = self.builder.add
+        nodes = self.builder.nodes
+        node: Node = {}
+        added = 0
         zone = self.zone
         soa = fastparse.SOA_TYPE
+        node_key = b""
         # The previous owner (key, whether it is in the zone) and the spelling and origin
         # it was read with: consecutive records mostly share an owner.
         last_key = key_of(self.last_wire)
@@ -318,16 +329,35 @@ class _FastReader:
                     if not blank_owner:
                         last_head = head
                         last_origin = self.origin
-                    if owner_key not in first_seen:
-                        first_seen[owner_key] = (filename, last)
-                    add(owner_key, rtype, ttl, wire)
+                    if owner_key is not node_key:
+                        if owner_key not in first_seen:
+                            first_seen[owner_key] = (filename, last)
+                        found_node = nodes.get(owner_key)
+                        if found_node is None:
+                            found_node = nodes[owner_key] = {}
+                        node = found_node
+                        node_key = owner_key
+                    # SnapshotBuilder.add without its per-record checks (done per owner above):
+                    # RRsets are sets, and their TTLs must agree, the lowest wins (RFC 2181 5.2).
+                    slot = sig_type(covered_type(wire)) if rtype == RRSIG else rtype
+                    entry = node.get(slot)
+                    if entry is None:
+                        node[slot] = (ttl, (wire,))
+                        added += 1
+                    elif wire not in entry[1]:
+                        node[slot] = (min(entry[0], ttl), (*entry[1], wire))
+                        added += 1
                     continue
+            self.builder.record_count += added
+            added = 0
             self._with_dnspython(lines, first, last, filename)
+            node_key = b""  # dnspython may have added to any node, or made it new
             if rest:
                 return
             last_key = key_of(self.last_wire)
             last_inside = is_subdomain(last_key, zone)
             last_head = ""
+        self.builder.record_count += added
 
     def _implicit_ttl(self) -> int | None:
         """dns.zonefile.Reader._implicit_ttl with rfc2308_ttl=True."""
