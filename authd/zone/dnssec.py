@@ -19,6 +19,7 @@ wire bytes built here; dnspython's validate() is too slow for whole zones.
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import struct
 import time
@@ -302,8 +303,14 @@ class ZoneValidator:
                 self.report.signed = True
                 self._load_keys(apex)
                 self._check_dnskey_set(apex)
-                for owner in sorted(set(owners), key=names.canonical_key):
-                    self._check_owner_incremental(owner)
+                self._require_denial(apex)
+                selected = self._with_uncovered_descendants(owners)
+                # The full walk's order: every signature first, then the chain.
+                for owner in selected:
+                    self._check_owner_signatures(owner)
+                if self.snap.nsec3_params is None:
+                    for owner in selected:
+                        self._check_owner_nsec(owner)
         except _Stop:
             pass
         self.report.seconds = self.clock() - started
@@ -409,9 +416,11 @@ class ZoneValidator:
         first_problem: tuple[str, str] | None = None
         owner_labels = names.label_count(owner)
         for sig in sigs:
+            signer_len = _name_length(sig, 18)
+            if signer_len is None:
+                self._error(owner, rtype, "rrsig-malformed", "an RRSIG rdata is malformed")
             algorithm, labels = sig[2], sig[3]
             original_ttl, expiration, inception, tag = struct.unpack_from(">IIIH", sig, 4)
-            signer_len = names.wire_name_length(sig, 18)
             signer = names.lower(sig[18 : 18 + signer_len])
             if signer != self.snap.origin:
                 first_problem = first_problem or (
@@ -476,9 +485,7 @@ class ZoneValidator:
         snap = self.snap
         origin = snap.origin
         apex = snap.node(origin) or {}
-        nsec3 = snap.nsec3_params is not None or NSEC3PARAM in apex
-        if not nsec3 and NSEC not in apex:
-            self._error(origin, NSEC, "nsec-missing", "a signed zone without NSEC or NSEC3")
+        nsec3 = self._require_denial(apex)
         occluded: bytes | None = None  # canonical key of the cut or DNAME hiding its subtree
         authoritative: list[tuple[bytes, Node]] = []
         checked = 0
@@ -505,6 +512,14 @@ class ZoneValidator:
         else:
             self._check_nsec_chain(authoritative)
 
+    def _require_denial(self, apex: Node) -> bool:
+        """True for an NSEC3 zone; an error when a signed zone has neither chain."""
+        nsec3 = self.snap.nsec3_params is not None or NSEC3PARAM in apex
+        if not nsec3 and NSEC not in apex:
+            origin = self.snap.origin
+            self._error(origin, NSEC, "nsec-missing", "a signed zone without NSEC or NSEC3")
+        return nsec3
+
     def _check_signatures(self, owner: bytes, node: Node, at_cut: bool) -> None:
         for rtype, (_, rdatas) in node.items():
             if is_sig_type(rtype) or rtype == RRSIG:
@@ -525,7 +540,7 @@ class ZoneValidator:
             if len(entry[1]) != 1:
                 self._error(owner, NSEC, "nsec-chain", "more than one NSEC at this name")
             rdata = entry[1][0]
-            next_len = names.wire_name_length(rdata, 0)
+            next_len = self._nsec_next_length(owner, rdata)
             next_name = names.lower(rdata[:next_len])
             expected = authoritative[(index + 1) % count][0]
             if next_name != expected:
@@ -537,6 +552,12 @@ class ZoneValidator:
                     f"{names.to_text(expected)}",
                 )
             self._check_bitmap(owner, NSEC, rdata[next_len:], _types_present(node))
+
+    def _nsec_next_length(self, owner: bytes, rdata: bytes) -> int:
+        length = _name_length(rdata, 0)
+        if length is None:
+            self._error(owner, NSEC, "nsec-malformed", "the NSEC rdata is malformed")
+        return length
 
     def _check_bitmap(self, owner: bytes, rtype: int, bitmap: bytes, expected: set[int]) -> None:
         listed = _bitmap_types(bitmap)
@@ -640,16 +661,34 @@ class ZoneValidator:
                     "an insecure delegation lacks NSEC3 (no opt-out)",
                 )
 
-    def _check_owner_incremental(self, owner: bytes) -> None:
-        """Signatures at one touched owner and the NSEC links around it."""
+    def _with_uncovered_descendants(self, owners: Iterable[bytes]) -> list[bytes]:
+        """The touched owners, plus the names below any touched non-apex owner, sorted.
+
+        A diff that removes a cut or a DNAME turns the names below it (glue, occluded
+        data) into authoritative data without touching them; they must be checked too.
+        """
+        snap = self.snap
+        order = snap.order
+        selected = {names.canonical_key(o): o for o in owners}
+        for canonical, owner in list(selected.items()):
+            if owner == snap.origin or owner in snap.cuts or owner in snap.dnames:
+                continue  # the apex's descendants are the zone; a cut still occludes
+            index = bisect.bisect_right(order, canonical)
+            while index < len(order) and order[index].startswith(canonical):
+                selected.setdefault(order[index], names.key_from_canonical(order[index]))
+                index += 1
+        return [selected[c] for c in sorted(selected)]
+
+    def _check_owner_signatures(self, owner: bytes) -> None:
         snap = self.snap
         node = snap.node(owner)
         if node is not None and not self._is_occluded(owner):
             self._check_signatures(owner, node, owner in snap.cuts)
-        if snap.nsec3_params is not None:
-            return  # NSEC3 chain integrity for diffs is checked by the caller's full pass
-        # The NSEC at the owner (if authoritative) and at its predecessor must link up.
-        for name in (owner, self._authoritative_predecessor(owner)):
+
+    def _check_owner_nsec(self, owner: bytes) -> None:
+        """The NSECs at the owner's predecessor and at the owner (if authoritative) link up."""
+        snap = self.snap
+        for name in (self._authoritative_predecessor(owner), owner):
             if name is None:
                 continue
             current = snap.node(name)
@@ -658,8 +697,10 @@ class ZoneValidator:
             entry = current.get(NSEC)
             if entry is None:
                 self._error(name, NSEC, "nsec-chain-gap", "no NSEC at this name")
+            if len(entry[1]) != 1:
+                self._error(name, NSEC, "nsec-chain", "more than one NSEC at this name")
             rdata = entry[1][0]
-            next_len = names.wire_name_length(rdata, 0)
+            next_len = self._nsec_next_length(name, rdata)
             next_name = names.lower(rdata[:next_len])
             expected = self._authoritative_successor(name)
             if next_name != expected:
@@ -728,6 +769,18 @@ class ZoneValidator:
             "zonemd-mismatch",
             f"ZONEMD digest does not match the zone content at serial {serial}",
         )
+
+
+def _name_length(data: bytes, offset: int) -> int | None:
+    """Length of an uncompressed wire name at offset, or None if it is malformed."""
+    pos = offset
+    while pos < len(data) and data[pos]:
+        if data[pos] > 63:
+            return None
+        pos += data[pos] + 1
+    if pos >= len(data):
+        return None
+    return pos + 1 - offset
 
 
 def _rightmost(owner: bytes, count: int) -> bytes:

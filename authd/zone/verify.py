@@ -223,19 +223,29 @@ def touched_owners(steps: Iterable[tuple[Sequence[Record], Sequence[Record]]]) -
     return list(seen)
 
 
-def needs_full_check(snapshot: Snapshot, touched: Iterable[bytes]) -> bool:
+def needs_full_check(
+    snapshot: Snapshot, touched: Iterable[bytes], previous: Snapshot | None = None
+) -> bool:
     """An IXFR that changes the keys, ZONEMD or an NSEC3 zone is re-verified whole.
 
     Key changes reach every signature; ZONEMD covers the whole zone anyway; the NSEC3
-    chain links cannot be checked from the touched owners alone.
+    chain links cannot be checked from the touched owners alone. Every IXFR touches the
+    apex (its SOA), so with the `previous` version at hand only a change of the apex
+    DNSKEY or ZONEMD RRset forces the full pass; without it, any signed apex does.
     """
     if snapshot.nsec3_params is not None:
         return True
     origin = snapshot.origin
-    if origin in touched:
-        apex = snapshot.node(origin) or {}
+    if origin not in touched:
+        return False
+    apex = snapshot.node(origin) or {}
+    if previous is None:
         return DNSKEY_TYPE in apex or ZONEMD_TYPE in apex
-    return False
+    before = previous.node(origin) or {}
+    return any(
+        apex.get(rtype, (0, ()))[1] != before.get(rtype, (0, ()))[1]
+        for rtype in (DNSKEY_TYPE, ZONEMD_TYPE)
+    ) or (ZONEMD_TYPE in apex)
 
 
 # -- the pool (the I/O edge) ---------------------------------------------------------------
