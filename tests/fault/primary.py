@@ -32,13 +32,20 @@ the test's control.
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import struct
+import subprocess
+import sys
+import threading
 import time
+import urllib.request
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
+from typing import TypeVar
 
 import dns.asyncquery
 import dns.exception
@@ -55,6 +62,8 @@ import dns.rdtypes.ANY.TSIG
 import dns.rrset
 import dns.tsig
 import dns.zone
+
+T = TypeVar("T")
 
 Rec = tuple[dns.name.Name, int, dns.rdata.Rdata]
 """(absolute owner, ttl, rdata) of one record as the primary sends it."""
@@ -557,3 +566,250 @@ def _sign_in_sequence(
         wire, key, template, now, request_mac, ctx, True
     )
     return _with_tsig_record(wire, key.name, signed), next_ctx
+
+
+# -- running it next to a live `authd serve` (the end-to-end fault tests) -----------------
+
+
+def make_zone(
+    origin: str,
+    serial: int,
+    *,
+    hosts: int = 20,
+    refresh: int = 3600,
+    retry: int = 600,
+    expire: int = 86400,
+    tag: str = "",
+) -> dns.zone.Zone:
+    """A small zone whose content follows `serial` (and `tag`), so every version differs."""
+    lines = [
+        f"@ 300 IN SOA ns1 hostmaster {serial} {refresh} {retry} {expire} 300",
+        "@ 300 IN NS ns1",
+        "ns1 300 IN A 192.0.2.1",
+        f'version 300 IN TXT "{serial}{tag}"',
+    ]
+    lines.extend(f"h{i} 300 IN A 10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(hosts))
+    return dns.zone.from_text("\n".join(lines) + "\n", origin, relativize=False)
+
+
+class PrimaryThread:
+    """A TestPrimary on its own event loop in a daemon thread, for tests that block.
+
+    Setting `primary.behaviour` or appending to `primary.versions` from the test thread is
+    safe: each request reads them once per answer, under the GIL.
+    """
+
+    def __init__(self, primary: TestPrimary) -> None:
+        self.primary = primary
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> TestPrimary:
+        self._thread.start()
+        self.run(self.primary.start())
+        return self.primary
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.run(self.primary.stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=5)
+            if not self._thread.is_alive():
+                self.loop.close()
+
+    def run(self, coroutine: Coroutine[object, object, T], timeout: float = 10.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+
+KEY_NAME = "xfr"
+KEY_SECRET = "+phZxHr8fnYDiQ/Ja7clqsa1rNx7ef31WR3AaK+bkTg="  # a test secret, loopback only
+
+
+def test_key(secret: str = KEY_SECRET, name: str = KEY_NAME) -> dns.tsig.Key:
+    return dns.tsig.Key(name, secret, dns.tsig.HMAC_SHA256)
+
+
+test_key.__test__ = False  # type: ignore[attr-defined]
+
+
+@dataclass
+class LiveSecondary:
+    """`authd serve` as a subprocess, secondary for one zone from a primary on loopback.
+
+    Everything lives in `directory`: config, key file, state dir, control socket, log.
+    Stopped by its own PID (SIGTERM, then SIGKILL); `kill()` is the crash (SIGKILL).
+    """
+
+    directory: Path
+    zone: str
+    primary: tuple[str, int]
+    zone_settings: str = ""
+    server_settings: str = ""
+    transfer_settings: str = "timeout = 4\nidle-timeout = 1.5"
+    state_dir: Path | None = None
+    port: int = 0
+    metrics_port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "authd.log"
+
+    @property
+    def socket(self) -> Path:
+        return self.directory / "authd.sock"
+
+    @property
+    def state(self) -> Path:
+        return self.state_dir or self.directory / "state"
+
+    def write_config(self) -> Path:
+        from tests.conftest import free_port
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port, self.metrics_port = free_port(), free_port()
+        (self.directory / "xfr.key").write_text(
+            f'key "{KEY_NAME}" {{ algorithm hmac-sha256; secret "{KEY_SECRET}"; }};\n'
+        )
+        config = self.directory / "authd.toml"
+        config.write_text(
+            "[server]\n"
+            f'listen = ["127.0.0.1@{self.port}"]\n'
+            "workers = 1\n"
+            f'state-dir = "{self.state}"\n'
+            'control-socket = "authd.sock"\n'
+            f'metrics = "127.0.0.1@{self.metrics_port}"\n'
+            f"{self.server_settings}\n"
+            '[tsig]\nkey-files = ["xfr.key"]\n'
+            f"[transfer]\n{self.transfer_settings}\n"
+            "[[remote]]\n"
+            'id = "primary"\n'
+            f'addresses = ["{self.primary[0]}@{self.primary[1]}"]\n'
+            f'key = "{KEY_NAME}"\n'
+            "[[zone]]\n"
+            f'name = "{self.zone}"\n'
+            'primaries = ["primary"]\n'
+            'dnssec-validation = "off"\n'
+            "refresh-min = 1\nretry-min = 1\nexpire-min = 1\n"
+            f"{self.zone_settings}\n"
+        )
+        return config
+
+    def start(self, wait: float = 20.0, *, refresh: bool = True) -> None:
+        config = self.write_config()
+        with self.log.open("ab") as sink:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "authd.cli", "serve", "-c", str(config)],
+                cwd=self.directory,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"authd exited {self.process.returncode}:\n{self.log_text()}")
+            if self.socket.exists():
+                try:
+                    self.status()
+                    if refresh:  # skip the startup spread of the first refresh
+                        self.refresh()
+                    return
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise AssertionError(f"authd not up after {wait} s:\n{self.log_text()}")
+
+    def stop(self) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+    def kill(self) -> None:
+        """The crash: SIGKILL our own process by PID, no chance to clean up."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    # -- what it says and serves ------------------------------------------------------
+
+    def control(self, command: str, **args: object) -> object:
+        from authd import control
+
+        return control.call(self.socket, command, timeout=10, **args)
+
+    def status(self) -> dict[str, object]:
+        result = self.control("status", zone=self.zone)
+        assert isinstance(result, list) and len(result) == 1
+        status = result[0]
+        assert isinstance(status, dict)
+        return status
+
+    def refresh(self) -> None:
+        self.control("refresh", zone=self.zone)
+
+    def served_soa(self) -> tuple[int, int] | None:
+        """(rcode, serial) of the SOA authd answers now; serial -1 when there is none."""
+        import dns.query
+
+        query = dns.message.make_query(self.zone, dns.rdatatype.SOA)
+        try:
+            answer = dns.query.udp(query, "127.0.0.1", port=self.port, timeout=1.0)
+        except (dns.exception.Timeout, OSError):
+            return None
+        for rrset in answer.answer:
+            if rrset.rdtype == dns.rdatatype.SOA:
+                rdata = rrset[0]
+                assert isinstance(rdata, dns.rdtypes.ANY.SOA.SOA)
+                return answer.rcode(), int(rdata.serial)
+        return answer.rcode(), -1
+
+    def served_serial(self) -> int | None:
+        soa = self.served_soa()
+        return soa[1] if soa is not None and soa[0] == dns.rcode.NOERROR else None
+
+    def metrics(self) -> dict[str, float]:
+        """Every sample of /metrics: 'name{labels}' -> value."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            text = reply.read().decode()
+        samples: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples of `name` whose labels include `labels`."""
+        total = 0.0
+        for sample, value in self.metrics().items():
+            base, _, rest = sample.partition("{")
+            if base != name:
+                continue
+            if all(f'{k}="{v}"' in rest for k, v in labels.items()):
+                total += value
+        return total
+
+    def wait_for(self, predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.05)
+        raise AssertionError(
+            f"timed out after {timeout} s waiting for {what}; status {self.status()}\n"
+            f"{self.log_text()[-3000:]}"
+        )
+
+    def wait_serial(self, serial: int, timeout: float = 10.0) -> None:
+        self.wait_for(lambda: self.served_serial() == serial, f"serial {serial}", timeout)
