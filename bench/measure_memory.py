@@ -1,0 +1,152 @@
+"""Memory per record of a large zone, served: authd (1 and 2 workers) against knotd (issue 5).
+
+For each server the zone is loaded from the same generated master file (bench/zonegen.py),
+the server is asked for the SOA until it answers, and the proportional set size (PSS, from
+/proc/<pid>/smaps_rollup) of every process in its tree is summed: shared pages (a worker's
+copy-on-write view of the zone) count once in all, not once per process.
+
+`--breakdown` also loads the zone in this process and prints what a Snapshot's memory is made
+of (owner dict, blobs, canonical order, ENT set), and a prototype of a flatter canonical order
+with its measured gain.
+
+    python -m bench.measure_memory --records 1000000 --workers 1 2 [--breakdown] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import tempfile
+import time
+from array import array
+from pathlib import Path
+
+from bench import cpu, peers, zonegen
+from bench.measure_startup import prepare_zone
+
+
+def pss_bytes(pid: int) -> int:
+    """The PSS of one process in bytes, or 0 when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def tree_pss(root: int) -> tuple[int, int]:
+    """(summed PSS in bytes, number of processes) of root and its descendants."""
+    pids = cpu.tree_pids(root)
+    return sum(pss_bytes(pid) for pid in pids), len(pids)
+
+
+def measure_server(
+    kind: str, zone_file: Path, origin: str, workers: int, workdir: Path, timeout: float
+) -> dict[str, float]:
+    host = "127.0.0.1"
+    settings = peers.PeerSettings(
+        origin, zone_file, host, peers.free_port(host), workers, workdir / f"{kind}-{workers}"
+    )
+    started = time.perf_counter()
+    server = peers.start(kind, settings, cpus=os.sched_getaffinity(0), ready_timeout=timeout)
+    try:
+        ready = time.perf_counter() - started
+        time.sleep(2.0)  # let workers settle (authd forks after loading)
+        total, processes = tree_pss(server.pid)
+    finally:
+        server.stop()
+    return {"pss_bytes": total, "processes": processes, "ready_seconds": ready}
+
+
+def snapshot_breakdown(zone_file: Path, origin: str) -> dict[str, int]:
+    """Bytes held by each part of a loaded Snapshot (CPython object sizes, shared objects once)."""
+    from authd.zone.loader import load_zone_file
+
+    snap = load_zone_file(zone_file, origin)
+    gc.collect()
+    blobs = dict(snap.items())
+    parts = {
+        "records": snap.record_count,
+        "owners": len(blobs),
+        "owner_dict": sys.getsizeof(blobs),
+        "owner_keys": sum(sys.getsizeof(k) for k in blobs),
+        "node_blobs": sum(sys.getsizeof(v) for v in blobs.values()),
+        "canonical_order": sys.getsizeof(snap.order) + sum(sys.getsizeof(k) for k in snap.order),
+        "ents": sys.getsizeof(snap.ents) + sum(sys.getsizeof(k) for k in snap.ents),
+        "cuts_dnames": sys.getsizeof(snap.cuts) + sys.getsizeof(snap.dnames),
+        "nsec3_index": sys.getsizeof(snap.nsec3_hashes) + sys.getsizeof(snap.nsec3_owners),
+    }
+    parts["payload_bytes"] = sum(len(k) + len(v) for k, v in blobs.items())
+    # Prototype: the canonical order as one bytes object plus an array of offsets, searched
+    # by bisection over the offsets: one allocation instead of one bytes object per owner.
+    flat = b"".join(snap.order)
+    offsets = array("I", [0])
+    for key in snap.order:
+        offsets.append(offsets[-1] + len(key))
+    parts["canonical_order_flat"] = sys.getsizeof(flat) + sys.getsizeof(offsets)
+    return parts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--origin", default=zonegen.DEFAULT_ORIGIN)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workdir", type=Path, default=None, help="kept when given")
+    parser.add_argument("--timeout", type=float, default=180.0, help="per server start, seconds")
+    parser.add_argument("--no-knot", action="store_true")
+    parser.add_argument("--breakdown", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    result: dict[str, object] = {}
+    with tempfile.TemporaryDirectory(prefix="authd-memory-") as scratch:
+        workdir = args.workdir or Path(scratch)
+        workdir.mkdir(parents=True, exist_ok=True)
+        zone_file = prepare_zone(workdir, args.records, args.origin)
+        records = args.records
+        for workers in args.workers:
+            measured = measure_server(
+                "authd", zone_file, args.origin, workers, workdir, args.timeout
+            )
+            result[f"authd_workers_{workers}"] = measured
+        if not args.no_knot:
+            result["knot"] = measure_server(
+                "knot", zone_file, args.origin, 1, workdir, args.timeout
+            )
+        if args.breakdown:
+            breakdown = snapshot_breakdown(zone_file, args.origin)
+            records = breakdown["records"]
+            result["snapshot_breakdown"] = breakdown
+    result["records"] = records
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    knot = result.get("knot")
+    knot_per = knot["pss_bytes"] / records if isinstance(knot, dict) else None
+    print(f"zone: ~{records:,} records")
+    for name, value in result.items():
+        if not isinstance(value, dict) or "pss_bytes" not in value:
+            continue
+        per = value["pss_bytes"] / records
+        ratio = f", {per / knot_per:.2f}x knotd" if knot_per else ""
+        print(
+            f"{name}: {value['pss_bytes'] / 2**20:,.0f} MiB PSS in {value['processes']:.0f} "
+            f"processes = {per:,.0f} B/record{ratio} (ready after {value['ready_seconds']:.1f} s)"
+        )
+    summary = result.get("snapshot_breakdown")
+    if isinstance(summary, dict):
+        print("snapshot, bytes per record:")
+        for key, size in summary.items():
+            if key not in ("records", "owners"):
+                print(f"  {key:22} {size / records:8.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
