@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -106,21 +107,29 @@ def keyring() -> dict[dns.name.Name, dns.tsig.Key]:
 
 def send_notify(
     target: tuple[str, int], zone: str, serial: int, source: str = HOST, signed: bool = True
-) -> dns.message.Message | None:
-    """A NOTIFY for `zone` carrying SOA `serial`, from `source`; the reply or None."""
+) -> dns.rcode.Rcode | None:
+    """A NOTIFY for `zone` carrying SOA `serial`, from `source`; the reply's rcode or None.
+
+    The rcode is read from the header, so a reply without the TSIG we asked for (a refusal)
+    is still seen."""
     message = dns.message.make_query(zone + ".", dns.rdatatype.SOA)
     message.set_opcode(dns.opcode.NOTIFY)
-    message.flags = dns.flags.AA
+    message.flags = (message.flags | dns.flags.AA) & ~dns.flags.RD  # keeps the opcode bits
     rdata = f"ns1.{zone}. hostmaster.{zone}. {serial} 3600 600 1209600 60"
     message.answer.append(dns.rrset.from_text(f"{zone}.", 300, "IN", "SOA", rdata))
     if signed:
         message.use_tsig(keyring(), keyname=KEY.name)
-    try:
-        return dns.query.udp(
-            message, target[0], port=target[1], timeout=1.0, source=source, ignore_unexpected=True
-        )
-    except (OSError, dns.exception.DNSException):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((source, 0))
+        sock.settimeout(1.0)
+        sock.sendto(message.to_wire(), target)
+        try:
+            reply = sock.recv(65535)
+        except OSError:
+            return None
+    if len(reply) < 12 or reply[:2] != message.id.to_bytes(2, "big"):
         return None
+    return dns.rcode.Rcode(reply[3] & 0x0F)
 
 
 # --- knotd as a primary ---------------------------------------------------------------------
@@ -330,16 +339,23 @@ key-files = ["{key_file}"]
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
-        if not wait_for(self._answering, START_TIMEOUT, 0.02):
+        if not wait_for(self._ready, START_TIMEOUT, 0.02):
             text = self.log()
             self.stop()
             raise RuntimeError(f"authd did not start:\n{text}")
         return self
 
-    def _answering(self) -> bool:
+    def _ready(self) -> bool:
+        """Answering DNS and its control socket (the socket opens a little after UDP)."""
         if self.process is not None and self.process.poll() is not None:
             raise RuntimeError(f"authd exited with {self.process.returncode}:\n{self.log()}")
-        return query(HOST, self.port, self.zones[0].name + ".", timeout=0.2) is not None
+        if query(HOST, self.port, self.zones[0].name + ".", timeout=0.2) is None:
+            return False
+        try:
+            control.call(self.socket, "status", timeout=2.0)
+        except control.ControlUnreachable:
+            return False
+        return True
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
         process = self.process
