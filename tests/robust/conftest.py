@@ -120,16 +120,25 @@ class Server:
         return dns.query.udp(query, "127.0.0.1", port=self.port, timeout=timeout)
 
 
-def start_server(directory: Path, server_lines: str = "", extra: str = "") -> Server:
+def start_server(
+    directory: Path,
+    server_lines: str = "",
+    extra: str = "",
+    *,
+    zone_file: Path = EXAMPLE_ZONE,
+    module: str = "authd.cli",
+) -> Server:
+    """Start `python -m <module> serve` (module: authd.cli, or a wrapper taking the same
+    arguments) in `directory`, serving `zone_file` as example.test."""
     (directory / "zones").mkdir(parents=True, exist_ok=True)
-    shutil.copy(EXAMPLE_ZONE, directory / "zones" / EXAMPLE_ZONE.name)
+    shutil.copy(zone_file, directory / "zones" / EXAMPLE_ZONE.name)
     port = free_port()
     config = directory / "authd.toml"
     config.write_text(config_text(port, server_lines, extra))
     log = directory / "authd.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "authd.cli", "serve", "-c", str(config)],
+            [sys.executable, "-m", module, "serve", "-c", str(config)],
             cwd=directory,
             stdout=sink,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,39 @@
+"""`authd` with RRL installed the way App._make_responder is meant to (see the RRL report):
+for measuring RRL against a live server before app.py wires it in. Usage as `authd`:
+
+    python -m tests.robust.rrl_server serve -c authd.toml
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from authd import app, cli
+from authd.serve import rrl, stats
+from authd.serve.responder import Responder
+from authd.serve.workers import ResponderLike, worker_count
+from authd.serve.zonetable import ZoneTable
+
+
+def install() -> None:
+    plain = app.App._make_responder
+
+    def make_responder(self: app.App, table: ZoneTable) -> Responder:
+        responder = plain(self, table)
+        if isinstance(responder, rrl.RateLimiter):
+            return responder  # app.py already does it
+        workers = worker_count(self.config.server.workers)
+        return rrl.install(responder, self.config.rrl, workers)  # type: ignore[return-value]
+
+    def counters(responder: ResponderLike) -> Mapping[str, int]:
+        inner = rrl.unwrap(responder)
+        assert isinstance(inner, Responder)
+        return {**stats.responder_counters(inner), **rrl.rrl_counters(responder)}
+
+    app.App._make_responder = make_responder  # type: ignore[method-assign]
+    setattr(app, "responder_counters", counters)  # noqa: B010 - the name App.start reads
+
+
+if __name__ == "__main__":
+    install()
+    cli.main()
