@@ -317,3 +317,24 @@ def mix_command(
     click.echo(
         f"wrote {len(queries)} queries to {output}; run: dnsperf {' '.join(flags)} -d {output}"
     )
+
+
+_PASS_THROUGH = {"ignore_unknown_options": True, "help_option_names": []}
+
+
+@bench.command(name="memory", context_settings=_PASS_THROUGH)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def memory(args: tuple[str, ...]) -> None:
+    """Bytes per record of a large zone served, authd vs knotd (--help: options)."""
+    from bench.measure_memory import main
+
+    raise SystemExit(main(list(args)))
+
+
+@bench.command(name="startup", context_settings=_PASS_THROUGH)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def startup(args: tuple[str, ...]) -> None:
+    """Time to the first answer from a stored 1M-record copy, vs knotd (--help: options)."""
+    from bench.measure_startup import main
+
+    raise SystemExit(main(list(args)))

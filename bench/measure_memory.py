@@ -94,7 +94,9 @@ def snapshot_breakdown(zone_file: Path, origin: str) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench memory", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--origin", default=zonegen.DEFAULT_ORIGIN)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])

@@ -135,7 +135,9 @@ def measure_knot(zone_file: Path, origin: str, workdir: Path, timeout: float) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench startup", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--origin", default=zonegen.DEFAULT_ORIGIN)
     parser.add_argument("--workdir", type=Path, default=None, help="kept when given")
