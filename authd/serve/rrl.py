@@ -46,7 +46,7 @@ import ipaddress
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from itertools import islice
 from typing import Protocol
 
@@ -337,11 +337,23 @@ def install(
     return limiter
 
 
-def unwrap(responder: object) -> object:
+def unwrap(responder: _Responder) -> _Responder:
     """The responder a RateLimiter wraps (for its own counters), or `responder` itself."""
     if isinstance(responder, RateLimiter) and responder.inner is not None:
         return responder.inner
     return responder
+
+
+def with_rrl_counters(
+    read: Callable[[_Responder], Mapping[str, int]],
+) -> Callable[[_Responder], dict[str, int]]:
+    """A worker counter reader for a possibly wrapped responder: `read` on the responder
+    inside, plus the "rrl.*" counters when RRL is on."""
+
+    def both(responder: _Responder) -> dict[str, int]:
+        return {**read(unwrap(responder)), **rrl_counters(responder)}
+
+    return both
 
 
 def rrl_counters(responder: object) -> dict[str, int]:

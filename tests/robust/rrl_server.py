@@ -6,12 +6,10 @@ for measuring RRL against a live server before app.py wires it in. Usage as `aut
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from authd import app, cli
 from authd.serve import rrl, stats
 from authd.serve.responder import Responder
-from authd.serve.workers import ResponderLike, worker_count
+from authd.serve.workers import worker_count
 from authd.serve.zonetable import ZoneTable
 
 
@@ -25,12 +23,8 @@ def install() -> None:
         workers = worker_count(self.config.server.workers)
         return rrl.install(responder, self.config.rrl, workers)  # type: ignore[return-value]
 
-    def counters(responder: ResponderLike) -> Mapping[str, int]:
-        inner = rrl.unwrap(responder)
-        assert isinstance(inner, Responder)
-        return {**stats.responder_counters(inner), **rrl.rrl_counters(responder)}
-
     app.App._make_responder = make_responder  # type: ignore[method-assign]
+    counters = rrl.with_rrl_counters(stats.responder_counters)
     setattr(app, "responder_counters", counters)  # noqa: B010 - the name App.start reads
 
 

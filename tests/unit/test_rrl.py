@@ -322,6 +322,16 @@ def test_install_off_is_identity(zones: ZoneTable) -> None:
         rrl.RateLimiter(inner.respond, RrlConfig(rate=0))
 
 
+def test_counter_reader_sees_through_the_wrapper(zones: ZoneTable) -> None:
+    inner = responder(zones)
+    read = rrl.with_rrl_counters(lambda r: {"udp": r.udp_queries})  # type: ignore[attr-defined]
+    wrapped = rrl.install(inner, RrlConfig(rate=1, slip=0), 1)
+    for _ in range(3):
+        wrapped.respond(query("www.example.test."), False, sockaddr("192.0.2.1"))
+    assert read(wrapped) == {"udp": 3, "rrl.limited": 2, "rrl.slipped": 0, "rrl.exempted": 0}
+    assert read(inner) == {"udp": 3}
+
+
 def test_limited_answers_are_correct_responses(zones: ZoneTable) -> None:
     """What does get through is byte-identical to the unlimited responder's answer."""
     lim = limiter(zones, FakeClock(), rate=3)
