@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dns.exception
 import dns.message
@@ -186,11 +187,13 @@ Launch = Callable[..., Server]
 
 @pytest.fixture
 def launch(tmp_path: Path) -> Iterator[Launch]:
-    """launch(server_lines="", extra="") starts a server; all are stopped after the test."""
+    """launch(server_lines="", extra="", **start_server options) starts a server; all are
+    stopped after the test."""
     started: list[Server] = []
 
-    def start(server_lines: str = "", extra: str = "") -> Server:
-        server = start_server(tmp_path / f"server{len(started)}", server_lines, extra)
+    def start(server_lines: str = "", extra: str = "", **options: Any) -> Server:
+        directory = tmp_path / f"server{len(started)}"
+        server = start_server(directory, server_lines, extra, **options)
         started.append(server)
         return server
 
