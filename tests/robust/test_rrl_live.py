@@ -31,7 +31,7 @@ def test_burst_from_one_source_is_limited(launch: Launch) -> None:
     assert result.factor < 3.0
     # Another client gets whole answers, and so does the limited source over TCP.
     assert server.ask("www.example.test.", "A").answer
-    query = dns.message.make_query("example.test.", "DNSKEY", want_dnssec=True)
+    query = dns.message.make_query("example.test.", "NS", want_dnssec=True)
     tcp = dns.query.tcp(query, "127.0.0.1", port=server.port, source=VICTIM, timeout=2)
     assert tcp.answer and not tcp.flags & dns.flags.TC
     print(
