@@ -127,7 +127,10 @@ def atheris_child(target: str, workdir: Path, libfuzzer_args: list[str]) -> None
     with atheris.instrument_imports(include=INSTRUMENT[target]):
         from tests.fuzz import targets
     timed = Timed(targets.TARGETS[target], workdir, targets.KNOWN_BUGS.get(target))
-    atheris.Setup([sys.argv[0], *libfuzzer_args], timed)
+    # libFuzzer re-runs argv[0] through the shell for -merge (and -fork): make it a
+    # command line that lands back here.
+    again = f"{sys.executable} {Path(__file__).resolve()} --child {target} {workdir} --"
+    atheris.Setup([again, *libfuzzer_args], timed)
     atheris.Fuzz()
 
 
