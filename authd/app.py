@@ -16,7 +16,7 @@ import signal
 import time
 from typing import Any
 
-from authd import metrics
+from authd import metrics, sdnotify
 from authd.clock import Clock, SystemClock
 from authd.config import Config, ZoneConfig
 from authd.control import ControlError, ControlServer
@@ -77,7 +77,7 @@ class ZoneRuntime:
             "kind": "secondary" if self.config.is_secondary else "file",
             "state": self.state(),
             "serial": self.serial,
-            "source": (meta.primary or meta.transfer) if meta else None,
+            "source": (meta.primary or str(self.config.file or meta.transfer)) if meta else None,
             "transfer": meta.transfer if meta else None,
             "loaded_at": meta.received_at if meta else None,
             "records": self.snapshot.record_count if self.snapshot is not None else None,
@@ -112,6 +112,7 @@ class ZoneRuntime:
             last_success=timers.last_success,
             expires_at=timers.expires_at,
             signature_horizon=secondary.horizon,
+            refresh_interval=timers.refresh,
         )
 
 
@@ -335,6 +336,15 @@ class App:
 
     async def reload(self) -> str:
         """Re-read the config: add and remove zones, reload changed files; queries go on."""
+        sdnotify.reloading()
+        summary = "reload failed"
+        try:
+            summary = await self._reload()
+            return summary
+        finally:
+            sdnotify.reloaded(summary)
+
+    async def _reload(self) -> str:
         from authd.config import ConfigError, format_errors, load_config
 
         try:
@@ -500,7 +510,9 @@ async def _main(config: Config) -> int:
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_reload)
     log.info("authd ready: %d zones, pid-relative start took %.2f s", len(app.zones), _uptime())
+    sdnotify.ready(f"{len(app.zones)} zones")
     await stop.wait()
+    sdnotify.stopping()
     log.info("stopping")
     await app.stop()
     return 0

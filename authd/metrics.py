@@ -54,6 +54,7 @@ class ZoneFacts:
     last_success: float | None  # wall-clock time of the last successful refresh
     expires_at: float | None
     signature_horizon: float | None  # earliest RRSIG expiration in the served version
+    refresh_interval: float | None = None  # the SOA REFRESH in force (secondary zones)
 
 
 ZONE_STATES = ("ok", "refreshing", "expired", "never-loaded")
@@ -118,6 +119,11 @@ class AuthdCollector:
         state = GaugeMetricFamily(
             "authd_zone_state", "1 for the zone's current state.", labels=["zone", "state"]
         )
+        interval = GaugeMetricFamily(
+            "authd_zone_refresh_interval_seconds",
+            "The SOA REFRESH in force (clamped), secondary zones only.",
+            labels=["zone"],
+        )
         horizon = GaugeMetricFamily(
             "authd_zone_signature_horizon_seconds",
             "Seconds until the earliest RRSIG in the served version expires.",
@@ -138,7 +144,9 @@ class AuthdCollector:
                 state.add_metric([zone, name], 1.0 if facts.state == name else 0.0)
             if facts.signature_horizon is not None:
                 horizon.add_metric([zone], facts.signature_horizon - now)
-        yield from (serial, primary, age, expires, expired, state, horizon)
+            if facts.refresh_interval is not None:
+                interval.add_metric([zone], facts.refresh_interval)
+        yield from (serial, primary, age, expires, expired, state, horizon, interval)
 
     def _control_plane_metrics(self) -> Iterator[Metric]:
         stats = self.stats

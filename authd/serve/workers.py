@@ -216,7 +216,7 @@ class WorkerPool(Generic[Z]):
         deadline = time.monotonic() + timeout
         while self._workers and time.monotonic() < deadline:
             for worker in list(self._workers.values()):
-                if self._reap(worker.pid, block=False):
+                if self._reap(worker.pid, block=False) is not None:  # 0 is a clean exit
                     self._retire(worker)
             await asyncio.sleep(0.02)
         for worker in list(self._workers.values()):

@@ -38,7 +38,7 @@ from authd.xfr.stream import Kind, TransferLimits
 from authd.xfr.transfer import Outcome, TransferResult, query_soa, transfer
 from authd.zone import names
 from authd.zone.journal import VersionMeta
-from authd.zone.snapshot import DNSKEY, Snapshot, SoaFields
+from authd.zone.snapshot import DNSKEY, Snapshot, SoaFields, is_sig_type, unpack_node
 from authd.zone.store import Store, StoreError, encode_full
 from authd.zone.verify import ValidationPool, Verdict, needs_full_check, touched_owners, verify
 
@@ -159,6 +159,7 @@ class SecondaryZone:
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.operation: asyncio.Task[None] | None = None
+        self.horizon_task: asyncio.Task[None] | None = None
         self.preferred = 0  # index into the primaries: the last one that worked
         self.last_primary: str | None = None
         self.last_rejection: str | None = None
@@ -181,10 +182,20 @@ class SecondaryZone:
                 _float(stored.get("next_refresh")) if served else None,
             )
         )
-        self.task = asyncio.get_running_loop().create_task(self._run(), name=f"zone {self.name}")
+        loop = asyncio.get_running_loop()
+        self.task = loop.create_task(self._run(), name=f"zone {self.name}")
+        if self.current is not None and self.signed:
+            self.horizon_task = loop.create_task(self._restore_horizon(self.current))
+
+    async def _restore_horizon(self, snapshot: Snapshot) -> None:
+        """The signature horizon of a version loaded from disk (no crypto: a scan)."""
+        horizon = await asyncio.to_thread(earliest_expiration, snapshot, self.clock())
+        if self.current is snapshot:
+            self.horizon = horizon
+            self._warn_horizon()
 
     async def stop(self) -> None:
-        for task in (self.operation, self.task):
+        for task in (self.operation, self.task, self.horizon_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -520,6 +531,22 @@ class SecondaryZone:
             "signature_horizon": self.horizon,
             "in_flight": t.in_flight.value,
         }
+
+
+def earliest_expiration(snapshot: Snapshot, now: float) -> int | None:
+    """The earliest RRSIG expiration in a version (RFC 4034 serial time, read near `now`)."""
+    earliest: int | None = None
+    reference = int(now)
+    for _, blob in snapshot.items():
+        for rtype, (_, rdatas) in unpack_node(blob).items():
+            if not is_sig_type(rtype):
+                continue
+            for rdata in rdatas:
+                delta = (int.from_bytes(rdata[8:12], "big") - reference) & 0xFFFFFFFF
+                expires = reference + (delta - (1 << 32) if delta >= 1 << 31 else delta)
+                if earliest is None or expires < earliest:
+                    earliest = expires
+    return earliest
 
 
 def _is_signed(snapshot: Snapshot) -> bool:
