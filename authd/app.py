@@ -249,6 +249,7 @@ class App:
             self.config.transfer,
             current=runtime.snapshot,
             clock=self.clock.now,
+            zone_count=sum(1 for z in self.config.zones if z.is_secondary),
         )
         runtime.secondary = secondary
         secondary.start()

@@ -84,9 +84,11 @@ class Pacer:
         return semaphore
 
 
-def settings_for(zone: ZoneConfig) -> machine.Settings:
+def settings_for(zone: ZoneConfig, zone_count: int = 1) -> machine.Settings:
+    """The machine's settings; first checks after start spread over ~20 ms per zone (max 10 s)."""
     bounds = zone.timers
     return machine.Settings(
+        startup_spread=min(10.0, 0.02 * zone_count),
         refresh_min=bounds.refresh_min,
         refresh_max=bounds.refresh_max,
         retry_min=bounds.retry_min,
@@ -145,6 +147,7 @@ class SecondaryZone:
         current: Snapshot | None,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        zone_count: int = 1,
     ) -> None:
         self.config = config
         self.host = host
@@ -154,7 +157,7 @@ class SecondaryZone:
         self.current = current
         self.clock = clock
         self.rand = rand
-        self.timers = machine.ZoneTimers(settings_for(config))
+        self.timers = machine.ZoneTimers(settings_for(config, zone_count))
         self.events: deque[machine.Event] = deque()
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -450,7 +453,7 @@ class SecondaryZone:
         now = self.clock()
         if not candidate.full and self.current is not None:
             touched = touched_owners((s.deleted, s.added) for s in candidate.result.steps)
-            if not needs_full_check(snapshot, touched):
+            if not needs_full_check(snapshot, touched, previous=self.current):
                 return await asyncio.to_thread(
                     verify,
                     snapshot,
