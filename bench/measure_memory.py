@@ -18,6 +18,7 @@ import argparse
 import gc
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +26,7 @@ from array import array
 from pathlib import Path
 
 from bench import cpu, peers, zonegen
-from bench.measure_startup import prepare_zone
+from bench.measure_startup import prepare_state_dir, prepare_zone, secondary_config
 
 
 def pss_bytes(pid: int) -> int:
@@ -61,6 +62,51 @@ def measure_server(
         total, processes = tree_pss(server.pid)
     finally:
         server.stop()
+    return {"pss_bytes": total, "processes": processes, "ready_seconds": ready}
+
+
+def measure_authd_from_store(
+    zone_file: Path, origin: str, workers: int, workdir: Path, timeout: float
+) -> dict[str, float]:
+    """authd as a secondary whose zone comes from a stored full copy (its primary is silent)."""
+    program = peers.find_program("authd")
+    if program is None:
+        raise RuntimeError("authd: program not found")
+    state_dir = workdir / f"store-{workers}"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if not any(state_dir.iterdir()):
+        prepare_state_dir(zone_file, origin, state_dir)
+    host = "127.0.0.1"
+    port = peers.free_port(host)
+    config = workdir / f"store-{workers}.toml"
+    silent = peers.free_port(host)
+    config.write_text(secondary_config(origin, host, port, state_dir, silent, workers))
+    log = (workdir / f"store-{workers}.log").open("wb")
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [program, "serve", "-c", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        cwd=workdir,
+        start_new_session=True,
+    )
+    log.close()
+    try:
+        while not peers.soa_ready(host, port, origin, timeout=0.05):
+            if process.poll() is not None or time.perf_counter() - started > timeout:
+                raise RuntimeError(f"authd from the store did not answer; see {log.name}")
+            time.sleep(0.02)
+        ready = time.perf_counter() - started
+        time.sleep(2.0)
+        total, processes = tree_pss(process.pid)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
     return {"pss_bytes": total, "processes": processes, "ready_seconds": ready}
 
 
@@ -104,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=180.0, help="per server start, seconds")
     parser.add_argument("--no-knot", action="store_true")
     parser.add_argument("--breakdown", action="store_true")
+    parser.add_argument(
+        "--from-store", action="store_true", help="also authd serving a stored full copy"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     result: dict[str, object] = {}
@@ -117,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
                 "authd", zone_file, args.origin, workers, workdir, args.timeout
             )
             result[f"authd_workers_{workers}"] = measured
+            if args.from_store:
+                result[f"authd_from_store_workers_{workers}"] = measure_authd_from_store(
+                    zone_file, args.origin, workers, workdir, args.timeout
+                )
         if not args.no_knot:
             result["knot"] = measure_server(
                 "knot", zone_file, args.origin, 1, workdir, args.timeout

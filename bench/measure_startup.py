@@ -53,10 +53,12 @@ def prepare_state_dir(zone_file: Path, origin: str, state_dir: Path) -> int:
     return snapshot.record_count
 
 
-def secondary_config(origin: str, host: str, port: int, state_dir: Path, silent_port: int) -> str:
+def secondary_config(
+    origin: str, host: str, port: int, state_dir: Path, silent_port: int, workers: int = 1
+) -> str:
     return f"""[server]
 listen = ["{host}@{port}"]
-workers = 1
+workers = {workers}
 state-dir = "{state_dir}"
 control-socket = "{state_dir}/authd.sock"
 metrics = ""
