@@ -360,7 +360,7 @@ def test_fast_reader_matches_dnspython_on_a_signed_bind_zone(tmp_path: Path) -> 
     unsigned = write(tmp_path / "rich.zone", "$ORIGIN example.\n" + source)
     made = subprocess.run(
         [keygen, "-K", str(tmp_path), "-a", "ECDSAP256SHA256", "-f", "KSK", "example."],
-        capture_output=True, text=True, timeout=30, check=True,
+        capture_output=True, text=True, timeout=30, check=True, cwd=tmp_path,
     )  # fmt: skip
     key = made.stdout.strip()
     for extra in ([], ["-3", "-", "-H", "0"]):
@@ -368,8 +368,8 @@ def test_fast_reader_matches_dnspython_on_a_signed_bind_zone(tmp_path: Path) -> 
         subprocess.run(
             [signer, "-K", str(tmp_path), "-o", "example.", "-z", "-f", str(signed), "-S", *extra,
              str(unsigned)],
-            capture_output=True, text=True, timeout=60, check=True,
-        )  # fmt: skip
+            capture_output=True, text=True, timeout=60, check=True, cwd=tmp_path,
+        )  # fmt: skip  (cwd: the signer writes dsset-example. beside it)
         assert "(" in signed.read_text() and key
         kind, _ = assert_same(signed, "example.")
         assert kind == "ok"
