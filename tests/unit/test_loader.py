@@ -363,13 +363,14 @@ def test_fast_reader_matches_dnspython_on_a_signed_bind_zone(tmp_path: Path) -> 
         capture_output=True, text=True, timeout=30, check=True, cwd=tmp_path,
     )  # fmt: skip
     key = made.stdout.strip()
+    # cwd: the signer writes dsset-example. beside it.
     for extra in ([], ["-3", "-", "-H", "0"]):
         signed = tmp_path / "signed.zone"
         subprocess.run(
             [signer, "-K", str(tmp_path), "-o", "example.", "-z", "-f", str(signed), "-S", *extra,
              str(unsigned)],
             capture_output=True, text=True, timeout=60, check=True, cwd=tmp_path,
-        )  # fmt: skip  (cwd: the signer writes dsset-example. beside it)
+        )  # fmt: skip
         assert "(" in signed.read_text() and key
         kind, _ = assert_same(signed, "example.")
         assert kind == "ok"
