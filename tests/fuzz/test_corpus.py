@@ -25,6 +25,23 @@ KNOWN: dict[str, dict[str, tuple[type[BaseException], str]]] = {
             "an RRSIG to find the covered type; an RRSIG with RDATA under 2 octets in an "
             "AXFR raises IndexError instead of StreamError(MALFORMED)",
         ),
+        "crash-rrsig-short-rdata-ixfr": (
+            IndexError,
+            "authd/zone/snapshot.py covered_type() (via Snapshot.apply_diff) reads two octets "
+            "of an RRSIG added by an IXFR; RDATA under 2 octets raises IndexError, which "
+            "TransferAssembler._apply_step does not turn into StreamError (it catches ZoneError)",
+        ),
+        "crash-nsec3param-short-rdata-axfr": (
+            IndexError,
+            "authd/zone/snapshot.py _nsec3_params() reads rdata[0..4] of the apex NSEC3PARAM; "
+            "RDATA under 5 octets (or a salt length past the end: no check) raises IndexError "
+            "from SnapshotBuilder.build(), which TransferAssembler._build only guards for "
+            "ZoneError",
+        ),
+        "crash-nsec3param-short-rdata-ixfr": (
+            IndexError,
+            "the same _nsec3_params() IndexError reached through Snapshot.apply_diff (IXFR)",
+        ),
     },
 }
 
