@@ -21,6 +21,7 @@ from authd.clock import Clock, SystemClock
 from authd.config import Config, ZoneConfig
 from authd.control import ControlError, ControlServer
 from authd.serve import updates
+from authd.serve.querylog import SampledQueryLog
 from authd.serve.responder import Responder
 from authd.serve.stats import responder_counters
 from authd.serve.tcp import TcpLimits
@@ -454,7 +455,7 @@ class App:
             )
             await self.health.start()
 
-    def _make_responder(self, table: ZoneTable) -> Responder:
+    def _make_responder(self, table: ZoneTable) -> ResponderLike:
         """Runs in each worker: its responder, with the NOTIFY edge for secondary zones."""
         server = self.config.server
         responder = Responder(
@@ -467,7 +468,10 @@ class App:
         responder.notify_handler = NotifyEndpoint(
             notify_acls(self.config), notify_keyring(self.config), send_event
         )
-        return responder
+        front: ResponderLike = responder
+        if self.config.log.query_sample_rate > 0:
+            front = SampledQueryLog(front, self.config.log.query_sample_rate)
+        return front
 
     def _worker_counters(self) -> dict[str, int]:
         return self.pool.collect_counters() if self.pool is not None else {}
@@ -490,8 +494,9 @@ class App:
 
 def worker_counters(responder: ResponderLike) -> dict[str, int]:
     """Runs in each worker: responder and NOTIFY counters, flat (metrics.py groups them)."""
+    while not isinstance(responder, Responder):  # unwrap the query log / RRL layers
+        responder = responder.wrapped  # type: ignore[attr-defined]
     counters = responder_counters(responder)
-    assert isinstance(responder, Responder)
     if isinstance(responder.notify_handler, NotifyEndpoint):
         counters.update(responder.notify_handler.counters())
     return counters
