@@ -18,6 +18,13 @@ from tests.fuzz.run import HARD_TIMEOUT, corpus_files, hard_timeout
 
 # target -> {file name: (exception type, what is wrong)}
 KNOWN: dict[str, dict[str, tuple[type[BaseException], str]]] = {
+    "loader": {
+        "crash-empty-quoted-first-token": (
+            IndexError,
+            'authd/zone/loader.py _read_lines tests tokens[0][0] == "$"; a line whose first '
+            'token is an empty quoted string ("") raises IndexError instead of ZoneLoadError',
+        ),
+    },
     "stream": {
         "crash-rrsig-short-rdata": (
             IndexError,
