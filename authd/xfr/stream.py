@@ -660,7 +660,12 @@ class TransferAssembler:
                         raise StreamError(Fault.MALFORMED, "records after the closing SOA")
                     self.done = True
                     return
-            slot = rtype if rtype != RRSIG else _SIG_OF_COVERED | (rdata[0] << 8 | rdata[1])
+            if rtype == RRSIG:
+                if len(rdata) < 18:  # type covered .. key tag, before the signer name
+                    raise StreamError(Fault.MALFORMED, f"RRSIG RDATA of {len(rdata)} octets")
+                slot = _SIG_OF_COVERED | (rdata[0] << 8 | rdata[1])
+            else:
+                slot = rtype
             entry = node.get(slot)
             if entry is None:
                 node[slot] = [ttl, rdata]

@@ -273,7 +273,7 @@ class _FastReader:
             rtype = -1  # stays -1 when the entry is dnspython's
             if tokens is None:
                 pass
-            elif not blank_owner and tokens[0][0] == "$" and not isinstance(tokens[0], quoted):
+            elif not blank_owner and tokens[0][:1] == "$" and not isinstance(tokens[0], quoted):
                 if self._directive(tokens, filename):
                     last_head = ""
                     continue

@@ -62,6 +62,8 @@ def is_sig_type(node_type: int) -> bool:
 
 
 def covered_type(rrsig_rdata: bytes) -> int:
+    if len(rrsig_rdata) < 18:  # the fixed fields before the signer name
+        raise ZoneError(f"malformed RRSIG: {len(rrsig_rdata)} octets of RDATA")
     return (rrsig_rdata[0] << 8) | rrsig_rdata[1]
 
 
@@ -371,7 +373,8 @@ def _nsec3_params(apex: Node) -> Nsec3Params | None:
         return None
     for rdata in param[1]:
         # hash alg, flags, iterations, salt length, salt; flags must be 0 to be used.
-        if rdata[1] == 0:
+        # Malformed RDATA (too short for its salt) is skipped: no usable parameters.
+        if len(rdata) >= 5 and len(rdata) >= 5 + rdata[4] and rdata[1] == 0:
             return Nsec3Params(rdata[0], (rdata[2] << 8) | rdata[3], rdata[5 : 5 + rdata[4]])
     return None
 
