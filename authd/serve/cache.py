@@ -2,70 +2,118 @@
 
 A ResponseCache belongs to one PublishedZone (one snapshot), so publishing a new
 version starts a fresh cache and no entry can outlive the data it was built
-from. Keys are built from the raw question (name lowercased, type and class
-as sent) and everything else the response depends on: EDNS present, DO,
-NSID asked, and the size limit (the UDP limit, or 65535 for TCP). Values are
-complete responses with ID 0, RD clear and the question as first seen; `patch`
-makes one fit a new query by copying in its ID, RD bit and question bytes
-(same length, so every compression pointer stays valid).
+from.
 
-Bounded: when full, the oldest entry goes (insertion order), O(1) per insert.
+Positive (and NODATA) answers are kept per question, keyed by the raw bytes of
+the query after the header with the name lowercased: the question's type and
+class and, for EDNS queries, the whole OPT record. That is every input the
+response depends on (the client's payload size, DO, version), so the hot path
+needs no parsing at all: it guesses where the name ends from the message length
+(4 octets of type and class, plus 11 of an option-less OPT) and looks the bytes
+up. A guess can only match a key stored from a query that passed the full
+parser with the same length, additional count and transport, so a hit is as
+good as a parse. Each transport (UDP, TCP) has three maps, by query shape:
+no OPT, OPT without options, OPT with options (normalised: the options are
+dropped unless NSID is asked, which gets a map of its own).
+
+Negative answers are kept per *class* of question instead of per name, so a
+random-name flood hits the cache instead of filling it (see responder.py and
+answer.nxdomain_class).
+
+An Entry holds the response split around the question: the header after the ID
+with RD clear and with RD set, and everything after the question. `patch`
+puts the query's ID, its header variant and its question (same length, so
+every compression pointer stays valid) around them.
+
+Bounded: at most max_entries per-question entries and max_entries negative
+ones; when full, the oldest entry of the map being filled goes (insertion
+order), O(1) per insert.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 DEFAULT_ENTRIES = 100_000
 
-_EDNS, _DO, _NSID = 1, 2, 4
+# Query shapes: index into ResponseCache.udp / .tcp.
+PLAIN, EDNS, NSID = 0, 1, 2
 
 
-def variant(edns: bool, do: bool, nsid: bool, limit: int) -> bytes:
-    """The part of the key that is not the question."""
-    bits = (_EDNS if edns else 0) | (_DO if do else 0) | (_NSID if nsid else 0)
-    return bytes((bits, limit >> 8, limit & 0xFF))
+class Entry(NamedTuple):
+    head: bytes  # response[2:12] with RD clear
+    head_rd: bytes  # the same with RD set
+    tail: bytes  # everything after the question
+    rcode: int
+    truncated: bool
 
 
-def make_key(qkey: bytes, type_class: bytes, edns: bool, do: bool, nsid: bool, limit: int) -> bytes:
-    """qkey: lowercased qname; type_class: the 4 octets after it in the query."""
-    return qkey + type_class + variant(edns, do, nsid, limit)
+def make_entry(response: bytes, question_end: int) -> Entry:
+    """The cache form of a complete response whose question ends at question_end."""
+    flags = response[2] & 0xFE
+    head = bytes((flags,)) + response[3:12]
+    head_rd = bytes((flags | 0x01,)) + response[3:12]
+    return Entry(head, head_rd, response[question_end:], response[3] & 0x0F, bool(flags & 0x02))
 
 
-_BYTE = tuple(bytes((value,)) for value in range(256))
-
-
-def patch(cached: bytes, query: bytes, question_end: int) -> bytes:
+def patch(entry: Entry, query: bytes, question_end: int) -> bytes:
     """The cached response with the query's ID, RD bit and question bytes."""
     return (
         query[:2]
-        + _BYTE[cached[2] | (query[2] & 0x01)]
-        + cached[3:12]
+        + (entry.head_rd if query[2] & 0x01 else entry.head)
         + query[12:question_end]
-        + cached[question_end:]
+        + entry.tail
     )
 
 
-def prepare(response: bytes) -> bytes:
-    """A response as the cache stores it: ID 0 and RD clear."""
-    return b"\x00\x00" + bytes((response[2] & 0xFE,)) + response[3:]
-
-
 class ResponseCache:
-    __slots__ = ("entries", "evictions", "max_entries")
+    __slots__ = ("evictions", "max_entries", "negative", "negative_shapes", "size", "tcp", "udp")
 
     def __init__(self, max_entries: int = DEFAULT_ENTRIES) -> None:
-        self.entries: dict[bytes, bytes] = {}
+        # Per question, by transport and query shape (PLAIN, EDNS, NSID).
+        self.udp: tuple[dict[bytes, Entry], ...] = ({}, {}, {})
+        self.tcp: tuple[dict[bytes, Entry], ...] = ({}, {}, {})
+        # Per class of negative question (responder.py builds the keys).
+        self.negative: dict[object, Entry] = {}
+        # Names each negative class writes, for compression (render.compression_names).
+        self.negative_shapes: dict[object, frozenset[bytes]] = {}
         self.max_entries = max_entries
+        self.size = 0  # entries in the per-question maps
         self.evictions = 0
 
-    def get(self, key: bytes) -> bytes | None:
-        return self.entries.get(key)
+    def maps(self, tcp: bool) -> tuple[dict[bytes, Entry], ...]:
+        return self.tcp if tcp else self.udp
 
-    def put(self, key: bytes, response: bytes) -> None:
-        entries = self.entries
-        if key not in entries and len(entries) >= self.max_entries:
-            del entries[next(iter(entries))]
+    def put(self, tcp: bool, shape: int, key: bytes, entry: Entry) -> None:
+        entries = (self.tcp if tcp else self.udp)[shape]
+        if key not in entries:
+            if self.size >= self.max_entries:
+                self._evict(entries)
+            self.size += 1
+        entries[key] = entry
+
+    def _evict(self, preferred: dict[bytes, Entry]) -> None:
+        """Drop the oldest entry of the map being filled (or of the fullest one)."""
+        victim = preferred if preferred else max((*self.udp, *self.tcp), key=len)
+        del victim[next(iter(victim))]
+        self.size -= 1
+        self.evictions += 1
+
+    def put_negative(self, key: object, entry: Entry) -> None:
+        negative = self.negative
+        if key not in negative and len(negative) >= self.max_entries:
+            del negative[next(iter(negative))]
             self.evictions += 1
-        entries[key] = prepare(response)
+        negative[key] = entry
+
+    def shape_of(self, key: object) -> frozenset[bytes] | None:
+        return self.negative_shapes.get(key)
+
+    def put_shape(self, key: object, shape: frozenset[bytes]) -> None:
+        shapes = self.negative_shapes
+        if key not in shapes and len(shapes) >= self.max_entries:
+            del shapes[next(iter(shapes))]
+        shapes[key] = shape
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return self.size + len(self.negative)

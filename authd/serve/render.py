@@ -216,3 +216,40 @@ def render_empty(
     flags = wire.response_flags(query_flags, aa=aa, rcode=rcode)
     head = wire.header(ident, flags, 1 if question else 0, 0, 0, trailer_count)
     return head + question + trailer
+
+
+def _suffixes(key: bytes, out: set[bytes]) -> None:
+    pos = 0
+    while key[pos]:
+        out.add(key[pos:])
+        pos += key[pos] + 1
+
+
+def compression_names(result: Result) -> frozenset[bytes]:
+    """Every name suffix render() may look up in its compression table for `result`.
+
+    render() depends on the question only through which of these suffixes the
+    question's name ends with (and through its length): two questions of equal
+    length that end with the same ones get the same bytes after the question.
+    The responder uses that to share one rendered negative answer between names.
+    """
+    out: set[bytes] = set()
+    for section in (result.answer, result.authority, result.additional):
+        for rrset in section:
+            _suffixes(rrset.owner, out)
+            rtype = rrset.rtype
+            for rdata in rrset.rdatas:
+                if rtype in _SINGLE_NAME:
+                    _suffixes(wire.lower(rdata), out)
+                elif rtype == _MX:
+                    _suffixes(wire.lower(rdata[2:]), out)
+                elif rtype in _TWO_NAMES:
+                    first_len = wire_name_length(rdata, 0)
+                    second_len = wire_name_length(rdata, first_len)
+                    _suffixes(wire.lower(rdata[:first_len]), out)
+                    _suffixes(wire.lower(rdata[first_len : first_len + second_len]), out)
+                elif rtype in _REFERENCED_NAME_AT and _REFERENCED_NAME_AT[rtype] < len(rdata):
+                    offset = _REFERENCED_NAME_AT[rtype]
+                    name_len = wire_name_length(rdata, offset)
+                    _suffixes(wire.lower(rdata[offset : offset + name_len]), out)
+    return frozenset(out)

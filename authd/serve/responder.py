@@ -19,7 +19,8 @@ from collections.abc import Callable
 
 from authd import wire
 from authd.serve import cache as response_cache
-from authd.serve.render import render, render_empty
+from authd.serve.cache import Entry
+from authd.serve.render import compression_names, render, render_empty
 from authd.serve.zonetable import PublishedZone, ZoneTable
 from authd.zone.answer import (
     FORMERR,
@@ -31,6 +32,7 @@ from authd.zone.answer import (
     Result,
     RRsetOut,
     lookup,
+    nxdomain_class,
 )
 
 log = logging.getLogger(__name__)
@@ -109,74 +111,141 @@ class Responder:
         else:
             self.udp_queries += 1
         n = len(query)
-        if n >= 17 and not query[2] & 0xF8 and query[4:11] == _PLAIN_COUNTS and query[11] <= 1:
-            hit = self._cached(query, n, tcp)
-            if hit is not None:
-                return hit
+        if n >= 17 and not query[2] & 0xF8 and query[4:11] == _PLAIN_COUNTS:
+            # A plain QUERY: guess where the name ends (type and class, plus an OPT without
+            # options) and look the raw bytes up; see cache.py for why a hit needs no parse.
+            shape = query[11]
+            if shape == response_cache.PLAIN:
+                split = n - 4
+            elif shape == response_cache.EDNS and n >= 28:
+                split = n - 15
+            else:
+                return self._respond_slow(query, tcp, client)
+            qkey = query[12:split].translate(_LOWER)
+            try:
+                zone = self.zones.find(qkey)
+            except IndexError:  # the guess cut a label: not a plain shape after all
+                zone = None
+            if zone is not None:
+                entry = (zone.cache.tcp if tcp else zone.cache.udp)[shape].get(qkey + query[split:])
+                if entry is not None:
+                    self.cache_hits += 1
+                    self.rcodes[entry.rcode] += 1
+                    qtype = (query[split] << 8) | query[split + 1]
+                    qtypes = self.qtypes
+                    qtypes[qtype] = qtypes.get(qtype, 0) + 1
+                    zone_queries = self.zone_queries
+                    zone_queries[zone.origin] = zone_queries.get(zone.origin, 0) + 1
+                    if entry.truncated:
+                        self.truncated += 1
+                    return (
+                        query[:2]
+                        + (entry.head_rd if query[2] & 0x01 else entry.head)
+                        + query[12 : split + 4]
+                        + entry.tail
+                    )
+            response = self._plain_miss(query, n, tcp)
+            if response is not None:
+                return response
         return self._respond_slow(query, tcp, client)
 
-    def _cached(self, query: bytes, n: int, tcp: bool) -> bytes | None:
-        """A cache hit for a plain QUERY, or None (not plain, or a miss)."""
-        pos = 12
-        length = query[12]
-        while length:
-            if length > 63:
-                return None
-            pos += length + 1
-            if pos >= n:
-                return None
-            length = query[pos]
-        name_end = pos + 1
-        if name_end > 12 + wire.MAX_NAME:
+    def _plain_miss(self, query: bytes, n: int, tcp: bool) -> bytes | None:
+        """A plain QUERY the raw lookup missed: an OPT with options (normalised key), or a
+        negative answer shared by its class; None leaves it to the full path."""
+        parsed = _parse_plain(query, n)
+        if parsed is None:
             return None
+        name_end, shape, key_tail = parsed
         qend = name_end + 4
-        if query[11]:
-            # One additional record: accept only a plain EDNS(0) OPT ending the message.
-            if (
-                n < qend + 11
-                or query[qend] != 0
-                or query[qend + 1] != 0
-                or query[qend + 2] != 41
-                or query[qend + 6] != 0
-            ):
-                return None
-            rdlen = (query[qend + 9] << 8) | query[qend + 10]
-            if qend + 11 + rdlen != n:
-                return None
-            nsid = False
-            if rdlen:
-                ok, nsid = wire.parse_options(query[qend + 11 :])
-                if not ok:
-                    return None
-            if tcp:
-                limit = _TCP_LIMIT
-            else:
-                limit = min(max(512, (query[qend + 3] << 8) | query[qend + 4]), self.udp_payload)
-            bits = 1 | (2 if query[qend + 7] & 0x80 else 0) | (4 if nsid else 0)
-        else:
-            if qend != n:
-                return None
-            limit = _TCP_LIMIT if tcp else 512
-            bits = 0
         qkey = query[12:name_end].translate(_LOWER)
         zone = self.zones.find(qkey)
         if zone is None:
             return None
-        cached = zone.cache.entries.get(
-            qkey + query[name_end:qend] + bytes((bits, limit >> 8, limit & 0xFF))
-        )
-        if cached is None:
-            return None
-        self.cache_hits += 1
-        self.rcodes[cached[3] & 0xF] += 1
+        if len(key_tail) != n - name_end:  # options present: answered as without them
+            entry = (zone.cache.tcp if tcp else zone.cache.udp)[shape].get(qkey + key_tail)
+            if entry is not None:
+                self.cache_hits += 1
+                return self._serve(query, qend, zone, entry)
+        snapshot = zone.snapshot
         qtype = (query[name_end] << 8) | query[name_end + 1]
-        qtypes = self.qtypes
-        qtypes[qtype] = qtypes.get(qtype, 0) + 1
-        zone_queries = self.zone_queries
-        zone_queries[zone.origin] = zone_queries.get(zone.origin, 0) + 1
-        if cached[2] & 0x02:
+        qclass = (query[name_end + 2] << 8) | query[name_end + 3]
+        if (
+            snapshot is None
+            or zone.servfail
+            or qclass not in (wire.CLASS_IN, wire.CLASS_ANY)
+            or qtype in (0, AXFR, IXFR)
+        ):
+            return None
+        do = shape != response_cache.PLAIN and bool(query[qend + 7] & 0x80)
+        klass = nxdomain_class(snapshot, qkey, do)
+        if klass is None:
+            return None
+        return self._negative(query, qend, qkey, zone, klass, (tcp, shape, key_tail[4:]))
+
+    def _negative(
+        self,
+        query: bytes,
+        qend: int,
+        qkey: bytes,
+        zone: PublishedZone,
+        klass: tuple[object, ...],
+        variant: tuple[bool, int, bytes],
+    ) -> bytes | None:
+        """The NXDOMAIN answer of qkey from the rendering shared by its class.
+
+        render.compression_names says which suffixes of the name matter to the bytes
+        after the question; with the name's length they complete the key.
+        """
+        cache = zone.cache
+        shape_names = cache.shape_of(klass)
+        built: Entry | None = None
+        if shape_names is None:
+            built, result = self._build(query, qend, zone, variant[0])
+            if built is None:
+                return None
+            shape_names = compression_names(result)
+            cache.put_shape(klass, shape_names)
+        matched = []
+        pos = 0
+        while qkey[pos]:
+            suffix = qkey[pos:]
+            if suffix in shape_names:
+                matched.append(suffix)
+            pos += qkey[pos] + 1
+        key = (klass, variant, len(qkey), tuple(matched))
+        entry = cache.negative.get(key)
+        if entry is None:
+            if built is None:
+                built, _ = self._build(query, qend, zone, variant[0])
+                if built is None:
+                    return None
+            entry = built
+            self.cache_misses += 1
+            if entry.rcode == SERVFAIL:  # the lookup failed: never keep that
+                return self._serve(query, qend, zone, entry)
+            cache.put_negative(key, entry)
+        else:
+            self.cache_hits += 1
+        return self._serve(query, qend, zone, entry)
+
+    def _build(
+        self, query: bytes, qend: int, zone: PublishedZone, tcp: bool
+    ) -> tuple[Entry | None, Result]:
+        parsed = wire.parse_query(query)
+        if parsed is None:  # cannot happen for a plain shape; stay on the safe side
+            return None, Result()
+        response, result = self._lookup_render(query, parsed, zone, tcp)
+        return response_cache.make_entry(response, qend), result
+
+    def _serve(self, query: bytes, qend: int, zone: PublishedZone, entry: Entry) -> bytes:
+        """Count a response taken from the cache and patch it for this query."""
+        self.rcodes[entry.rcode] += 1
+        qtype = (query[qend - 4] << 8) | query[qend - 3]
+        self.qtypes[qtype] = self.qtypes.get(qtype, 0) + 1
+        self.zone_queries[zone.origin] = self.zone_queries.get(zone.origin, 0) + 1
+        if entry.truncated:
             self.truncated += 1
-        return response_cache.patch(cached, query, qend)
+        return response_cache.patch(entry, query, qend)
 
     # -- everything else ------------------------------------------------------------
 
@@ -263,6 +332,25 @@ class Responder:
     def _from_zone(
         self, data: bytes, query: wire.Query, zone: PublishedZone, tcp: bool
     ) -> tuple[bytes, int]:
+        response, result = self._lookup_render(data, query, zone, tcp)
+        n = len(data)
+        if (
+            result.rcode != SERVFAIL
+            and not data[2] & 0xF8
+            and data[4:11] == _PLAIN_COUNTS
+            and data[11] <= 1
+        ):
+            parsed = _parse_plain(data, n)
+            if parsed is not None:
+                name_end, shape, key_tail = parsed
+                entry = response_cache.make_entry(response, name_end + 4)
+                zone.cache.put(tcp, shape, query.qkey + key_tail, entry)
+        return response, result.rcode
+
+    def _lookup_render(
+        self, data: bytes, query: wire.Query, zone: PublishedZone, tcp: bool
+    ) -> tuple[bytes, Result]:
+        """answer.lookup() rendered for this query (SERVFAIL if the lookup fails)."""
         snapshot = zone.snapshot
         assert snapshot is not None
         edns = query.edns
@@ -274,22 +362,22 @@ class Responder:
             self.internal_errors += 1
             if self.internal_errors <= 10 or self.internal_errors % 1000 == 0:
                 log.exception("lookup failed for %r type %d", query.qkey, query.qtype)
-            return self._empty(data, query, SERVFAIL)
+            response, _ = self._empty(data, query, SERVFAIL)
+            return response, Result(rcode=SERVFAIL)
         limit = _TCP_LIMIT if tcp else wire.udp_limit(edns, self.udp_payload)
         opt = self._opt(edns)
         question = data[12 : query.question_end]
-        response = render(query.flags, question, query.qkey, result, limit, opt, 1 if opt else 0)
-        key = response_cache.make_key(
+        response = render(
+            query.flags,
+            question,
             query.qkey,
-            data[query.question_end - 4 : query.question_end],
-            edns is not None,
-            do,
-            edns is not None and edns.nsid,
+            result,
             limit,
+            opt,
+            1 if opt else 0,
+            ident=query.id,
         )
-        zone.cache.put(key, response)
-        response = query.id.to_bytes(2) + response[2:]
-        return response, result.rcode
+        return response, result
 
     def _chaos(self, data: bytes, query: wire.Query, tcp: bool) -> tuple[bytes, int]:
         """CH TXT id.server/hostname.bind and version.bind/version.server; else REFUSED."""
@@ -318,3 +406,48 @@ class Responder:
             rclass=wire.CLASS_CH,
         )
         return response, NOERROR
+
+
+def _parse_plain(query: bytes, n: int) -> tuple[int, int, bytes] | None:
+    """Validate a plain QUERY (header already checked): one uncompressed question, then
+    nothing or one EDNS(0) OPT with a root owner ending the message.
+
+    Returns (end of the name, shape, key tail): the cache key is the lowercased name
+    and the key tail, which is the rest of the query, except that an OPT with options
+    is keyed as the same OPT without them (NSID, which changes the answer, has a map
+    of its own); None when the query needs the full parser.
+    """
+    pos = 12
+    length = query[12]
+    while length:
+        if length > 63:
+            return None
+        pos += length + 1
+        if pos >= n:
+            return None
+        length = query[pos]
+    name_end = pos + 1
+    if name_end > 12 + wire.MAX_NAME:
+        return None
+    qend = name_end + 4
+    if not query[11]:
+        return (name_end, response_cache.PLAIN, query[name_end:]) if qend == n else None
+    if (
+        n < qend + 11
+        or query[qend] != 0
+        or query[qend + 1] != 0
+        or query[qend + 2] != 41
+        or query[qend + 6] != 0  # EDNS version: anything else is BADVERS, never cached
+    ):
+        return None
+    rdlen = (query[qend + 9] << 8) | query[qend + 10]
+    if qend + 11 + rdlen != n:
+        return None
+    if not rdlen:
+        return name_end, response_cache.EDNS, query[name_end:]
+    ok, nsid = wire.parse_options(query[qend + 11 :])
+    if not ok:
+        return None
+    if nsid:
+        return name_end, response_cache.NSID, query[name_end : qend + 9]
+    return name_end, response_cache.EDNS, query[name_end : qend + 9] + b"\x00\x00"

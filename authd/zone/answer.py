@@ -96,6 +96,97 @@ def _apex_facts(snapshot: Snapshot) -> tuple[Node, bool]:
     return apex, signed
 
 
+# -- negative answers by class ----------------------------------------------------------
+
+
+class _NegativeFacts:
+    """Per version: what classifying a nonexistent name needs beyond the snapshot."""
+
+    __slots__ = ("nsec3_owners", "proven", "signed", "snapshot")
+
+    def __init__(self, snapshot: Snapshot, signed: bool) -> None:
+        self.snapshot = snapshot
+        self.signed = signed
+        self.nsec3_owners = frozenset(snapshot.nsec3_owners)
+        self.proven: dict[bytes, bytes] = {}  # closest encloser -> closest provable encloser
+
+
+_negative_cache: dict[bytes, _NegativeFacts] = {}
+
+
+def _negative_facts(snapshot: Snapshot) -> _NegativeFacts:
+    facts = _negative_cache.get(snapshot.origin)
+    if facts is None or facts.snapshot is not snapshot:
+        facts = _NegativeFacts(snapshot, _apex_facts(snapshot)[1])
+        _negative_cache[snapshot.origin] = facts
+    return facts
+
+
+def nxdomain_class(snapshot: Snapshot, qname: bytes, dnssec_ok: bool) -> tuple[object, ...] | None:
+    """A key such that lookup() gives the same Result for every qname of one key.
+
+    Defined for the plain NXDOMAIN only (qname strictly below the apex, no cut or
+    DNAME above it, no wildcard at its closest encloser); None for everything else.
+    The Result of such a name is the SOA and, with DNSSEC, the NSEC covering the
+    name and the one covering the wildcard (RFC 4035 3.1.3.2), or the NSEC3
+    closest encloser proof (RFC 5155 7.2.2): so the key is the closest encloser
+    and the position of the name (or of its next closer name's hash) in the
+    canonical (hash) order, and random names share a few keys per gap.
+    """
+    snap = snapshot
+    if snap.has_data(qname) or qname in snap.ents:
+        return None
+    origin = snap.origin
+    origin_len = len(origin)
+    facts = _negative_facts(snap)
+    cuts, dnames, ents = snap.cuts, snap.dnames, snap.ents
+    check_cuts = bool(cuts or dnames)
+    encloser: bytes | None = None
+    pos = qname[0] + 1
+    while True:
+        parent = qname[pos:]
+        if len(parent) <= origin_len:
+            if parent != origin:
+                return None
+            break
+        if check_cuts and (parent in cuts or parent in dnames):
+            return None
+        if encloser is None:
+            if parent in ents:
+                encloser = parent
+            elif snap.has_data(parent):
+                if parent in facts.nsec3_owners:
+                    return None  # lookup hides NSEC3-only owners; leave that case to it
+                encloser = parent
+        pos += qname[pos] + 1
+    if encloser is None:
+        encloser = origin
+    wildcard = names.WILDCARD_LABEL + encloser
+    if snap.has_data(wildcard) or wildcard in ents:
+        return None
+    if not (dnssec_ok and facts.signed):
+        return (False,)
+    params = snap.nsec3_params
+    if params is None:
+        return (True, encloser, snap.canonical_index(qname))
+    proven = facts.proven.get(encloser)
+    if proven is None:
+        proven = _provable_encloser(snap, encloser, params)
+        facts.proven[encloser] = proven
+    next_closer = _Resolver._next_closer(qname, proven)
+    return (True, encloser, snap.nsec3_predecessor(nsec3_hash(next_closer, params)))
+
+
+def _provable_encloser(snap: Snapshot, encloser: bytes, params: Nsec3Params) -> bytes:
+    """The encloser _nsec3_closest_encloser_proof settles on: the closest with an NSEC3."""
+    while encloser != snap.origin:
+        index = snap.nsec3_predecessor(nsec3_hash(encloser, params))
+        if index >= 0 and snap.nsec3_hashes[index] == nsec3_hash(encloser, params):
+            break
+        encloser = names.parent(encloser)
+    return encloser
+
+
 # -- NSEC3 hashing (RFC 5155 section 5) ------------------------------------------------
 
 _nsec3_cache: dict[tuple[bytes, int, bytes], bytes] = {}

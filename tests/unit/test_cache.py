@@ -1,64 +1,92 @@
-"""authd.serve.cache: keys, patching a stored response for a new query, bounds."""
+"""authd.serve.cache: entries, patching a stored response for a new query, bounds."""
 
 from __future__ import annotations
 
+import dns.flags
 import dns.message
 import dns.rrset
 
 from authd.serve import cache
 
 
-def response_for(name: str, ident: int, rd: bool) -> bytes:
+def response_for(name: str, ident: int, rd: bool, tc: bool = False) -> bytes:
     query = dns.message.make_query(name, "A")
     query.id = ident
     if not rd:
         query.flags &= ~dns.flags.RD
     msg = dns.message.make_response(query)
     msg.answer.append(dns.rrset.from_text(name, 300, "IN", "A", "192.0.2.1"))
+    if tc:
+        msg.flags |= dns.flags.TC
     return msg.to_wire()
 
 
+def qend_of(data: bytes) -> int:
+    pos = 12
+    while data[pos]:
+        pos += data[pos] + 1
+    return pos + 5
+
+
 def test_patch_copies_id_rd_and_question_case() -> None:
-    stored = cache.prepare(response_for("www.example.test.", 4321, rd=True))
-    assert stored[:2] == b"\x00\x00" and not stored[2] & 0x01
+    response = response_for("www.example.test.", 4321, rd=True)
+    entry = cache.make_entry(response, qend_of(response))
+    assert entry.rcode == 0 and not entry.truncated
+    assert not entry.head[0] & 0x01 and entry.head_rd[0] & 0x01
     query = dns.message.make_query("WWW.eXample.TEST.", "A")
     query.id = 0xBEEF
     data = query.to_wire()
-    qend = len(data)
-    patched = cache.patch(stored, data, qend)
+    patched = cache.patch(entry, data, len(data))
     msg = dns.message.from_wire(patched)
     assert msg.id == 0xBEEF and msg.flags & dns.flags.RD
     assert str(msg.question[0].name) == "WWW.eXample.TEST."
     # The answer owner is a pointer to the question, so it carries the new case too.
     assert str(msg.answer[0].name) == "WWW.eXample.TEST."
     query.flags &= ~dns.flags.RD
-    msg = dns.message.from_wire(cache.patch(stored, query.to_wire(), qend))
+    msg = dns.message.from_wire(cache.patch(entry, query.to_wire(), len(data)))
     assert not msg.flags & dns.flags.RD
+    assert patched[2:] == response[2:12] + data[12:] + response[len(data) :]
 
 
-def test_keys_separate_everything_the_response_depends_on() -> None:
-    qkey = b"\x03www\x07example\x04test\x00"
-    base = cache.make_key(qkey, b"\x00\x01\x00\x01", True, False, False, 1232)
-    others = {
-        cache.make_key(qkey, b"\x00\x61\x00\x01", True, False, False, 1232),  # type 97
-        cache.make_key(qkey, b"\x00\x41\x00\x01", True, False, False, 1232),  # type 65
-        cache.make_key(qkey, b"\x00\x01\x00\xff", True, False, False, 1232),  # class ANY
-        cache.make_key(qkey, b"\x00\x01\x00\x01", False, False, False, 1232),
-        cache.make_key(qkey, b"\x00\x01\x00\x01", True, True, False, 1232),
-        cache.make_key(qkey, b"\x00\x01\x00\x01", True, False, True, 1232),
-        cache.make_key(qkey, b"\x00\x01\x00\x01", True, False, False, 512),
-        cache.make_key(qkey, b"\x00\x01\x00\x01", True, False, False, 65535),
-    }
-    assert base not in others and len(others) == 8
+def test_entry_keeps_rcode_and_truncation() -> None:
+    response = bytearray(response_for("a.example.test.", 1, rd=False, tc=True))
+    response[3] = (response[3] & 0xF0) | 3
+    entry = cache.make_entry(bytes(response), qend_of(bytes(response)))
+    assert entry.rcode == 3 and entry.truncated
 
 
 def test_cache_is_bounded_and_evicts_oldest_first() -> None:
     store = cache.ResponseCache(max_entries=3)
     response = response_for("a.example.test.", 1, rd=False)
+    entry = cache.make_entry(response, qend_of(response))
     for i in range(5):
-        store.put(bytes([i]), response)
+        store.put(False, cache.EDNS, bytes([i]), entry)
     assert len(store) == 3 and store.evictions == 2
-    assert store.get(b"\x00") is None and store.get(b"\x01") is None
-    assert store.get(b"\x04") == cache.prepare(response)
-    store.put(b"\x04", response)  # replacing an entry evicts nothing
+    entries = store.maps(False)[cache.EDNS]
+    assert b"\x00" not in entries and b"\x01" not in entries and entries[b"\x04"] is entry
+    store.put(False, cache.EDNS, b"\x04", entry)  # replacing an entry evicts nothing
     assert store.evictions == 2
+    # Another map being filled while full takes from the fullest one.
+    store.put(True, cache.PLAIN, b"\x09", entry)
+    assert len(store) == 3 and store.evictions == 3 and store.maps(True)[cache.PLAIN]
+    assert b"\x02" not in entries
+
+
+def test_transports_and_shapes_are_separate_maps() -> None:
+    store = cache.ResponseCache()
+    response = response_for("a.example.test.", 1, rd=False)
+    entry = cache.make_entry(response, qend_of(response))
+    store.put(False, cache.PLAIN, b"k", entry)
+    assert b"k" not in store.maps(True)[cache.PLAIN]
+    assert all(b"k" not in store.maps(False)[shape] for shape in (cache.EDNS, cache.NSID))
+
+
+def test_negative_entries_are_bounded_apart() -> None:
+    store = cache.ResponseCache(max_entries=2)
+    response = response_for("a.example.test.", 1, rd=False)
+    entry = cache.make_entry(response, qend_of(response))
+    store.put(False, cache.PLAIN, b"k", entry)
+    for i in range(4):
+        store.put_negative(("class", i), entry)
+    assert len(store.negative) == 2 and ("class", 3) in store.negative
+    assert b"k" in store.maps(False)[cache.PLAIN]  # a flood of negatives evicts no answer

@@ -67,7 +67,12 @@ def check(data: bytes, tcp: bool) -> None:
     response = RESPONDER.respond(data, tcp)
     if response is None:
         return
-    msg = dns.message.from_wire(response, keyring=False)
+    parsable = response
+    if (response[2] >> 3) & 0x0F == 5:
+        # dnspython reads an UPDATE's question as its zone section and insists on type SOA;
+        # check the structure as a QUERY instead.
+        parsable = response[:2] + bytes((response[2] & 0x87,)) + response[3:]
+    msg = dns.message.from_wire(parsable, keyring=False)
     assert msg.id == int.from_bytes(data[:2])
     assert msg.flags & dns.flags.QR
     assert len(response) <= 65535
