@@ -8,20 +8,19 @@ from __future__ import annotations
 
 from authd import app, cli
 from authd.serve import rrl, stats
-from authd.serve.responder import Responder
-from authd.serve.workers import worker_count
+from authd.serve.workers import ResponderLike, worker_count
 from authd.serve.zonetable import ZoneTable
 
 
 def install() -> None:
     plain = app.App._make_responder
 
-    def make_responder(self: app.App, table: ZoneTable) -> Responder:
+    def make_responder(self: app.App, table: ZoneTable) -> ResponderLike:
         responder = plain(self, table)
         if isinstance(responder, rrl.RateLimiter):
             return responder  # app.py already does it
         workers = worker_count(self.config.server.workers)
-        return rrl.install(responder, self.config.rrl, workers)  # type: ignore[return-value]
+        return rrl.install(responder, self.config.rrl, workers)
 
     app.App._make_responder = make_responder  # type: ignore[method-assign]
     counters = rrl.with_rrl_counters(stats.responder_counters)
