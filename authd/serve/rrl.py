@@ -322,6 +322,11 @@ class RateLimiter:
     def buckets(self) -> int:
         return len(self._buckets)
 
+    @property
+    def wrapped(self) -> _Responder | None:
+        """The responder inside (the name app.worker_counters unwraps layers by)."""
+        return self.inner
+
 
 def install(
     responder: _Responder,
@@ -357,11 +362,18 @@ def with_rrl_counters(
 
 
 def rrl_counters(responder: object) -> dict[str, int]:
-    """The worker's RRL counters as flat "rrl.<action>" ints ({} when RRL is off)."""
-    if not isinstance(responder, RateLimiter):
-        return {}
-    return {
-        "rrl.limited": responder.limited,
-        "rrl.slipped": responder.slipped,
-        "rrl.exempted": responder.exempted,
-    }
+    """The worker's RRL counters as flat "rrl.<action>" ints ({} when RRL is off).
+
+    `responder` may be the RateLimiter or any layer around it that names the layer inside
+    `wrapped` (the query log does)."""
+    for _ in range(8):  # a handful of layers at most
+        if isinstance(responder, RateLimiter):
+            return {
+                "rrl.limited": responder.limited,
+                "rrl.slipped": responder.slipped,
+                "rrl.exempted": responder.exempted,
+            }
+        responder = getattr(responder, "wrapped", None)
+        if responder is None:
+            break
+    return {}

@@ -7,7 +7,7 @@ for measuring RRL against a live server before app.py wires it in. Usage as `aut
 from __future__ import annotations
 
 from authd import app, cli
-from authd.serve import rrl, stats
+from authd.serve import rrl
 from authd.serve.workers import ResponderLike, worker_count
 from authd.serve.zonetable import ZoneTable
 
@@ -22,9 +22,13 @@ def install() -> None:
         workers = worker_count(self.config.server.workers)
         return rrl.install(responder, self.config.rrl, workers)
 
+    plain_counters = app.worker_counters
+
+    def counters(responder: ResponderLike) -> dict[str, int]:
+        return {**plain_counters(responder), **rrl.rrl_counters(responder)}
+
     app.App._make_responder = make_responder  # type: ignore[method-assign]
-    counters = rrl.with_rrl_counters(stats.responder_counters)
-    setattr(app, "responder_counters", counters)  # noqa: B010 - the name App.start reads
+    app.worker_counters = counters
 
 
 if __name__ == "__main__":

@@ -332,6 +332,19 @@ def test_counter_reader_sees_through_the_wrapper(zones: ZoneTable) -> None:
     assert read(inner) == {"udp": 3}
 
 
+def test_counters_found_through_outer_layers(zones: ZoneTable) -> None:
+    class Outer:  # a layer like the query log: names the layer inside `wrapped`
+        def __init__(self, wrapped: object) -> None:
+            self.wrapped = wrapped
+
+    limiter = rrl.install(responder(zones), RrlConfig(rate=1, slip=0), 1)
+    assert isinstance(limiter, rrl.RateLimiter) and limiter.wrapped is limiter.inner
+    for _ in range(2):
+        limiter.respond(query("www.example.test."), False, sockaddr("192.0.2.1"))
+    assert rrl.rrl_counters(Outer(Outer(limiter)))["rrl.limited"] == 1
+    assert rrl.rrl_counters(Outer(responder(zones))) == {}
+
+
 def test_limited_answers_are_correct_responses(zones: ZoneTable) -> None:
     """What does get through is byte-identical to the unlimited responder's answer."""
     lim = limiter(zones, FakeClock(), rate=3)
