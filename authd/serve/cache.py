@@ -16,9 +16,11 @@ good as a parse. Each transport (UDP, TCP) has three maps, by query shape:
 no OPT, OPT without options, OPT with options (normalised: the options are
 dropped unless NSID is asked, which gets a map of its own).
 
-Negative answers are kept per *class* of question instead of per name, so a
-random-name flood hits the cache instead of filling it (see responder.py and
-answer.nxdomain_class).
+Negative answers are rendered per *class* of question instead of per name, so
+a random-name flood hits the cache instead of filling it (see responder.py and
+answer.nxdomain_class); they are also kept per name in maps of their own,
+bounded apart, so a repeated name is a plain hit and a flood of new names evicts
+only other negative answers.
 
 An Entry holds the response split around the question: the header after the ID
 with RD clear and with RD set, and everything after the question. `patch`
@@ -67,12 +69,28 @@ def patch(entry: Entry, query: bytes, question_end: int) -> bytes:
 
 
 class ResponseCache:
-    __slots__ = ("evictions", "max_entries", "negative", "negative_shapes", "size", "tcp", "udp")
+    __slots__ = (
+        "evictions",
+        "max_entries",
+        "negative",
+        "negative_names_size",
+        "negative_shapes",
+        "size",
+        "tcp",
+        "tcp_negative",
+        "udp",
+        "udp_negative",
+    )
 
     def __init__(self, max_entries: int = DEFAULT_ENTRIES) -> None:
         # Per question, by transport and query shape (PLAIN, EDNS, NSID).
         self.udp: tuple[dict[bytes, Entry], ...] = ({}, {}, {})
         self.tcp: tuple[dict[bytes, Entry], ...] = ({}, {}, {})
+        # Negative answers per question too (repeated names are hits), kept apart and
+        # bounded apart, so that a random-name flood never evicts a positive answer.
+        self.udp_negative: tuple[dict[bytes, Entry], ...] = ({}, {}, {})
+        self.tcp_negative: tuple[dict[bytes, Entry], ...] = ({}, {}, {})
+        self.negative_names_size = 0
         # Per class of negative question (responder.py builds the keys).
         self.negative: dict[object, Entry] = {}
         # Names each negative class writes, for compression (render.compression_names).
@@ -99,6 +117,22 @@ class ResponseCache:
         self.size -= 1
         self.evictions += 1
 
+    def negative_maps(self, tcp: bool) -> tuple[dict[bytes, Entry], ...]:
+        return self.tcp_negative if tcp else self.udp_negative
+
+    def put_negative_name(self, tcp: bool, shape: int, key: bytes, entry: Entry) -> None:
+        entries = (self.tcp_negative if tcp else self.udp_negative)[shape]
+        if key not in entries:
+            if self.negative_names_size >= self.max_entries:
+                victim = (
+                    entries if entries else max((*self.udp_negative, *self.tcp_negative), key=len)
+                )
+                del victim[next(iter(victim))]
+                self.negative_names_size -= 1
+                self.evictions += 1
+            self.negative_names_size += 1
+        entries[key] = entry
+
     def put_negative(self, key: object, entry: Entry) -> None:
         negative = self.negative
         if key not in negative and len(negative) >= self.max_entries:
@@ -116,4 +150,4 @@ class ResponseCache:
         shapes[key] = shape
 
     def __len__(self) -> int:
-        return self.size + len(self.negative)
+        return self.size + self.negative_names_size + len(self.negative)

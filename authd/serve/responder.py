@@ -27,6 +27,7 @@ from authd.zone.answer import (
     NOERROR,
     NOTAUTH,
     NOTIMP,
+    NXDOMAIN,
     REFUSED,
     SERVFAIL,
     Result,
@@ -127,7 +128,11 @@ class Responder:
             except IndexError:  # the guess cut a label: not a plain shape after all
                 zone = None
             if zone is not None:
-                entry = (zone.cache.tcp if tcp else zone.cache.udp)[shape].get(qkey + query[split:])
+                cache = zone.cache
+                key = qkey + query[split:]
+                entry = (cache.tcp if tcp else cache.udp)[shape].get(key)
+                if entry is None:
+                    entry = (cache.tcp_negative if tcp else cache.udp_negative)[shape].get(key)
                 if entry is not None:
                     self.cache_hits += 1
                     self.rcodes[entry.rcode] += 1
@@ -161,8 +166,10 @@ class Responder:
         zone = self.zones.find(qkey)
         if zone is None:
             return None
+        key = qkey + key_tail
+        cache = zone.cache
         if len(key_tail) != n - name_end:  # options present: answered as without them
-            entry = (zone.cache.tcp if tcp else zone.cache.udp)[shape].get(qkey + key_tail)
+            entry = cache.maps(tcp)[shape].get(key) or cache.negative_maps(tcp)[shape].get(key)
             if entry is not None:
                 self.cache_hits += 1
                 return self._serve(query, qend, zone, entry)
@@ -180,7 +187,12 @@ class Responder:
         klass = nxdomain_class(snapshot, qkey, do)
         if klass is None:
             return None
-        return self._negative(query, qend, qkey, zone, klass, (tcp, shape, key_tail[4:]))
+        entry = self._negative(query, qend, qkey, zone, klass, (tcp, shape, key_tail[4:]))
+        if entry is None:
+            return None
+        if entry.rcode == NXDOMAIN:  # never a SERVFAIL from a failed lookup
+            cache.put_negative_name(tcp, shape, key, entry)
+        return self._serve(query, qend, zone, entry)
 
     def _negative(
         self,
@@ -190,7 +202,7 @@ class Responder:
         zone: PublishedZone,
         klass: tuple[object, ...],
         variant: tuple[bool, int, bytes],
-    ) -> bytes | None:
+    ) -> Entry | None:
         """The NXDOMAIN answer of qkey from the rendering shared by its class.
 
         render.compression_names says which suffixes of the name matter to the bytes
@@ -221,12 +233,11 @@ class Responder:
                     return None
             entry = built
             self.cache_misses += 1
-            if entry.rcode == SERVFAIL:  # the lookup failed: never keep that
-                return self._serve(query, qend, zone, entry)
-            cache.put_negative(key, entry)
+            if entry.rcode == NXDOMAIN:  # never keep a SERVFAIL from a failed lookup
+                cache.put_negative(key, entry)
         else:
             self.cache_hits += 1
-        return self._serve(query, qend, zone, entry)
+        return entry
 
     def _build(
         self, query: bytes, qend: int, zone: PublishedZone, tcp: bool

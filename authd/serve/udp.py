@@ -229,7 +229,8 @@ class BatchedUdp:
         inbuf = arena.inbuf
         outbuf = arena.outbuf
         names_addr = arena.names_addr
-        names = arena.names
+        # One copy of the address slots filled, then a cheap bytes slice per datagram.
+        names = arena.names[: count * NAME_BYTES].tobytes()
         counters = self.counters
         counters.received += count
         counters.batches += 1
@@ -237,18 +238,17 @@ class BatchedUdp:
         for i in range(count):
             base = i * _U32_PER_HDR
             length = recv_u32[base + _MSGLEN]
+            # recvmmsg wrote the address length here; every address of one socket family has
+            # the same size, so the slot stays large enough and needs no reset per datagram.
             namelen = recv_u32[base + _NAMELEN]
-            recv_u32[base + _NAMELEN] = NAME_BYTES  # value-result: reset for the next call
-            if recv_u32[base + _FLAGS] & MSG_TRUNC:
+            if length >= SLOT_BYTES and recv_u32[base + _FLAGS] & MSG_TRUNC:
                 counters.truncated_queries += 1
                 continue
             start = i * SLOT_BYTES
             name = i * NAME_BYTES
             try:
                 reply = respond(
-                    inbuf[start : start + length].tobytes(),
-                    False,
-                    names[name : name + namelen].tobytes(),
+                    inbuf[start : start + length].tobytes(), False, names[name : name + namelen]
                 )
             except Exception:
                 self._responder_failed()

@@ -90,3 +90,15 @@ def test_negative_entries_are_bounded_apart() -> None:
         store.put_negative(("class", i), entry)
     assert len(store.negative) == 2 and ("class", 3) in store.negative
     assert b"k" in store.maps(False)[cache.PLAIN]  # a flood of negatives evicts no answer
+
+
+def test_negative_names_are_bounded_apart_from_answers() -> None:
+    store = cache.ResponseCache(max_entries=2)
+    response = response_for("a.example.test.", 1, rd=False)
+    entry = cache.make_entry(response, qend_of(response))
+    store.put(False, cache.EDNS, b"answer", entry)
+    for i in range(5):
+        store.put_negative_name(False, cache.EDNS, bytes([i]), entry)
+    negatives = store.negative_maps(False)[cache.EDNS]
+    assert store.negative_names_size == 2 and list(negatives) == [b"\x03", b"\x04"]
+    assert b"answer" in store.maps(False)[cache.EDNS]

@@ -184,4 +184,6 @@ def test_cache_entries_follow_the_published_version(snapshots: dict[str, Snapsho
     assert plain_answer is not None and signed_answer is not None
     assert len(signed_answer) > len(plain_answer)  # the NSEC proof of the new version
     zone = table.get(snapshots["nsec"].origin)
-    assert zone is not None and len(zone.cache) == 1 and zone.cache.negative
+    assert (
+        zone is not None and len(zone.cache.negative) == 1 and zone.cache.negative_names_size == 1
+    )
