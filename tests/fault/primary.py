@@ -67,6 +67,7 @@ T = TypeVar("T")
 
 Rec = tuple[dns.name.Name, int, dns.rdata.Rdata]
 """(absolute owner, ttl, rdata) of one record as the primary sends it."""
+RecKey = tuple[dns.name.Name, int, bytes]
 
 
 class Fault(Enum):
@@ -141,8 +142,13 @@ class TestPrimary:
         key: dns.tsig.Key | None = None,
         behaviour: Behaviour | None = None,
         host: str = "127.0.0.1",
+        immutable_versions: bool = False,
     ) -> None:
         self.versions = versions
+        # With immutable versions (never changed once published), each one's records are
+        # listed once, not per answer: IXFR over large zones stays cheap.
+        self.immutable_versions = immutable_versions
+        self._cache: dict[int, tuple[dns.zone.Zone, list[Rec], set[RecKey]]] = {}
         self.key = key
         self.behaviour = behaviour or Behaviour()
         self.host = host
@@ -161,6 +167,32 @@ class TestPrimary:
     @property
     def zone(self) -> dns.zone.Zone:
         return self.versions[-1]
+
+    def _cached(self, zone: dns.zone.Zone) -> tuple[list[Rec], set[RecKey]]:
+        entry = self._cache.get(id(zone)) if self.immutable_versions else None
+        if entry is None or entry[0] is not zone:
+            records = zone_records(zone)
+            keys = {(o, r.rdtype, r.to_digestable()) for o, _, r in records[1:]}
+            entry = (zone, records, keys)
+            if self.immutable_versions:
+                live = {id(v) for v in self.versions}
+                self._cache = {k: v for k, v in self._cache.items() if k in live}
+                self._cache[id(zone)] = entry
+        return entry[1], entry[2]
+
+    def publish(self, zone: dns.zone.Zone) -> None:
+        """Append a version; with immutable versions its records are listed right away, so
+        the first IXFR or AXFR that includes it starts without that delay."""
+        self.versions.append(zone)
+        if self.immutable_versions:
+            self._cached(zone)
+
+    def _records(self, zone: dns.zone.Zone) -> list[Rec]:
+        return self._cached(zone)[0]
+
+    def _record_keys(self, zone: dns.zone.Zone) -> set[RecKey]:
+        """(owner, type, rdata wire) of every record but the SOA, for IXFR differences."""
+        return self._cached(zone)[1]
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -291,22 +323,22 @@ class TestPrimary:
         if rcode is not None:
             response.set_rcode(dns.rcode.Rcode(rcode))
             return response
-        owner, ttl, rdata = zone_records(self.zone)[0]
+        owner, ttl, rdata = self._records(self.zone)[0]
         response.answer.append(dns.rrset.from_rdata(owner, ttl, rdata))
         return response
 
     # -- record streams --------------------------------------------------------------
 
     def _axfr_records(self) -> list[Rec]:
-        records = zone_records(self.zone)
+        records = self._records(self.zone)
         return [*records, records[0]]
 
     def _ixfr_records(self, query: dns.message.Message) -> list[Rec]:
-        current = zone_records(self.zone)
+        current = self._records(self.zone)
         if self.behaviour.fault is Fault.IXFR_AXFR_STYLE or not query.authority:
             return [*current, current[0]]
         client_soa = query.authority[0][0]
-        serials = [zone_serial(zone) for zone in self.versions]
+        serials = [_serial_of(self._records(zone)[0]) for zone in self.versions]
         if client_soa.serial == serials[-1]:
             return [current[0]]
         if client_soa.serial not in serials[:-1]:
@@ -314,9 +346,8 @@ class TestPrimary:
         start = serials.index(client_soa.serial)
         out: list[Rec] = [current[0]]
         for older, newer in zip(self.versions[start:-1], self.versions[start + 1 :], strict=True):
-            old_records, new_records = zone_records(older), zone_records(newer)
-            old_set = {(o, r.rdtype, r.to_digestable()) for o, _, r in old_records[1:]}
-            new_set = {(o, r.rdtype, r.to_digestable()) for o, _, r in new_records[1:]}
+            old_records, new_records = self._records(older), self._records(newer)
+            old_set, new_set = self._record_keys(older), self._record_keys(newer)
             out.append(old_records[0])
             out.extend(
                 rec
@@ -374,7 +405,7 @@ class TestPrimary:
         origin = self.zone.origin
         assert origin is not None
         per_message = max(1, self.behaviour.records_per_message)
-        soa = zone_records(self.zone)[0]
+        soa = self._records(self.zone)[0]
         block = self._messages(query, [soa])[0]
         body = _response(query)
         body.question.clear()
@@ -697,6 +728,8 @@ class LiveSecondary:
         return config
 
     def start(self, wait: float = 20.0, *, refresh: bool = True) -> None:
+        from authd.control import ControlUnreachable
+
         config = self.write_config()
         with self.log.open("ab") as sink:
             self.process = subprocess.Popen(
@@ -715,7 +748,7 @@ class LiveSecondary:
                     if refresh:  # skip the startup spread of the first refresh
                         self.refresh()
                     return
-                except OSError:
+                except (OSError, ControlUnreachable):  # a stale socket from a killed run
                     pass
             time.sleep(0.05)
         raise AssertionError(f"authd not up after {wait} s:\n{self.log_text()}")
