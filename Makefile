@@ -31,6 +31,10 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench run --quick
 
+# Long fuzzing sessions (atheris when installed, else hypothesis); add --save to grow the corpus.
+fuzz: $(STAMP)
+	$(BIN)/python tests/fuzz/run.py all --seconds 300
+
 lint: $(STAMP)
 	$(BIN)/ruff check authd tests bench
 	$(BIN)/ruff format --check authd tests bench

@@ -20,12 +20,12 @@ from authd import metrics, sdnotify
 from authd.clock import Clock, SystemClock
 from authd.config import Config, ZoneConfig
 from authd.control import ControlError, ControlServer
-from authd.serve import updates
+from authd.serve import rrl, updates
 from authd.serve.querylog import SampledQueryLog
 from authd.serve.responder import Responder
 from authd.serve.stats import responder_counters
 from authd.serve.tcp import TcpLimits
-from authd.serve.workers import ResponderLike, WorkerPool, send_event
+from authd.serve.workers import ResponderLike, WorkerPool, send_event, worker_count
 from authd.serve.zonetable import ZoneTable
 from authd.xfr.notify_edge import NotifyEndpoint, NotifyEvent, notify_acls, notify_keyring
 from authd.xfr.policy import policy_for
@@ -466,9 +466,12 @@ class App:
             udp_payload=server.udp_payload,
         )
         responder.notify_handler = NotifyEndpoint(
-            notify_acls(self.config), notify_keyring(self.config), send_event
+            notify_acls(self.config),
+            notify_keyring(self.config),
+            send_event,
+            udp_payload=server.udp_payload,
         )
-        front: ResponderLike = responder
+        front: ResponderLike = rrl.install(responder, self.config.rrl, worker_count(server.workers))
         if self.config.log.query_sample_rate > 0:
             front = SampledQueryLog(front, self.config.log.query_sample_rate)
         return front
@@ -493,12 +496,14 @@ class App:
 
 
 def worker_counters(responder: ResponderLike) -> dict[str, int]:
-    """Runs in each worker: responder and NOTIFY counters, flat (metrics.py groups them)."""
+    """Runs in each worker: responder, NOTIFY and RRL counters, flat (metrics.py groups them)."""
+    front = responder
     while not isinstance(responder, Responder):  # unwrap the query log / RRL layers
         responder = responder.wrapped  # type: ignore[attr-defined]
     counters = responder_counters(responder)
     if isinstance(responder.notify_handler, NotifyEndpoint):
         counters.update(responder.notify_handler.counters())
+    counters.update(rrl.rrl_counters(front))
     return counters
 
 

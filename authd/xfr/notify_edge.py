@@ -16,7 +16,7 @@ import dns.tsig
 
 from authd.config import Config
 from authd.serve.sockets import client_address
-from authd.wire import Query
+from authd.wire import Query, opt_record
 from authd.xfr.notify import AllowedSource, RateLimitedLog, handle_notify
 
 log = logging.getLogger("authd.notify")
@@ -61,7 +61,9 @@ class NotifyEndpoint:
         keyring: Mapping[str, dns.tsig.Key],
         post: Callable[[NotifyEvent], None],
         clock: Callable[[], float] = time.time,
+        udp_payload: int = 1232,
     ) -> None:
+        self.udp_payload = udp_payload
         self.acls = acls
         self.keyring = keyring
         self.post = post
@@ -92,7 +94,18 @@ class NotifyEndpoint:
             if result.log:
                 extra = f" ({result.suppressed} more not logged)" if result.suppressed else ""
                 log.warning("NOTIFY refused: %s%s", result.reason, extra)
-        return result.response
+        return self._with_opt(result.response, query)
+
+    def _with_opt(self, response: bytes | None, query: Query) -> bytes | None:
+        """Knot answers a NOTIFY that carried EDNS with an OPT; add ours to an unsigned reply.
+
+        A reply with records in the additional section (a TSIG) is left alone: an OPT
+        must precede the TSIG, which covers it.
+        """
+        if response is None or query.edns is None or response[10:12] != b"\x00\x00":
+            return response
+        opt = opt_record(self.udp_payload, 0, query.edns.do)
+        return response[:10] + b"\x00\x01" + response[12:] + opt
 
     def counters(self) -> dict[str, int]:
         return {"notify.accepted": self.accepted, "notify.refused": self.refused}

@@ -43,7 +43,7 @@ def test_status_text_shows_each_zone(shared_server: LiveServer) -> None:
     assert lines[0] == f"example.test: OK, serial {EXAMPLE_SERIAL} (file zone)"
     fields = {line.split()[0] for line in lines[1:]}
     assert {"source", "loaded", "records", "last", "rejection"} <= fields
-    assert "  source        file\n" in result.stdout
+    assert "zones/example.test.zone via file\n" in result.stdout  # the file, as asked
     assert "last error    none" in result.stdout
 
 
