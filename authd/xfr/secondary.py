@@ -44,7 +44,14 @@ from authd.zone.verify import ValidationPool, Verdict, needs_full_check, touched
 
 log = logging.getLogger("authd.xfr")
 
+DNSKEY_TYPE, ZONEMD_TYPE = 48, 63
 FULL_CHECK_INLINE_RECORDS = 20_000  # smaller versions are verified in a thread, not the pool
+
+
+def _needs_crypto(snapshot: Snapshot) -> bool:
+    """The version carries keys or a ZONEMD, so a full check hashes or verifies signatures."""
+    apex = snapshot.node(snapshot.origin) or {}
+    return DNSKEY_TYPE in apex or ZONEMD_TYPE in apex
 
 
 class Host(Protocol):
@@ -463,7 +470,9 @@ class SecondaryZone:
                     forced=forced,
                     touched=touched,
                 )
-        if snapshot.record_count <= FULL_CHECK_INLINE_RECORDS:
+        if snapshot.record_count <= FULL_CHECK_INLINE_RECORDS or not _needs_crypto(snapshot):
+            # Without keys or ZONEMD the checks are one quick pass over the owners: a
+            # thread spares writing the candidate and decoding it again in the pool.
             return await asyncio.to_thread(
                 verify, snapshot, policy, now, was_signed=self.signed, forced=forced
             )

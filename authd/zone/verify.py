@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import multiprocessing
 import os
+import struct
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,17 @@ from pathlib import Path
 
 from authd.zone import checks, names
 from authd.zone.dnssec import Anchor, Budget, Report, ZoneValidator, zonemd_digest
-from authd.zone.snapshot import Record, Snapshot, is_sig_type, unpack_node
+from authd.zone.snapshot import (
+    CNAME,
+    DNAME,
+    NS,
+    SOA,
+    Record,
+    Snapshot,
+    is_sig_type,
+    sig_type,
+    unpack_node,
+)
 
 DS_TYPE, DNSKEY_TYPE, ZONEMD_TYPE = 43, 48, 63
 
@@ -71,38 +82,38 @@ def _reject(check: str, reason: str, started: float, **extra: object) -> Verdict
     return Verdict(False, check, reason, seconds=time.monotonic() - started, **extra)  # type: ignore[arg-type]
 
 
-def check_limits(snapshot: Snapshot, owners: Iterable[bytes], limits: Limits) -> Verdict | None:
-    """A rejection for the first limit crossed among `owners` (and zone totals), or None."""
-    started = time.monotonic()
+def _owner_limit(owner: bytes, blob: bytes, limits: Limits, started: float) -> Verdict | None:
+    node = unpack_node(blob)
+    data_types = [t for t in node if not is_sig_type(t)]
+    if len(data_types) > limits.max_types_per_name:
+        return _reject(
+            "limit-types-per-name",
+            f"{names.to_text(owner)}: {len(data_types)} types, more than "
+            f"max-types-per-name {limits.max_types_per_name}",
+            started,
+        )
+    for rtype, (_, rdatas) in node.items():
+        if len(rdatas) > limits.max_rrset_records:
+            return _reject(
+                "limit-rrset-records",
+                f"{names.to_text(owner)}: {len(rdatas)} records in one RRset (type "
+                f"{rtype & 0xFFFF}), more than max-rrset-records {limits.max_rrset_records}",
+                started,
+            )
+    return None
+
+
+def _records_limit(snapshot: Snapshot, limits: Limits, started: float) -> Verdict | None:
     if snapshot.record_count > limits.max_records:
         return _reject(
             "limit-records",
             f"{snapshot.record_count} records, more than max-records {limits.max_records}",
             started,
         )
-    total = 0
-    for owner in owners:
-        blob = snapshot.blob(owner)
-        if blob is None:
-            continue
-        total += len(owner) + len(blob)
-        node = unpack_node(blob)
-        data_types = [t for t in node if not is_sig_type(t)]
-        if len(data_types) > limits.max_types_per_name:
-            return _reject(
-                "limit-types-per-name",
-                f"{names.to_text(owner)}: {len(data_types)} types, more than "
-                f"max-types-per-name {limits.max_types_per_name}",
-                started,
-            )
-        for rtype, (_, rdatas) in node.items():
-            if len(rdatas) > limits.max_rrset_records:
-                return _reject(
-                    "limit-rrset-records",
-                    f"{names.to_text(owner)}: {len(rdatas)} records in one RRset (type "
-                    f"{rtype & 0xFFFF}), more than max-rrset-records {limits.max_rrset_records}",
-                    started,
-                )
+    return None
+
+
+def _bytes_limit(total: int, limits: Limits, started: float) -> Verdict | None:
     if total > limits.max_bytes:
         return _reject(
             "limit-bytes", f"{total} bytes, more than max-bytes {limits.max_bytes}", started
@@ -110,19 +121,101 @@ def check_limits(snapshot: Snapshot, owners: Iterable[bytes], limits: Limits) ->
     return None
 
 
-def _structure(snapshot: Snapshot, owners: Iterable[bytes] | None) -> checks.Problem | None:
-    problems: list[checks.Problem] = []
-    for zone_check in checks.ZONE_CHECKS:
-        problems.extend(zone_check(snapshot))
-    selected = snapshot.owners() if owners is None else owners
-    for owner in selected:
+def check_limits(snapshot: Snapshot, owners: Iterable[bytes], limits: Limits) -> Verdict | None:
+    """A rejection for the first limit crossed among `owners` (and zone totals), or None."""
+    started = time.monotonic()
+    over = _records_limit(snapshot, limits, started)
+    if over is not None:
+        return over
+    total = 0
+    for owner in owners:
         blob = snapshot.blob(owner)
         if blob is None:
             continue
-        node = unpack_node(blob)
-        for node_check in checks.NODE_CHECKS:
-            problems.extend(node_check(snapshot, owner, node))
-    return next((p for p in problems if p.severity is checks.Severity.REJECT), None)
+        total += len(owner) + len(blob)
+        over = _owner_limit(owner, blob, limits, started)
+        if over is not None:
+            return over
+    return _bytes_limit(total, limits, started)
+
+
+# The node rules shipped in checks.py look only at nodes holding one of these types, or at
+# the owner name itself (check_inside_zone); every other node needs no unpacking.
+_BUILTIN_NODE_CHECKS = (
+    checks.check_inside_zone,
+    checks.check_soa_placement,
+    checks.check_cname,
+    checks.check_dname,
+    checks.check_glue,
+)
+_NODE_RULE_TYPES = frozenset({CNAME, SOA, DNAME, NS})
+_ENTRY = struct.Struct(">IIH")  # the snapshot's node entry header: type, ttl, count
+SIG_FLAG = sig_type(0)  # node types from here on hold RRSIGs
+
+
+def _node_rejection(snapshot: Snapshot, owner: bytes, blob: bytes) -> checks.Problem | None:
+    node = unpack_node(blob)
+    for node_check in checks.NODE_CHECKS:
+        for found in node_check(snapshot, owner, node):
+            if found.severity is checks.Severity.REJECT:
+                return found
+    return None
+
+
+def _structure_and_limits(
+    snapshot: Snapshot, owners: Iterable[bytes], limits: Limits, started: float
+) -> Verdict | None:
+    """_structure then check_limits, in one pass over the owners, with the same verdict.
+
+    A structure rejection anywhere outranks every limit, so the first limit crossed is
+    remembered and the walk goes on for structure problems. The node blobs are walked
+    by their entry headers; only nodes some rule looks at are unpacked.
+    """
+    for zone_check in checks.ZONE_CHECKS:
+        for zone_problem in zone_check(snapshot):
+            if zone_problem.severity is checks.Severity.REJECT:
+                return _reject(zone_problem.rule, zone_problem.message, started)
+    every_node = tuple(checks.NODE_CHECKS) != _BUILTIN_NODE_CHECKS
+    origin = snapshot.origin
+    is_subdomain = names.is_subdomain
+    rule_types = _NODE_RULE_TYPES
+    unpack_entry = _ENTRY.unpack_from
+    max_types = limits.max_types_per_name
+    max_rrset = limits.max_rrset_records
+    blobs = snapshot.blob
+    limit: Verdict | None = None
+    total = 0
+    for owner in owners:
+        blob = blobs(owner)
+        if blob is None:
+            continue
+        end = len(blob)
+        total += len(owner) + end
+        pos = 0
+        data_types = 0
+        ruled = every_node
+        big = False
+        while pos < end:
+            rtype, _, count = unpack_entry(blob, pos)
+            pos += 10
+            if rtype < SIG_FLAG:
+                data_types += 1
+                if rtype in rule_types:
+                    ruled = True
+            if count > max_rrset:
+                big = True
+            for _ in range(count):
+                pos += 2 + ((blob[pos] << 8) | blob[pos + 1])
+        if ruled or not is_subdomain(owner, origin):
+            found = _node_rejection(snapshot, owner, blob)
+            if found is not None:
+                return _reject(found.rule, found.message, started)
+        if limit is None and (big or data_types > max_types):
+            limit = _owner_limit(owner, blob, limits, started)
+    over = _records_limit(snapshot, limits, started)
+    if over is not None:
+        return over
+    return limit if limit is not None else _bytes_limit(total, limits, started)
 
 
 def _zonemd_only(snapshot: Snapshot, required: bool) -> tuple[str, str] | None:
@@ -153,11 +246,8 @@ def verify(
 ) -> Verdict:
     """Verify a version; `touched` limits the per-owner work to an IXFR's owners."""
     started = time.monotonic()
-    problem = _structure(snapshot, touched)
-    if problem is not None:
-        return _reject(problem.rule, problem.message, started)
     owners = snapshot.owners() if touched is None else touched
-    over = check_limits(snapshot, owners, policy.limits)
+    over = _structure_and_limits(snapshot, owners, policy.limits, started)
     if over is not None:
         return over
     if policy.dnssec == "off":

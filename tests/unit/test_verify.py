@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from authd.zone import names
 from authd.zone.journal import VersionMeta
@@ -119,3 +121,62 @@ async def test_pool_verifies_a_candidate_file(tmp_path: Path) -> None:
         assert verdict.check == "limit-records"
     finally:
         pool.close()
+
+
+# -- the one-pass structure and limits walk agrees with the rules applied one by one -----
+
+_OWNERS = (
+    "example.test",
+    "a.example.test",
+    "b.a.example.test",
+    "c.example.test",
+    "ns.c.example.test",
+)
+_RDATA = {
+    1: [b"\x01\x02\x03\x04", b"\x05\x06\x07\x08"],
+    28: [bytes(16)],
+    5: [names.key_from_text("a.example.test"), names.key_from_text("c.example.test")],
+    39: [names.key_from_text("other.test")],
+    2: [names.key_from_text("ns.c.example.test"), names.key_from_text("ns.example.test")],
+    16: [b"\x03abc", b"\x03def"],
+    6: [SOA[:-20] + (7).to_bytes(4, "big") + bytes(16)],
+}
+
+
+def _reference_verdict(snapshot: Snapshot, limits: Limits) -> tuple[str, str] | None:
+    """The rejection the checks give when run separately: structure first, then limits."""
+    from authd.zone.checks import check_structure, rejections
+    from authd.zone.verify import check_limits
+
+    rejected = rejections(check_structure(snapshot))
+    if rejected:
+        return rejected[0].rule, rejected[0].message
+    over = check_limits(snapshot, snapshot.owners(), limits)
+    return None if over is None else (over.check, over.reason)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    records=st.lists(
+        st.tuples(st.sampled_from(_OWNERS), st.sampled_from(sorted(_RDATA)), st.integers(0, 1)),
+        max_size=12,
+    ),
+    max_rrset=st.integers(1, 3),
+    max_types=st.integers(1, 4),
+    max_bytes=st.sampled_from([60, 200, 2**30]),
+    max_records=st.sampled_from([4, 10, 10_000]),
+)
+def test_one_pass_agrees_with_separate_checks(
+    records: list[tuple[str, int, int]],
+    max_rrset: int,
+    max_types: int,
+    max_bytes: int,
+    max_records: int,
+) -> None:
+    # A second apex SOA cannot even be built; an SOA below the apex can.
+    kept = [(o, t, i) for o, t, i in records if not (t == 6 and o == "example.test")]
+    snapshot = small_zone(*((o, t, _RDATA[t][i % len(_RDATA[t])]) for o, t, i in kept))
+    limits = Limits(max_records, max_bytes, max_rrset, max_types)
+    verdict = verify(snapshot, Policy(dnssec="off", zonemd="off", limits=limits), NOW)
+    expected = _reference_verdict(snapshot, limits)
+    assert (None if verdict.ok else (verdict.check, verdict.reason)) == expected
