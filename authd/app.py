@@ -29,7 +29,7 @@ from authd.serve.workers import ResponderLike, WorkerPool, send_event, worker_co
 from authd.serve.zonetable import ZoneTable
 from authd.xfr.notify_edge import NotifyEndpoint, NotifyEvent, notify_acls, notify_keyring
 from authd.xfr.policy import policy_for
-from authd.xfr.secondary import Pacer, SecondaryZone
+from authd.xfr.secondary import Pacer, SecondaryZone, remove_stale_candidates
 from authd.xfr.timers import ForceRefresh, ForceRetransfer, NotifyReceived
 from authd.zone import names
 from authd.zone.journal import VersionMeta
@@ -402,6 +402,7 @@ class App:
         server = self.config.server
         try:
             self._store = Store(server.state_dir)
+            remove_stale_candidates(self._store.state_dir)
         except StoreError as exc:
             hint = (
                 "is another authd running with this state-dir?"

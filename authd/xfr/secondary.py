@@ -269,6 +269,18 @@ class SecondaryZone:
 
     def _begin(self, operation: Coroutine[None, None, None]) -> None:
         self.operation = asyncio.get_running_loop().create_task(operation)
+        self.operation.add_done_callback(self._operation_ended)
+
+    def _operation_ended(self, task: asyncio.Task[None]) -> None:
+        """A bug in an operation must not leave the machine waiting for it forever."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = f"internal error: {task.exception()!r}"
+        log.error("zone %s: %s", self.name, error, exc_info=task.exception())
+        if self.timers.in_flight is machine.InFlight.SOA_QUERY:
+            self.post(machine.SoaAnswer(None, error=error))
+        elif self.timers.in_flight is machine.InFlight.TRANSFER:
+            self.post(machine.TransferDone(False, None, False, error))
 
     def _persist(self) -> None:
         try:
@@ -488,7 +500,7 @@ class SecondaryZone:
         """The candidate in the store's format, for the validation pool to map in."""
         header, payload = encode_full(snapshot, VersionMeta("candidate", self.clock()), 0)
         with tempfile.NamedTemporaryFile(
-            dir=self.host.store.state_dir, prefix=".candidate-", delete=False
+            dir=self.host.store.state_dir, prefix=CANDIDATE_PREFIX, delete=False
         ) as handle:
             handle.write(header)
             handle.write(payload)
@@ -559,6 +571,19 @@ def earliest_expiration(snapshot: Snapshot, now: float) -> int | None:
                 if earliest is None or expires < earliest:
                     earliest = expires
     return earliest
+
+
+CANDIDATE_PREFIX = ".candidate-"
+
+
+def remove_stale_candidates(state_dir: Path) -> list[Path]:
+    """Candidate files a crash left behind (only this process writes them; call at start)."""
+    removed = []
+    for path in state_dir.glob(CANDIDATE_PREFIX + "*"):
+        path.unlink(missing_ok=True)
+        removed.append(path)
+        log.info("removed stale candidate %s (left by an interrupted validation)", path)
+    return removed
 
 
 def _is_signed(snapshot: Snapshot) -> bool:

@@ -205,12 +205,6 @@ def test_kill9_during_transfers_journal_and_compaction(
     assert done >= min(ITERATIONS, 5), f"only {done} iterations fit in {BUDGET} s"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in authd/xfr/secondary.py: a .candidate-* file (written by _write_candidate for "
-    "the validation pool and unlinked only in a finally) survives a kill -9 during validation, "
-    "and nothing removes it at start (the store only sweeps *.authd-tmp)",
-)
 def test_stale_candidate_removed_at_start(
     tmp_path: Path, primary_runner: tuple[TestPrimary, PrimaryThread]
 ) -> None:
