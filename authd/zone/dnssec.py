@@ -277,23 +277,27 @@ class ZoneValidator:
     # -- entry points ---------------------------------------------------------------
 
     def validate(self) -> Report:
-        started = self.clock()
-        self._deadline = started + self.budget.seconds
-        try:
-            apex = self.snap.node(self.snap.origin) or {}
-            self._check_zonemd(apex)
-            if DNSKEY in apex:
-                self.report.signed = True
-                self._load_keys(apex)
-                self._check_dnskey_set(apex)
-                self._walk_zone()
-        except _Stop:
-            pass
-        self.report.seconds = self.clock() - started
-        return self.report
+        """The whole version: keys, every authoritative RRset, the whole chain."""
+        return self._run(lambda apex: self._walk_zone())
 
     def validate_owners(self, owners: Iterable[bytes]) -> Report:
         """Check the signatures and the chain around the given owners only (IXFR)."""
+
+        def around_owners(apex: Node) -> None:
+            self._require_denial(apex)
+            selected = self._with_uncovered_descendants(owners)
+            # The full walk's order: every signature first, then the chain.
+            for owner in selected:
+                self._check_owner_signatures(owner)
+            if self.snap.nsec3_params is None:
+                for owner in selected:
+                    self._check_owner_nsec(owner)
+
+        return self._run(around_owners)
+
+    def _run(self, check_signed: Callable[[Node], None]) -> Report:
+        """ZONEMD, then (for a signed version) the keys and `check_signed`; the first error
+        ends the run."""
         started = self.clock()
         self._deadline = started + self.budget.seconds
         try:
@@ -303,14 +307,7 @@ class ZoneValidator:
                 self.report.signed = True
                 self._load_keys(apex)
                 self._check_dnskey_set(apex)
-                self._require_denial(apex)
-                selected = self._with_uncovered_descendants(owners)
-                # The full walk's order: every signature first, then the chain.
-                for owner in selected:
-                    self._check_owner_signatures(owner)
-                if self.snap.nsec3_params is None:
-                    for owner in selected:
-                        self._check_owner_nsec(owner)
+                check_signed(apex)
         except _Stop:
             pass
         self.report.seconds = self.clock() - started
