@@ -132,6 +132,7 @@ class App:
         self.health: metrics.HealthServer | None = None
         self.stopping = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        self.last_file_publish: int | None = None  # update sequence of the last file load
 
     # -- zones ------------------------------------------------------------------------
 
@@ -193,7 +194,9 @@ class App:
         runtime.file_mtime = mtime
         runtime.last_error = None
         update = updates.LoadFile(runtime.config.origin, runtime.name, str(path), snapshot.serial)
-        self.publish(runtime, snapshot, VersionMeta("file", self.clock.now(), None), update)
+        self.last_file_publish = self.publish(
+            runtime, snapshot, VersionMeta("file", self.clock.now(), None), update
+        )
         return True
 
     def load_stored_zone(self, runtime: ZoneRuntime) -> None:
@@ -308,6 +311,8 @@ class App:
             runtime = self.zone_named(args.get("zone"))
             if runtime.config.file is not None:
                 if self.load_file_zone(runtime):
+                    # Answer once every worker serves it: "refreshed" means served.
+                    await self.wait_published(self.last_file_publish)
                     return f"zone {runtime.name}: reloaded from {runtime.config.file}"
                 raise ControlError(f"zone {runtime.name}: {runtime.last_error}")
             assert runtime.secondary is not None
