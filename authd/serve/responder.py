@@ -375,10 +375,17 @@ class Responder:
                 log.exception("lookup failed for %r type %d", query.qkey, query.qtype)
             response, _ = self._empty(data, query, SERVFAIL)
             return response, Result(rcode=SERVFAIL)
+        return self._render(data, query, tcp, result), result
+
+    def _render(
+        self, data: bytes, query: wire.Query, tcp: bool, result: Result, rclass: int = 1
+    ) -> bytes:
+        """A lookup result as the response to `query`, within the transport's size limit."""
+        edns = query.edns
         limit = _TCP_LIMIT if tcp else wire.udp_limit(edns, self.udp_payload)
         opt = self._opt(edns)
         question = data[12 : query.question_end]
-        response = render(
+        return render(
             query.flags,
             question,
             query.qkey,
@@ -387,8 +394,8 @@ class Responder:
             opt,
             1 if opt else 0,
             ident=query.id,
+            rclass=rclass,
         )
-        return response, result
 
     def _chaos(self, data: bytes, query: wire.Query, tcp: bool) -> tuple[bytes, int]:
         """CH TXT id.server/hostname.bind and version.bind/version.server; else REFUSED."""
@@ -401,22 +408,7 @@ class Responder:
         if value is None:
             return self._empty(data, query, REFUSED)
         result = Result(rcode=NOERROR, aa=False, answer=[RRsetOut(query.qkey, TXT, 0, (value,))])
-        edns = query.edns
-        opt = self._opt(edns)
-        limit = _TCP_LIMIT if tcp else wire.udp_limit(edns, self.udp_payload)
-        question = data[12 : query.question_end]
-        response = render(
-            query.flags,
-            question,
-            query.qkey,
-            result,
-            limit,
-            opt,
-            1 if opt else 0,
-            ident=query.id,
-            rclass=wire.CLASS_CH,
-        )
-        return response, NOERROR
+        return self._render(data, query, tcp, result, wire.CLASS_CH), NOERROR
 
 
 def _parse_plain(query: bytes, n: int) -> tuple[int, int, bytes] | None:

@@ -168,18 +168,11 @@ def _unescape_name(text: str) -> tuple[list[bytes], bool] | None:
         char = text[pos]
         pos += 1
         if char == "\\":
-            if pos >= end:
+            escaped = _escape_at(text, pos)
+            if escaped is None:
                 return None
-            char = text[pos]
-            if char.isdigit():
-                digits = text[pos : pos + 3]
-                if len(digits) != 3 or not digits.isdigit() or int(digits) > 255:
-                    return None
-                label.append(int(digits))
-                pos += 3
-            else:
-                label += char.encode()
-                pos += 1
+            octets, pos = escaped
+            label += octets
         elif char == ".":
             if not label:
                 return None
@@ -236,19 +229,25 @@ def unescape_text(text: str) -> bytes | None:
         if char != "\\":
             out += char.encode()
             continue
-        if pos >= end:
+        escaped = _escape_at(text, pos)
+        if escaped is None:
             return None
-        char = text[pos]
-        if char.isdigit():
-            digits = text[pos : pos + 3]
-            if len(digits) != 3 or not digits.isdigit() or int(digits) > 255:
-                return None
-            out.append(int(digits))
-            pos += 3
-        else:
-            out += char.encode()
-            pos += 1
+        octets, pos = escaped
+        out += octets
     return bytes(out)
+
+
+def _escape_at(text: str, pos: int) -> tuple[bytes, int] | None:
+    """The octets of the escape after a backslash at pos-1 (\\DDD or \\X), and where it ends."""
+    if pos >= len(text):
+        return None
+    char = text[pos]
+    if not char.isdigit():
+        return char.encode(), pos + 1
+    digits = text[pos : pos + 3]
+    if len(digits) != 3 or not digits.isdigit() or int(digits) > 255:
+        return None
+    return bytes([int(digits)]), pos + 3
 
 
 def _hex(tokens: list[str]) -> bytes | None:
