@@ -179,6 +179,7 @@ class WorkerPool(Generic[Z]):
         self._changed: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
+        self._start_failure = ""  # a worker that could not start (e.g. bind), for start()
         self.restarts = 0
 
     # -- main process: lifecycle ------------------------------------------------------
@@ -195,9 +196,14 @@ class WorkerPool(Generic[Z]):
         deadline = self._loop.time() + ready_timeout
         while True:
             failed = [w for w in self._workers.values() if w.failure]
-            if failed:
+            if failed or self._start_failure:
+                reason = (
+                    f"worker {failed[0].index} failed: {failed[0].failure}"
+                    if failed
+                    else self._start_failure
+                )
                 await self.stop()
-                raise RuntimeError(f"worker {failed[0].index} failed: {failed[0].failure}")
+                raise RuntimeError(reason)
             if len(self._workers) == self.count and all(w.ready for w in self._workers.values()):
                 return
             remaining = deadline - self._loop.time()
@@ -339,6 +345,9 @@ class WorkerPool(Generic[Z]):
         self._retire(worker)
         if worker.failure and not worker.ready:
             log.error("worker %d failed to start: %s", worker.index, worker.failure)
+            # Retired above, so start() cannot find it among the workers: keep the reason.
+            self._start_failure = f"worker {worker.index} failed: {worker.failure}"
+            self._notify()
             return  # start() reports it; a bind error would only repeat
         log.warning(
             "worker %d (pid %d) exited (%s); restarting",
