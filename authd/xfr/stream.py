@@ -35,14 +35,20 @@ import dns.tsig
 from authd.xfr import serial as serials
 from authd.zone import names
 from authd.zone.snapshot import (
+    DNAME,
+    NODE_ENTRY,
+    NS,
+    NSEC3,
+    RDATA_LENGTH,
     RRSIG,
     SOA,
     Record,
     Snapshot,
-    SnapshotBuilder,
     ZoneError,
+    is_sig_type,
     parse_soa,
     sig_type,
+    snapshot_from_blobs,
 )
 
 CLASS_IN = 1
@@ -236,11 +242,14 @@ def parse_message(wire: bytes) -> Message:
         qtype, qclass = _QUESTION_TAIL.unpack_from(wire, pos)
         pos += 4
     records: list[Record] = []
+    lower = names.lower
+    owners: dict[int, bytes] = {}  # offset -> lowercased owner key decoded there
+    if qname is not None:
+        owners[12] = qname
     append = records.append
     unpack_fixed = _RR_FIXED.unpack_from
     compressible = _COMPRESSIBLE
     message = Message(msg_id, flags, flags & 0xF, qname, qtype, qclass, records)
-    owners: dict[int, bytes] = {}  # offset -> lowercased owner key decoded there
     for _ in range(ancount):
         rr_start = pos
         owner = None
@@ -250,9 +259,18 @@ def parse_message(wire: bytes) -> Message:
             owner = owners.get(target)
             if owner is not None:
                 pos += 2
+        if owner is None and pos + 2 < end and wire[pos] < 64:
+            # The next most usual: one label, then a pointer to an owner seen before.
+            after_label = pos + 1 + wire[pos]
+            if after_label + 1 < end and wire[after_label] >= 0xC0:
+                suffix = owners.get(((wire[after_label] & 0x3F) << 8) | wire[after_label + 1])
+                if suffix is not None and after_label - pos + len(suffix) <= 255:
+                    owner = lower(wire[pos:after_label]) + suffix
+                    owners[rr_start] = owner
+                    pos = after_label + 2
         if owner is None:
             name, pos = _read_name(wire, pos, cache)
-            owner = names.lower(name)
+            owner = lower(name)
             owners[rr_start] = owner
             if wire[rr_start] >= 0xC0:
                 owners[((wire[rr_start] & 0x3F) << 8) | wire[rr_start + 1]] = owner
@@ -489,6 +507,31 @@ def _rrset_too_big(owner: bytes, rtype: int, limit: int) -> StreamError:
     )
 
 
+_SINGLE_RECORD = struct.Struct(">IIHH")  # NODE_ENTRY then the RDATA_LENGTH of its one record
+
+
+def _pack_collected(
+    owner: bytes, collected: dict[int, list[bytes | int]], max_rrset: int
+) -> tuple[bytes, int]:
+    """The blob of one owner (as snapshot.pack_node lays it out) and its record count."""
+    parts: list[bytes] = []
+    count = 0
+    for slot in sorted(collected):
+        entry = collected[slot]
+        rdatas = entry[1:]
+        if len(rdatas) > 1:
+            rdatas = list(dict.fromkeys(rdatas))
+            if len(rdatas) > max_rrset:
+                raise _rrset_too_big(owner, RRSIG if is_sig_type(slot) else slot, max_rrset)
+        parts.append(NODE_ENTRY.pack(slot, entry[0], len(rdatas)))
+        for rdata in rdatas:
+            assert isinstance(rdata, bytes)
+            parts.append(RDATA_LENGTH.pack(len(rdata)))
+            parts.append(rdata)
+        count += len(rdatas)
+    return b"".join(parts), count
+
+
 class TransferAssembler:
     """Consumes the messages answering one AXFR or IXFR query; pure, no I/O.
 
@@ -633,7 +676,8 @@ class TransferAssembler:
         for index in range(start, len(records)):
             owner, rtype, ttl, rdata = records[index]
             if owner != last_owner:
-                if not names.is_subdomain(owner, origin):
+                # Usually one label below the apex; otherwise the full label-wise test.
+                if owner[owner[0] + 1 :] != origin and not names.is_subdomain(owner, origin):
                     raise StreamError(
                         Fault.MALFORMED,
                         f"{names.to_text(owner)} is outside the zone {names.to_text(origin)}",
@@ -680,25 +724,47 @@ class TransferAssembler:
                         raise _rrset_too_big(owner, rtype, max_rrset)
 
     def _build(self) -> Snapshot:
-        builder = SnapshotBuilder(self.origin)
+        """Pack every collected owner straight into its blob (no per-RRset objects)."""
+        origin = self.origin
+        max_rrset = self.limits.max_rrset_records
+        blobs: dict[bytes, bytes] = {}
+        cuts: set[bytes] = set()
+        dnames: set[bytes] = set()
+        nsec3_owners: list[bytes] = []
+        pack_single = _SINGLE_RECORD.pack
         count = 0
         for owner, collected in self._nodes.items():
-            node = builder.nodes[owner] = {}
-            for slot, entry in collected.items():
-                ttl = entry[0]
-                assert isinstance(ttl, int)
-                rdatas: tuple[bytes, ...] = tuple(entry[1:])  # type: ignore[arg-type]
-                if len(rdatas) > 1:
-                    rdatas = tuple(dict.fromkeys(rdatas))
-                    if len(rdatas) > self.limits.max_rrset_records:
-                        wire_type = RRSIG if slot & _SIG_OF_COVERED else slot
-                        raise _rrset_too_big(owner, wire_type, self.limits.max_rrset_records)
-                node[slot] = (ttl, rdatas)
-                count += len(rdatas)
-        builder.record_count = count
+            if len(collected) != 1:
+                blobs[owner], added = _pack_collected(owner, collected, max_rrset)
+                count += added
+                if NS in collected and owner != origin:
+                    cuts.add(owner)
+                if DNAME in collected:
+                    dnames.add(owner)
+                if NSEC3 in collected:
+                    nsec3_owners.append(owner)
+                continue
+            # Most owners hold one RRset, most often of one record: one pack, one join.
+            ((slot, entry),) = collected.items()
+            if len(entry) == 2:
+                rdata = entry[1]
+                assert isinstance(rdata, bytes)
+                blobs[owner] = pack_single(slot, entry[0], 1, len(rdata)) + rdata
+                count += 1
+            else:
+                blobs[owner], added = _pack_collected(owner, collected, max_rrset)
+                count += added
+            if slot == NS and owner != origin:
+                cuts.add(owner)
+            elif slot == DNAME:
+                dnames.add(owner)
+            elif slot == NSEC3:
+                nsec3_owners.append(owner)
         self._nodes = {}
         try:
-            return builder.build()
+            return snapshot_from_blobs(
+                origin, blobs, cuts, dnames, nsec3_owners, record_count=count
+            )
         except ZoneError as error:
             raise StreamError(Fault.MALFORMED, str(error)) from error
 

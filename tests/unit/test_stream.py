@@ -317,3 +317,67 @@ def test_ixfr_diff_limit() -> None:
             limits=TransferLimits(max_ixfr_records=3),
         )
     assert info.value.fault is Fault.TOO_BIG
+
+
+# -- the AXFR fast paths build exactly what SnapshotBuilder builds ----------------------
+
+
+def _varied_rows() -> list[tuple[str, int, str, str]]:
+    """Owners at several depths (in mixed case, to hit the lowercasing of every path),
+    cuts with glue, a DNAME, RRSIGs, multi-record RRsets, an NSEC3 owner, and labels
+    holding 0x00/0x01 that need escaping in canonical keys."""
+    rows = [
+        rr("A.example.test.", "A", "192.0.2.1"),
+        rr("b.A.example.test.", "TXT", '"deep"'),
+        rr("x.y.Z.example.test.", "A", "192.0.2.9"),  # y.z and z are empty non-terminals
+        rr("sub.example.test.", "NS", "ns.sub.example.test."),
+        rr("ns.sub.example.test.", "A", "192.0.2.53"),
+        rr("mail.example.test.", "MX", "10 mail.example.test."),
+        rr("mail.example.test.", "A", "192.0.2.25"),
+        rr("multi.example.test.", "A", "192.0.2.2"),
+        rr("multi.example.test.", "A", "192.0.2.3", ttl=60),
+        rr("multi.example.test.", "A", "192.0.2.2"),  # a duplicate collapses
+        rr("d.example.test.", "DNAME", "elsewhere.test."),
+        rr(
+            "a.example.test.",
+            "RRSIG",
+            "A 13 3 300 20300101000000 20200101000000 1234 example.test. AAAA",
+        ),
+        rr(
+            "0p5ne0jkmjb2qi4d0hm3m0jt5mkrjdv0.example.test.",
+            "NSEC3",
+            "1 0 0 - 1AVPQ7DOBA9TRNP0SOLA2BRI5KSKPQ7I A",
+        ),
+        rr("\\000odd.example.test.", "A", "192.0.2.7"),
+        rr("\\001x.\\000odd.example.test.", "A", "192.0.2.8"),
+    ]
+    rows += [rr(f"h{i}.example.test.", "A", f"10.0.{i // 250}.{i % 250}") for i in range(600)]
+    return rows
+
+
+def test_axfr_snapshot_equals_the_builders() -> None:
+    rows = [rr(ORIGIN, "NS", "ns1.example.test."), *_varied_rows()]
+    # Several messages, so owners are compressed against earlier messages' offsets too.
+    messages = [render([soa(9), *rows[:300]])]
+    messages += [render(rows[i : i + 300], question=False) for i in range(300, len(rows), 300)]
+    messages.append(render([soa(9)], question=False))
+    built = assemble(messages).snapshot
+    builder = SnapshotBuilder(ZONE)
+    for owner, ttl, rtype, text in [soa(9), *rows]:
+        builder.add(*expected_record(owner.lower(), rtype, text, ttl))
+    expected = builder.build()
+    assert built is not None
+    assert dict(built.items()) == dict(expected.items())
+    assert (built.cuts, built.dnames, built.ents) == (expected.cuts, expected.dnames, expected.ents)
+    assert built.order == expected.order
+    assert (built.nsec3_hashes, built.nsec3_owners) == (
+        expected.nsec3_hashes,
+        expected.nsec3_owners,
+    )
+    assert built.record_count == expected.record_count
+    z = names.key_from_text("z.example.test.")
+    assert z in built.ents and names.key_from_text("y.z.example.test.") in built.ents
+    assert names.key_from_text("sub.example.test.") in built.cuts
+    # Canonical order (RFC 4034 6.1) from the cached-parent keys equals a direct sort.
+    direct = sorted(names.canonical_key(k) for k in built.owners())
+    assert built.order == direct
