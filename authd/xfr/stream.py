@@ -45,6 +45,7 @@ from authd.zone.snapshot import (
     Record,
     Snapshot,
     ZoneError,
+    build_compact,
     is_sig_type,
     parse_soa,
     sig_type,
@@ -838,7 +839,7 @@ class TransferAssembler:
         if self.kind is Kind.IXFR:
             self.snapshot = self._version
         else:
-            self.snapshot = self._build()
+            self.snapshot = build_compact(self._build)
 
     def incomplete_reason(self) -> str:
         if self.opening_soa is None:

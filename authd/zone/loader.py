@@ -40,6 +40,7 @@ from authd.zone.snapshot import (
     Snapshot,
     SnapshotBuilder,
     ZoneError,
+    build_compact,
     covered_type,
     sig_type,
 )
@@ -187,7 +188,7 @@ def _load(path: Path, origin: str, fast: bool) -> Snapshot:
     except UnicodeDecodeError as error:
         raise ZoneLoadError(f"{path}: not UTF-8 text: {error.reason}") from error
     try:
-        snapshot = builder.build()
+        snapshot = build_compact(builder.build)
     except ZoneError as error:
         raise ZoneLoadError(f"{path}: {error}") from error
     problems = check_structure(snapshot)

@@ -155,20 +155,7 @@ class FullHeader:
 
 def encode_full(snapshot: Snapshot, meta: VersionMeta, generation: int) -> tuple[bytes, bytes]:
     """(header, payload) of a full copy; written back to back."""
-    payload = marshal.dumps(
-        (
-            dict(snapshot.items()),
-            snapshot.order,
-            snapshot.ents,
-            snapshot.cuts,
-            snapshot.dnames,
-            snapshot.nsec3_hashes,
-            snapshot.nsec3_owners,
-            snapshot.record_count,
-            meta.to_tuple(),
-        ),
-        _MARSHAL_VERSION,
-    )
+    payload = marshal.dumps((*snapshot.fields(), meta.to_tuple()), _MARSHAL_VERSION)
     origin = snapshot.origin
     fixed = _FULL_FIXED.pack(
         FULL_MAGIC,
