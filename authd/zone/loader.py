@@ -157,7 +157,9 @@ def load_zone_file(path: Path, origin: str, *, fast: bool = True) -> Snapshot:
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _load(path, origin, fast)
+        # Compacted once _load has returned: its reader state (e.g. the line of every
+        # owner, for error messages) must be gone too, or the copy fills its arenas.
+        return build_compact(lambda: _load(path, origin, fast))
     finally:
         if collecting:
             gc.enable()
@@ -188,7 +190,7 @@ def _load(path: Path, origin: str, fast: bool) -> Snapshot:
     except UnicodeDecodeError as error:
         raise ZoneLoadError(f"{path}: not UTF-8 text: {error.reason}") from error
     try:
-        snapshot = build_compact(builder.build)
+        snapshot = builder.build()
     except ZoneError as error:
         raise ZoneLoadError(f"{path}: {error}") from error
     problems = check_structure(snapshot)
