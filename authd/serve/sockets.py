@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import sys
 
@@ -60,6 +61,28 @@ def tcp_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def udp_tcp_pair(
+    host: str, port: int, reuse_port: bool = False, attempts: int = 8
+) -> tuple[socket.socket, socket.socket]:
+    """A bound UDP socket and a listening TCP socket on the same port of host.
+
+    Port 0: the kernel picks a free UDP port; when TCP cannot have that port too, try again
+    with another one (a few times) rather than fail on a coincidence.
+    """
+    for attempt in range(attempts):
+        udp = udp_socket(host, port, reuse_port)
+        try:
+            return udp, tcp_socket(host, int(udp.getsockname()[1]), reuse_port)
+        except OSError as exc:
+            udp.close()
+            if port != 0 or exc.errno != errno.EADDRINUSE or attempt == attempts - 1:
+                raise
+        except BaseException:
+            udp.close()
+            raise
+    raise AssertionError("unreachable")
 
 
 def client_address(client: object) -> tuple[str, int]:
