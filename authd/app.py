@@ -34,7 +34,7 @@ from authd.xfr.timers import ForceRefresh, ForceRetransfer, NotifyReceived
 from authd.zone import names
 from authd.zone.journal import VersionMeta
 from authd.zone.loader import ZoneLoadError, load_zone_file
-from authd.zone.snapshot import Snapshot
+from authd.zone.snapshot import COMPACT_FROM_RECORDS, Snapshot
 from authd.zone.store import LoadedZone, Store, StoreError, Unusable
 from authd.zone.text import master_file_lines
 from authd.zone.verify import ValidationPool, verify
@@ -117,6 +117,11 @@ class ZoneRuntime:
         )
 
 
+# Versions at least this large are compacted in the main process (snapshot.build_compact);
+# the workers are re-forked from it after such a version replaced a zone.
+RECYCLE_FROM_RECORDS = COMPACT_FROM_RECORDS
+
+
 class App:
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
@@ -133,6 +138,9 @@ class App:
         self.stopping = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self.last_file_publish: int | None = None  # update sequence of the last file load
+        self._recycle_wanted = 0  # update sequence after which the workers should be re-forked
+        self._recycle_task: asyncio.Task[None] | None = None
+        self.recycles = 0
 
     # -- zones ------------------------------------------------------------------------
 
@@ -155,6 +163,9 @@ class App:
         seq = None
         if self.pool is not None and message is not None:
             seq = self.pool.broadcast(message)
+            full = isinstance(message, updates.LoadStored | updates.LoadFile)
+            if full and snapshot.record_count >= RECYCLE_FROM_RECORDS:
+                self._recycle_workers_after(seq)
         origin = meta.primary or str(runtime.config.file or "the store")
         log.info(
             "zone %s: serving serial %d (%s) from %s via %s, %d records",
@@ -166,6 +177,32 @@ class App:
             snapshot.record_count,
         )
         return seq
+
+    def _recycle_workers_after(self, seq: int) -> None:
+        """Once every worker has update `seq` (a large full version), re-fork them all.
+
+        Each worker decoded (or parsed) that version into a private copy; a fresh fork
+        shares the main process's compact copy instead. A burst of updates gives one pass.
+        """
+        self._recycle_wanted = max(self._recycle_wanted, seq)
+        if self._recycle_task is None or self._recycle_task.done():
+            self._recycle_task = asyncio.get_running_loop().create_task(self._recycle_workers())
+
+    async def _recycle_workers(self) -> None:
+        pool = self.pool
+        assert pool is not None
+        done = 0
+        while done < self._recycle_wanted and not self.stopping.is_set():
+            target = self._recycle_wanted
+            if not await pool.wait_applied(target, timeout=60.0):
+                log.warning("workers not re-forked: update %d not confirmed by all", target)
+                return
+            if not await pool.recycle():
+                log.warning("workers not re-forked; they keep their own copies of the zones")
+                return
+            done = target
+            self.recycles += 1
+            log.info("workers re-forked to share the zones' memory (after update %d)", target)
 
     def add_zone(self, config: ZoneConfig) -> ZoneRuntime:
         runtime = ZoneRuntime(config)
@@ -491,6 +528,10 @@ class App:
                 await runtime.secondary.stop()
         if self.validation is not None:
             self.validation.close()
+        if self._recycle_task is not None:
+            self._recycle_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recycle_task
         if self.pool is not None:
             await self.pool.stop(timeout=3.0)
         if self.control is not None:

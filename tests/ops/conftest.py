@@ -29,14 +29,14 @@ VENV_BIN = Path(sys.executable).parent
 START_TIMEOUT = 20.0
 
 
-def make_config(dns_port: int, metrics_port: int) -> str:
+def make_config(dns_port: int, metrics_port: int, workers: int = 1) -> str:
     """The repo's authd.toml, pointed at the given ports and at paths inside its directory."""
     text = (REPO / "authd.toml").read_text()
     text = re.sub(r"@5300\b", f"@{dns_port}", text)
     text = re.sub(r"@9853\b", f"@{metrics_port}", text)
     text = re.sub(r'(?m)^state-dir = "[^"]*"', 'state-dir = "state"', text)
     text = re.sub(r'(?m)^control-socket = "[^"]*"', 'control-socket = "authd.sock"', text)
-    text = re.sub(r"(?m)^workers = \d+", "workers = 1", text)
+    text = re.sub(r"(?m)^workers = \d+", f"workers = {workers}", text)
     return text
 
 
@@ -78,13 +78,18 @@ class LiveServer:
         )
 
 
-def start_server(directory: Path) -> LiveServer:
-    """Copy the example zone and config into `directory` and start `authd serve` there."""
+def start_server(directory: Path, *, workers: int = 1, zone_text: str | None = None) -> LiveServer:
+    """Put the example zone (or `zone_text` in its place) and the config into `directory`
+    and start `authd serve` there."""
     (directory / "zones").mkdir(parents=True, exist_ok=True)
-    shutil.copy(EXAMPLE_ZONE, directory / "zones" / EXAMPLE_ZONE.name)
+    zone_file = directory / "zones" / EXAMPLE_ZONE.name
+    if zone_text is None:
+        shutil.copy(EXAMPLE_ZONE, zone_file)
+    else:
+        zone_file.write_text(zone_text)
     dns_port, metrics_port = free_port(), free_port()
     config = directory / "authd.toml"
-    config.write_text(make_config(dns_port, metrics_port))
+    config.write_text(make_config(dns_port, metrics_port, workers))
     log = directory / "authd.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
