@@ -9,7 +9,8 @@ copy-on-write view of the zone) count once in all, not once per process.
 of (owner dict, blobs, canonical order, ENT set), and a prototype of a flatter canonical order
 with its measured gain.
 
-    python -m bench.measure_memory --records 1000000 --workers 1 2 [--breakdown] [--json]
+    python -m bench.measure_memory --records 1000000 --workers 1 2 [--from-store]
+        [--after-axfr] [--breakdown] [--json]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import gc
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -139,6 +141,40 @@ def snapshot_breakdown(zone_file: Path, origin: str) -> dict[str, int]:
     return parts
 
 
+def measure_authd_after_axfr(
+    zone_file: Path, origin: str, workers: int, workdir: Path, timeout: float
+) -> dict[str, float]:
+    """authd as a secondary right after its first AXFR of the zone from a knotd primary
+    (the version each worker received while serving, then the re-fork of the workers)."""
+    from tests.interop.primaries import AuthdSecondary, SecondaryZone, knot_primary, wait_for
+
+    knotd = peers.find_program("knot")
+    knotc = shutil.which("knotc") or shutil.which("knotc", path="/usr/sbin:/usr/local/sbin")
+    if knotd is None or knotc is None:
+        raise RuntimeError("knotd/knotc: program not found (apt-get install knot)")
+    zone = origin.rstrip(".")
+    primary = knot_primary(knotd, knotc, workdir / f"primary-{workers}", {zone: zone_file})
+    settings: dict[str, str | int] = {"max-records": 20_000_000}
+    authd = AuthdSecondary(
+        workdir / f"axfr-{workers}", [SecondaryZone(zone, [primary.address], settings)]
+    )
+    authd.workers = workers
+    try:
+        started = time.perf_counter()
+        authd.start()
+        authd.refresh(zone)
+        if not wait_for(lambda: authd.serial(zone) is not None, timeout, 0.05):
+            raise RuntimeError(f"authd did not load {zone} by AXFR within {timeout:.0f} s")
+        ready = time.perf_counter() - started
+        time.sleep(3.0)  # the workers are re-forked once every one has the version
+        assert authd.process is not None
+        total, processes = tree_pss(authd.process.pid)
+    finally:
+        authd.stop()
+        primary.stop()
+    return {"pss_bytes": total, "processes": processes, "ready_seconds": ready}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench memory", description=__doc__.split("\n\n")[0]
@@ -152,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--breakdown", action="store_true")
     parser.add_argument(
         "--from-store", action="store_true", help="also authd serving a stored full copy"
+    )
+    parser.add_argument(
+        "--after-axfr", action="store_true", help="also authd after an AXFR from knotd"
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -168,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
             result[f"authd_workers_{workers}"] = measured
             if args.from_store:
                 result[f"authd_from_store_workers_{workers}"] = measure_authd_from_store(
+                    zone_file, args.origin, workers, workdir, args.timeout
+                )
+            if args.after_axfr:
+                result[f"authd_after_axfr_workers_{workers}"] = measure_authd_after_axfr(
                     zone_file, args.origin, workers, workdir, args.timeout
                 )
         if not args.no_knot:

@@ -285,6 +285,7 @@ class AuthdSecondary:
     process: subprocess.Popen[bytes] | None = None
     generation: int = 0
     started_at: float = 0.0
+    workers: int = 1
 
     @property
     def address(self) -> tuple[str, int]:
@@ -310,7 +311,7 @@ class AuthdSecondary:
                 remotes.setdefault(address, f"p{len(remotes)}")
         text = f"""[server]
 listen = ["{HOST}@{self.port}"]
-workers = 1
+workers = {self.workers}
 state-dir = "{self.workdir}/state"
 control-socket = "{self.socket}"
 metrics = "{HOST}@{self.metrics_port}"
