@@ -387,7 +387,13 @@ def build_compact(build: Callable[[], Snapshot]) -> Snapshot:
 
 
 def _thaw(origin: bytes, data: bytes) -> Snapshot:
-    blobs, order, ents, cuts, dnames, hashes, owners, count = marshal.loads(data)
+    fields: SnapshotFields = marshal.loads(data)
+    return snapshot_from_fields(origin, fields)
+
+
+def snapshot_from_fields(origin: bytes, fields: SnapshotFields) -> Snapshot:
+    """The inverse of Snapshot.fields()."""
+    blobs, order, ents, cuts, dnames, hashes, owners, count = fields
     return Snapshot(
         origin,
         blobs,

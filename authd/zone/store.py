@@ -43,7 +43,7 @@ from pathlib import Path
 
 from authd.zone import journal, names, timerstore
 from authd.zone.journal import VersionMeta
-from authd.zone.snapshot import Record, Snapshot, ZoneError
+from authd.zone.snapshot import Record, Snapshot, ZoneError, snapshot_from_fields
 from authd.zone.timerstore import TimerValue
 
 __all__ = [
@@ -223,16 +223,8 @@ def decode_full(
     ):
         raise FullCopyError("payload fields have the wrong types")
     try:
-        snapshot = Snapshot(
-            origin,
-            blobs,
-            cuts=cuts,
-            dnames=dnames,
-            ents=ents,
-            order=order,
-            nsec3_hashes=hashes,
-            nsec3_owners=owners,
-            record_count=count,
+        snapshot = snapshot_from_fields(
+            origin, (blobs, order, ents, cuts, dnames, hashes, owners, count)
         )
         version_meta = VersionMeta.from_tuple(meta)
     except (ZoneError, ValueError) as exc:

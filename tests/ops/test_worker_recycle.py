@@ -14,21 +14,10 @@ import dns.query
 import dns.rcode
 
 from authd.app import RECYCLE_FROM_RECORDS
+from bench.zonegen import zone_text
 from tests.ops.conftest import start_server, stop_server
 
 ORIGIN = "example.test"
-
-
-def big_zone(serial: int, records: int) -> str:
-    lines = [
-        f"$ORIGIN {ORIGIN}.",
-        "$TTL 300",
-        f"@ SOA ns1 hostmaster {serial} 3600 900 1209600 300",
-        "@ NS ns1",
-        "ns1 A 192.0.2.53",
-    ]
-    lines += [f"h{i} A 10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(records)]
-    return "\n".join(lines) + "\n"
 
 
 def worker_pids(main_pid: int) -> set[int]:
@@ -53,12 +42,12 @@ def serial_over(port: int, tcp: bool) -> int:
 
 
 def test_a_large_new_version_re_forks_every_worker(tmp_path: Path) -> None:
-    records = RECYCLE_FROM_RECORDS + 100
-    server = start_server(tmp_path / "big", workers=2, zone_text=big_zone(1, records))
+    names = RECYCLE_FROM_RECORDS  # each name holds one to four records
+    server = start_server(tmp_path / "big", workers=2, zone_text=zone_text(ORIGIN, names, 1))
     try:
         before = worker_pids(server.process.pid)
         assert len(before) == 2
-        server.zone_file.write_text(big_zone(2, records))
+        server.zone_file.write_text(zone_text(ORIGIN, names, 2))
         assert server.authd("zone", "refresh", ORIGIN).returncode == 0
         deadline = time.monotonic() + 30
         after = before
