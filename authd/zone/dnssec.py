@@ -42,6 +42,7 @@ from authd.zone.snapshot import (
     NSEC3PARAM,
     RRSIG,
     Node,
+    Nsec3Params,
     Snapshot,
     is_sig_type,
     sig_type,
@@ -281,15 +282,25 @@ class ZoneValidator:
         return self._run(lambda apex: self._walk_zone())
 
     def validate_owners(self, owners: Iterable[bytes]) -> Report:
-        """Check the signatures and the chain around the given owners only (IXFR)."""
+        """Check the signatures and the chain around the given owners only (IXFR).
+
+        Sound only against a previous version that passed, and only when
+        verify.needs_full_check() said so: the keys, ZONEMD and NSEC3PARAM are
+        unchanged and, for NSEC3, every changed NSEC3 is judged here (nsec3_diff_is_local).
+        """
+        touched = list(owners)
 
         def around_owners(apex: Node) -> None:
-            self._require_denial(apex)
-            selected = self._with_uncovered_descendants(owners)
+            nsec3 = self._require_denial(apex)
+            selected = self._with_uncovered_descendants(touched)
             # The full walk's order: every signature first, then the chain.
-            for owner in selected:
-                self._check_owner_signatures(owner)
-            if self.snap.nsec3_params is None:
+            for count, owner in enumerate(selected, 1):
+                self._check_owner_signatures(owner, nsec3)
+                if count % 1024 == 0:
+                    self._check_deadline()
+            if nsec3:
+                self._check_nsec3_around(touched)
+            else:
                 for owner in selected:
                     self._check_owner_nsec(owner)
 
@@ -568,13 +579,12 @@ class ZoneValidator:
                 parts.append("lists absent " + " ".join(_type_text(t) for t in extra))
             self._error(owner, rtype, "nsec-bitmap", "type bitmap " + ", ".join(parts))
 
-    def _check_nsec3_chain(self, authoritative: list[tuple[bytes, Node]]) -> None:
-        snap = self.snap
-        origin = snap.origin
-        params = snap.nsec3_params
+    def _nsec3_params_checked(self) -> Nsec3Params:
+        """The zone's NSEC3 parameters, or an error when they are unusable or over budget."""
+        origin = self.snap.origin
+        params = self.snap.nsec3_params
         if params is None:
             self._error(origin, NSEC3PARAM, "nsec3-params", "no usable NSEC3PARAM at the apex")
-        assert params is not None
         if params.iterations > self.budget.max_nsec3_iterations:
             self._error(
                 origin,
@@ -587,6 +597,40 @@ class ZoneValidator:
             self._error(
                 origin, NSEC3PARAM, "nsec3-params", f"NSEC3 hash algorithm {params.algorithm}"
             )
+        return params
+
+    def _check_nsec3_record(self, index: int, params: Nsec3Params) -> tuple[bytes, int, bytes]:
+        """One NSEC3 of the hash order: single, same parameters, linked to the next one.
+
+        Returns its owner, flags and type bitmap.
+        """
+        snap = self.snap
+        hashes = snap.nsec3_hashes
+        owner = snap.nsec3_owners[index]
+        node = snap.node(owner) or {}
+        rdatas = node[NSEC3][1]
+        if len(rdatas) != 1:
+            self._error(owner, NSEC3, "nsec3-chain", "more than one NSEC3 at this name")
+        rdata = rdatas[0]
+        fields = _nsec3_fields(rdata)
+        if fields is None:
+            self._error(owner, NSEC3, "nsec3-malformed", "the NSEC3 rdata is malformed")
+        algorithm, flags, iterations, salt, next_hash, bitmap = fields
+        if (algorithm, iterations, salt) != (params.algorithm, params.iterations, params.salt):
+            self._error(owner, NSEC3, "nsec3-params", "NSEC3 parameters differ from NSEC3PARAM")
+        if next_hash != hashes[(index + 1) % len(hashes)]:
+            self._error(
+                owner,
+                NSEC3,
+                "nsec3-chain",
+                "next hashed owner is not the following NSEC3 in hash order",
+            )
+        return owner, flags, bitmap
+
+    def _check_nsec3_chain(self, authoritative: list[tuple[bytes, Node]]) -> None:
+        snap = self.snap
+        origin = snap.origin
+        params = self._nsec3_params_checked()
         # What must be in the chain: every authoritative name except insecure
         # delegations under opt-out, plus the empty non-terminals above them.
         expected: dict[bytes, tuple[bytes, set[int]]] = {}
@@ -610,29 +654,8 @@ class ZoneValidator:
         hashes = snap.nsec3_hashes
         opt_out_seen = False
         for index, hashed in enumerate(hashes):
-            owner = snap.nsec3_owners[index]
-            node = snap.node(owner) or {}
-            rdatas = node[NSEC3][1]
-            if len(rdatas) != 1:
-                self._error(owner, NSEC3, "nsec3-chain", "more than one NSEC3 at this name")
-            rdata = rdatas[0]
-            algorithm, flags, iterations, salt_len = struct.unpack_from(">BBHB", rdata)
-            salt = rdata[5 : 5 + salt_len]
-            if (algorithm, iterations, salt) != (params.algorithm, params.iterations, params.salt):
-                self._error(owner, NSEC3, "nsec3-params", "NSEC3 parameters differ from NSEC3PARAM")
+            owner, flags, bitmap = self._check_nsec3_record(index, params)
             opt_out_seen |= bool(flags & 1)
-            pos = 5 + salt_len
-            hash_len = rdata[pos]
-            next_hash = rdata[pos + 1 : pos + 1 + hash_len]
-            bitmap = rdata[pos + 1 + hash_len :]
-            want_next = hashes[(index + 1) % len(hashes)]
-            if next_hash != want_next:
-                self._error(
-                    owner,
-                    NSEC3,
-                    "nsec3-chain",
-                    "next hashed owner is not the following NSEC3 in hash order",
-                )
             if hashed in expected:
                 original, types = expected.pop(hashed)
                 self._check_bitmap(owner, NSEC3, bitmap, types)
@@ -658,6 +681,61 @@ class ZoneValidator:
                     "an insecure delegation lacks NSEC3 (no opt-out)",
                 )
 
+    def _check_nsec3_around(self, touched: list[bytes]) -> None:
+        """The NSEC3 chain where an IXFR can have changed it; the rest is the previous
+        version's, which passed.
+
+        Checked, in the full walk's order: every NSEC3 whose hash is that of an affected
+        name (nsec3_scope) or of a touched owner's label, with the NSEC3 before it (whose
+        link the change may break), then the affected names whose NSEC3 is missing.
+        """
+        snap = self.snap
+        params = self._nsec3_params_checked()
+        scope = nsec3_scope(snap, touched, params)
+        self._check_deadline()
+        hashes = snap.nsec3_hashes
+        indexes: set[int] = set()
+        present: set[bytes] = set()
+        labelled = (h for h in map(nsec3_label_hash, touched) if h is not None)
+        for hashed in (*scope, *labelled):
+            if not hashes:
+                break
+            pos = bisect.bisect_left(hashes, hashed)
+            if pos < len(hashes) and hashes[pos] == hashed:
+                indexes.add(pos)
+                present.add(hashed)
+            indexes.add((pos - 1) % len(hashes))
+        opt_out_seen = False
+        for index in sorted(indexes):
+            owner, flags, bitmap = self._check_nsec3_record(index, params)
+            opt_out_seen |= bool(flags & 1)
+            entry = scope.get(hashes[index])
+            if entry is None:
+                continue  # a name the diff did not affect: as in the previous version
+            if entry.kind == EXPECTED:
+                self._check_bitmap(owner, NSEC3, bitmap, set(entry.types))
+            elif entry.kind == ABSENT:
+                self._error(owner, NSEC3, "nsec3-orphan", "this NSEC3 matches no name of the zone")
+        optional_missing = False
+        for hashed, entry in scope.items():
+            if hashed in present:
+                continue
+            if entry.kind == EXPECTED:
+                self._error(
+                    entry.name,
+                    NSEC3,
+                    "nsec3-missing",
+                    f"no NSEC3 for this name (hash {_b32(hashed)})",
+                )
+            optional_missing |= entry.kind == OPTIONAL
+        if optional_missing and not opt_out_seen and not any_opt_out(snap):
+            self._error(
+                snap.origin,
+                NSEC3,
+                "nsec3-missing",
+                "an insecure delegation lacks NSEC3 (no opt-out)",
+            )
+
     def _with_uncovered_descendants(self, owners: Iterable[bytes]) -> list[bytes]:
         """The touched owners, plus the names below any touched non-apex owner, sorted.
 
@@ -676,11 +754,14 @@ class ZoneValidator:
                 index += 1
         return [selected[c] for c in sorted(selected)]
 
-    def _check_owner_signatures(self, owner: bytes) -> None:
+    def _check_owner_signatures(self, owner: bytes, nsec3: bool) -> None:
         snap = self.snap
         node = snap.node(owner)
-        if node is not None and not self._is_occluded(owner):
-            self._check_signatures(owner, node, owner in snap.cuts)
+        if node is None or self._is_occluded(owner):
+            return
+        # As in the full walk: an NSEC3 owner's RRsets are all checked, NS included.
+        nsec3_owner = nsec3 and NSEC3 in node and names.parent(owner) == snap.origin
+        self._check_signatures(owner, node, owner in snap.cuts and not nsec3_owner)
 
     def _check_owner_nsec(self, owner: bytes) -> None:
         """The NSECs at the owner's predecessor and at the owner (if authoritative) link up."""
@@ -711,11 +792,7 @@ class ZoneValidator:
             self._check_bitmap(name, NSEC, rdata[next_len:], _types_present(current))
 
     def _is_occluded(self, owner: bytes) -> bool:
-        snap = self.snap
-        for ancestor in names.ancestors(owner, snap.origin):
-            if ancestor in snap.cuts or ancestor in snap.dnames:
-                return True
-        return False
+        return is_occluded(self.snap, owner)
 
     def _authoritative_predecessor(self, owner: bytes) -> bytes | None:
         order = self.snap.order
@@ -814,6 +891,193 @@ def nsec3_hash(owner: bytes, salt: bytes, iterations: int) -> bytes:
     for _ in range(iterations):
         digest = hashlib.sha1(digest + salt).digest()
     return digest
+
+
+def _nsec3_fields(rdata: bytes) -> tuple[int, int, int, bytes, bytes, bytes] | None:
+    """RFC 5155 3.2: algorithm, flags, iterations, salt, next hashed owner, type bitmap."""
+    if len(rdata) < 5:
+        return None
+    algorithm, flags, iterations, salt_len = struct.unpack_from(">BBHB", rdata)
+    pos = 5 + salt_len
+    if pos >= len(rdata) or pos + 1 + rdata[pos] > len(rdata):
+        return None
+    hash_len = rdata[pos]
+    salt = rdata[5:pos]
+    return (
+        algorithm,
+        flags,
+        iterations,
+        salt,
+        rdata[pos + 1 : pos + 1 + hash_len],
+        rdata[pos + 1 + hash_len :],
+    )
+
+
+def nsec3_label_hash(owner: bytes) -> bytes | None:
+    """The raw hash an NSEC3 owner's first label spells (as the snapshot indexes it)."""
+    if not owner[0]:
+        return None
+    label = owner[1 : 1 + owner[0]]
+    try:
+        return base64.b32hexdecode(label.upper() + b"=" * (-len(label) % 8))
+    except ValueError:
+        return None
+
+
+def is_occluded(snap: Snapshot, owner: bytes) -> bool:
+    """Below a zone cut or a non-apex DNAME: glue or occluded data, neither signed nor chained."""
+    for ancestor in names.ancestors(owner, snap.origin):
+        if ancestor in snap.cuts or ancestor in snap.dnames:
+            return True
+    return False
+
+
+# What the NSEC3 chain must hold for one name (the full walk's rules, name by name):
+EXPECTED = 2  # an NSEC3 whose bitmap lists the name's types
+OPTIONAL = 1  # an insecure delegation, or an empty non-terminal with none below it: may
+# lack an NSEC3 when the zone uses opt-out; its NSEC3's bitmap is not checked
+ABSENT = 0  # no name (glue, occluded, an NSEC3 owner, gone): an NSEC3 for it is an orphan
+
+
+@dataclass(frozen=True, slots=True)
+class ChainEntry:
+    name: bytes
+    kind: int
+    types: frozenset[int] = frozenset()
+
+
+def _subtree_end(order: list[bytes], canonical: bytes) -> int:
+    """Index in `order` just past the names below `canonical` (whose keys extend it)."""
+    return bisect.bisect_left(
+        order, canonical[:-1] + b"\x01", bisect.bisect_right(order, canonical)
+    )
+
+
+def _has_secure_descendant(snap: Snapshot, name: bytes) -> bool:
+    """Some name below `name` is in the chain: it has data and is not an insecure cut."""
+    order = snap.order
+    canonical = names.canonical_key(name)
+    index = bisect.bisect_right(order, canonical)
+    end = _subtree_end(order, canonical)
+    while index < end:
+        key = names.key_from_canonical(order[index])
+        if key not in snap.cuts or DS in (snap.node(key) or {}):
+            return True
+        index = _subtree_end(order, order[index])  # an insecure cut hides what is below
+    return False
+
+
+def chain_entry(snap: Snapshot, name: bytes) -> ChainEntry:
+    """What the NSEC3 chain of `snap` must hold for `name`."""
+    node = snap.node(name)
+    if node is None:
+        if name not in snap.ents:
+            return ChainEntry(name, ABSENT)
+        if not is_occluded(snap, name) and _has_secure_descendant(snap, name):
+            return ChainEntry(name, EXPECTED)
+        return ChainEntry(name, OPTIONAL)
+    if is_occluded(snap, name) or (NSEC3 in node and names.parent(name) == snap.origin):
+        return ChainEntry(name, ABSENT)
+    if name in snap.cuts and DS not in node:
+        return ChainEntry(name, OPTIONAL)
+    return ChainEntry(name, EXPECTED, frozenset(_types_present(node) - {NSEC3}))
+
+
+def _affected_names(snap: Snapshot, touched: Iterable[bytes]) -> list[bytes]:
+    """Names whose place in the NSEC3 chain an IXFR touching `touched` can change.
+
+    A touched owner (its types, cut or DNAME); the empty non-terminals above it (made,
+    removed, or left with only insecure delegations below); and, not knowing whether it
+    became or stopped being a cut or DNAME, every name below it and the empty
+    non-terminals between.
+    """
+    origin = snap.origin
+    order = snap.order
+    selected: dict[bytes, None] = {}
+
+    def add_with_ancestors(owner: bytes, stop: bytes) -> None:
+        selected[owner] = None
+        for ancestor in names.ancestors(owner, stop):
+            if not snap.has_data(ancestor):
+                selected[ancestor] = None
+
+    for owner in touched:
+        add_with_ancestors(owner, origin)
+        if owner == origin:
+            continue
+        canonical = names.canonical_key(owner)
+        index = bisect.bisect_right(order, canonical)
+        end = _subtree_end(order, canonical)
+        while index < end:
+            add_with_ancestors(names.key_from_canonical(order[index]), owner)
+            index += 1
+    return list(selected)
+
+
+def nsec3_scope(
+    snap: Snapshot, touched: Iterable[bytes], params: Nsec3Params
+) -> dict[bytes, ChainEntry]:
+    """Hash -> what the chain must hold there, for every name the IXFR can have affected."""
+    scope: dict[bytes, ChainEntry] = {}
+    for name in sorted(_affected_names(snap, touched), key=names.canonical_key):
+        scope[nsec3_hash(name, params.salt, params.iterations)] = chain_entry(snap, name)
+    return scope
+
+
+def _nsec3_rdatas(snap: Snapshot, owner: bytes) -> tuple[bytes, ...]:
+    entry = (snap.node(owner) or {}).get(NSEC3)
+    return entry[1] if entry else ()
+
+
+def _opt_out(rdatas: tuple[bytes, ...]) -> bool:
+    return any(len(r) > 1 and r[1] & 1 for r in rdatas)
+
+
+def _same_types(before: tuple[bytes, ...], after: tuple[bytes, ...]) -> bool:
+    """One NSEC3 before and after, listing the same types: it still fits its name, and
+    its link, parameters and signature are checked where it stands. (A changed opt-out
+    flag matters only to the whole zone: see nsec3_diff_is_local.)"""
+    if len(before) != 1 or len(after) != 1:
+        return False
+    old, new = _nsec3_fields(before[0]), _nsec3_fields(after[0])
+    return old is not None and new is not None and _bitmap_types(old[5]) == _bitmap_types(new[5])
+
+
+def any_opt_out(snap: Snapshot) -> bool:
+    """Some NSEC3 of the zone has the opt-out flag (a scan that stops at the first)."""
+    return any(_opt_out(_nsec3_rdatas(snap, owner)) for owner in snap.nsec3_owners)
+
+
+def nsec3_diff_is_local(previous: Snapshot, snapshot: Snapshot, touched: Iterable[bytes]) -> bool:
+    """Whether validate_owners() can judge the NSEC3 chain of an IXFR from `previous`.
+
+    It can when the parameters are unchanged and every changed NSEC3 either sits at the
+    hash of a name the diff affected (judged against that name) or keeps its type bitmap
+    (only its link, flags or signature changed: checked where it stands). An NSEC3
+    added, removed or rewritten elsewhere belongs to a name whose types are not at hand,
+    and a diff that clears the zone's last opt-out flag needs every insecure delegation
+    checked: both take the full pass, as do iterations above the default cap (hashing
+    is the cost).
+    """
+    params = snapshot.nsec3_params
+    if params is None or params != previous.nsec3_params:
+        return False
+    if params.algorithm != 1 or params.iterations > Budget.max_nsec3_iterations:
+        return False
+    touched = list(touched)
+    scope = nsec3_scope(snapshot, touched, params)
+    lost_opt_out = False
+    for owner in touched:
+        hashed = nsec3_label_hash(owner)
+        if hashed is None:
+            continue
+        before, after = _nsec3_rdatas(previous, owner), _nsec3_rdatas(snapshot, owner)
+        if before == after:
+            continue
+        lost_opt_out |= _opt_out(before) and not _opt_out(after)
+        if hashed not in scope and not _same_types(before, after):
+            return False
+    return not lost_opt_out or any_opt_out(snapshot)
 
 
 def _b32(raw: bytes) -> str:

@@ -7,7 +7,8 @@ a Verdict value; nothing here stores or publishes.
 Full verification of a large zone is CPU-heavy, so it runs in a separate process at
 lowered priority (ValidationPool), handed the candidate as a file in the store's format
 rather than pickled. An IXFR is verified incrementally in the caller's process: only the
-owners the diff touches, their signatures and the chain links around them.
+owners the diff touches, their signatures and the chain links around them (NSEC, or NSEC3
+through the hash order), unless needs_full_check() says the change reaches further.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from authd.zone import checks, names
-from authd.zone.dnssec import Anchor, Budget, Report, ZoneValidator, zonemd_digest
+from authd.zone.dnssec import (
+    Anchor,
+    Budget,
+    Report,
+    ZoneValidator,
+    nsec3_diff_is_local,
+    zonemd_digest,
+)
 from authd.zone.snapshot import (
     CNAME,
     DNAME,
@@ -36,7 +44,7 @@ from authd.zone.snapshot import (
     unpack_node,
 )
 
-DS_TYPE, DNSKEY_TYPE, ZONEMD_TYPE = 43, 48, 63
+DS_TYPE, DNSKEY_TYPE, NSEC3PARAM_TYPE, ZONEMD_TYPE = 43, 48, 51, 63
 
 
 @dataclass(frozen=True)
@@ -316,26 +324,31 @@ def touched_owners(steps: Iterable[tuple[Sequence[Record], Sequence[Record]]]) -
 def needs_full_check(
     snapshot: Snapshot, touched: Iterable[bytes], previous: Snapshot | None = None
 ) -> bool:
-    """An IXFR that changes the keys, ZONEMD or an NSEC3 zone is re-verified whole.
+    """Whether an IXFR must be re-verified whole rather than around its touched owners.
 
-    Key changes reach every signature; ZONEMD covers the whole zone anyway; the NSEC3
-    chain links cannot be checked from the touched owners alone. Every IXFR touches the
-    apex (its SOA), so with the `previous` version at hand only a change of the apex
-    DNSKEY or ZONEMD RRset forces the full pass; without it, any signed apex does.
+    Key changes reach every signature; ZONEMD covers the whole zone anyway; a change of
+    NSEC3PARAM rehashes the whole chain. Every IXFR touches the apex (its SOA), so with
+    the `previous` version at hand only a change of the apex DNSKEY, ZONEMD or NSEC3PARAM
+    RRset forces the full pass, or, for NSEC3, a changed NSEC3 that the touched owners
+    cannot account for (dnssec.nsec3_diff_is_local). Without it, any signed apex does,
+    and so does any NSEC3 zone.
     """
-    if snapshot.nsec3_params is not None:
-        return True
+    touched = list(touched)
     origin = snapshot.origin
-    if origin not in touched:
-        return False
     apex = snapshot.node(origin) or {}
+    nsec3 = snapshot.nsec3_params is not None or NSEC3PARAM_TYPE in apex
     if previous is None:
-        return DNSKEY_TYPE in apex or ZONEMD_TYPE in apex
-    before = previous.node(origin) or {}
-    return any(
-        apex.get(rtype, (0, ()))[1] != before.get(rtype, (0, ()))[1]
-        for rtype in (DNSKEY_TYPE, ZONEMD_TYPE)
-    ) or (ZONEMD_TYPE in apex)
+        if nsec3:
+            return True
+        return origin in touched and (DNSKEY_TYPE in apex or ZONEMD_TYPE in apex)
+    if origin in touched:
+        before = previous.node(origin) or {}
+        if ZONEMD_TYPE in apex or any(
+            apex.get(rtype, (0, ()))[1] != before.get(rtype, (0, ()))[1]
+            for rtype in (DNSKEY_TYPE, ZONEMD_TYPE, NSEC3PARAM_TYPE)
+        ):
+            return True
+    return nsec3 and DNSKEY_TYPE in apex and not nsec3_diff_is_local(previous, snapshot, touched)
 
 
 # -- the pool (the I/O edge) ---------------------------------------------------------------
