@@ -55,9 +55,7 @@ class Problem:
 
 
 def _subject(owner: bytes, rtype: int | None) -> str:
-    text = names.to_text(owner)
-    if text != ".":
-        text = text.rstrip(".")
+    text = names.display(owner)
     if rtype is None:
         return text
     return f"{text}/{dns.rdatatype.to_text(dns.rdatatype.RdataType.make(rtype))}"

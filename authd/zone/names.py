@@ -42,6 +42,12 @@ def to_text(key: bytes) -> str:
     return to_name(key).to_text()
 
 
+def display(key: bytes) -> str:
+    """The name as messages show it: no trailing dot ("www.example.com"), the root "."."""
+    text = to_text(key)
+    return text if text == "." else text.rstrip(".")
+
+
 def labels(key: bytes) -> list[bytes]:
     """The labels of a key, leftmost first, without the root label."""
     out: list[bytes] = []
