@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import functools
 import hashlib
 import struct
 import time
@@ -50,6 +51,8 @@ from authd.zone.snapshot import (
 
 ZONEMD = 63
 DNAME = 39
+_SIG_KEYS = sig_type(0)  # node keys from here on hold RRSIGs (sig_type(covered))
+_RRSIG_TIMES = struct.Struct(">IIIH")  # original TTL, expiration, inception, key tag
 SUPPORTED_ALGORITHMS = frozenset({5, 7, 8, 10, 13, 14, 15, 16})
 DEPRECATED_ALGORITHMS = frozenset({5, 7})  # SHA-1: validated, with a warning
 
@@ -204,14 +207,6 @@ def _public_key(dnskey: bytes) -> Verifier | None:
     except (ValueError, IndexError, struct.error):
         return lambda signature, data: False  # a malformed key verifies nothing
     return None
-
-
-def _serial_time(value: int, now: int) -> int:
-    """RFC 4034 3.1.5: a 32-bit time read as the instant closest to now."""
-    delta = (value - now) & 0xFFFFFFFF
-    if delta >= 1 << 31:
-        delta -= 1 << 32
-    return now + delta
 
 
 def _type_text(rtype: int) -> str:
@@ -402,11 +397,13 @@ class ZoneValidator:
         rdatas: tuple[bytes, ...],
         sigs: tuple[bytes, ...],
         only_keys: set[tuple[int, int]] | None = None,
+        owner_labels: int = -1,
     ) -> bool:
         """Verify the RRSIGs over one RRset. True if one by `only_keys` (if given) holds.
 
         Records an error when none verifies; a signature by a known key that fails
         the cryptographic check is corruption and is an error even beside a good one.
+        `owner_labels` is the owner's label count when the caller knows it.
         """
         self.report.rrsets_checked += 1
         if not sigs:
@@ -422,15 +419,26 @@ class ZoneValidator:
         good = False
         good_trusted = only_keys is None
         first_problem: tuple[str, str] | None = None
-        owner_labels = names.label_count(owner)
+        if owner_labels < 0:
+            owner_labels = names.label_count(owner)
+        origin = self.snap.origin
+        signer_end = 18 + len(origin)
+        now = self.now
         for sig in sigs:
-            signer_len = _name_length(sig, 18)
-            if signer_len is None:
-                self._error(owner, rtype, "rrsig-malformed", "an RRSIG rdata is malformed")
+            # The signer is the apex in nearly every RRSIG; a wire name is self-delimiting,
+            # so bytes equal to the apex's are exactly the apex (no name walk needed).
+            signer = sig[18:signer_end]
+            if signer == origin or names.lower(signer) == origin:
+                signer_len = signer_end - 18
+            else:
+                length = _name_length(sig, 18)
+                if length is None:
+                    self._error(owner, rtype, "rrsig-malformed", "an RRSIG rdata is malformed")
+                signer_len = length
+                signer = names.lower(sig[18 : 18 + signer_len])
             algorithm, labels = sig[2], sig[3]
-            original_ttl, expiration, inception, tag = struct.unpack_from(">IIIH", sig, 4)
-            signer = names.lower(sig[18 : 18 + signer_len])
-            if signer != self.snap.origin:
+            original_ttl, expiration, inception, tag = _RRSIG_TIMES.unpack_from(sig, 4)
+            if signer != origin:
                 first_problem = first_problem or (
                     "rrsig-signer",
                     f"RRSIG signer {names.to_text(signer)} is not the zone apex",
@@ -447,7 +455,11 @@ class ZoneValidator:
             signed_owner = owner
             if labels < owner_labels:  # a wildcard's RRSIG: sign "*." + the rightmost labels
                 signed_owner = names.WILDCARD_LABEL + _rightmost(owner, labels)
-            data = sig[:18] + signer + rrset_wire(signed_owner, rtype, original_ttl, rdatas)
+            if len(rdatas) == 1:  # one RR: nothing to sort or deduplicate (RFC 4034 6.3)
+                wire = rr_wire(signed_owner, rtype, original_ttl, canonical_rdata(rtype, rdatas[0]))
+            else:
+                wire = rrset_wire(signed_owner, rtype, original_ttl, rdatas)
+            data = sig[:18] + signer + wire
             signature = sig[18 + signer_len :]
             verified = False
             for key in keys:
@@ -463,8 +475,9 @@ class ZoneValidator:
                         owner, rtype, "rrsig-invalid", f"RRSIG by key {tag} does not verify"
                     )
                 continue  # unsupported algorithm, already reported as configured
-            expires = _serial_time(expiration, self.now)
-            begins = _serial_time(inception, self.now)
+            # RFC 4034 3.1.5: the 32-bit times read as the instants closest to now
+            expires = now + ((expiration - now + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+            begins = now + ((inception - now + 0x80000000) & 0xFFFFFFFF) - 0x80000000
             if expires < self.now:
                 first_problem = first_problem or (
                     "rrsig-expired",
@@ -529,15 +542,17 @@ class ZoneValidator:
         return nsec3
 
     def _check_signatures(self, owner: bytes, node: Node, at_cut: bool) -> None:
+        owner_labels = names.label_count(owner)
+        apex = owner == self.snap.origin
         for rtype, (_, rdatas) in node.items():
-            if is_sig_type(rtype) or rtype == RRSIG:
-                continue
+            if rtype >= _SIG_KEYS or rtype == RRSIG:
+                continue  # the signatures themselves (kept under sig_type(covered))
             if at_cut and rtype not in (DS, NSEC):
                 continue  # the NS set at a cut and its glue belong to the child
-            if rtype == DNSKEY and owner == self.snap.origin:
+            if rtype == DNSKEY and apex:
                 continue  # checked against the trust anchor
-            sigs = node.get(sig_type(rtype))
-            self._verify_rrset(owner, rtype, rdatas, sigs[1] if sigs else ())
+            sigs = node.get(_SIG_KEYS | rtype)
+            self._verify_rrset(owner, rtype, rdatas, sigs[1] if sigs else (), None, owner_labels)
 
     def _check_nsec_chain(self, authoritative: list[tuple[bytes, Node]]) -> None:
         count = len(authoritative)
@@ -548,10 +563,13 @@ class ZoneValidator:
             if len(entry[1]) != 1:
                 self._error(owner, NSEC, "nsec-chain", "more than one NSEC at this name")
             rdata = entry[1][0]
-            next_len = self._nsec_next_length(owner, rdata)
-            next_name = names.lower(rdata[:next_len])
             expected = authoritative[(index + 1) % count][0]
-            if next_name != expected:
+            # Wire names are self-delimiting: a prefix equal to the expected name is it.
+            next_len = len(expected)
+            head = rdata[:next_len]
+            if head != expected and names.lower(head) != expected:
+                next_len = self._nsec_next_length(owner, rdata)
+                next_name = names.lower(rdata[:next_len])
                 self._error(
                     owner,
                     NSEC,
@@ -864,14 +882,15 @@ def _rightmost(owner: bytes, count: int) -> bytes:
 
 
 def _types_present(node: Node) -> set[int]:
-    types = {t for t in node if not is_sig_type(t)}
-    if any(is_sig_type(t) for t in node):
+    types = {t for t in node if t < _SIG_KEYS}
+    if len(types) != len(node):  # some key holds RRSIGs
         types.add(RRSIG)
     return types
 
 
-def _bitmap_types(bitmap: bytes) -> set[int]:
-    """RFC 4034 4.1.2 window blocks -> set of types."""
+@functools.lru_cache(maxsize=1024)  # bitmaps are at most ~8 kB
+def _bitmap_types(bitmap: bytes) -> frozenset[int]:
+    """RFC 4034 4.1.2 window blocks -> set of types (cached: zones repeat a few bitmaps)."""
     types: set[int] = set()
     pos = 0
     while pos + 2 <= len(bitmap):
@@ -882,7 +901,7 @@ def _bitmap_types(bitmap: bytes) -> set[int]:
                 if octet & (0x80 >> bit):
                     types.add(window * 256 + byte_index * 8 + bit)
         pos += 2 + length
-    return types
+    return frozenset(types)
 
 
 def nsec3_hash(owner: bytes, salt: bytes, iterations: int) -> bytes:
