@@ -473,9 +473,8 @@ class App:
         for endpoint in server.listen:
             log.info("answering on %s (UDP and TCP, %d workers)", endpoint, self.pool.count)
         self.pacer = Pacer(self.config.transfer)
-        self.validation = ValidationPool(
-            self.config.validation.processes, self.config.validation.nice
-        )
+        validation = self.config.validation
+        self.validation = ValidationPool(validation.processes, validation.nice, validation.idle)
         for runtime in self.zones.values():
             if runtime.config.is_secondary:
                 self.start_secondary(runtime)

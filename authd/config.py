@@ -182,6 +182,7 @@ class TransferConfig:
 class ValidationConfig:
     processes: int = 1
     nice: int = 10
+    idle: bool = True  # SCHED_IDLE: run only when no serving process wants the CPU
 
 
 @dataclass(frozen=True, slots=True)
@@ -1056,6 +1057,7 @@ def _read_validation(t: _Table) -> ValidationConfig:
     validation = ValidationConfig(
         processes=_or(t.integer("processes", 1, 256), d.processes),
         nice=_or(t.integer("nice", 0, 19), d.nice),
+        idle=_or(t.boolean("idle"), d.idle),
     )
     t.finish()
     return validation
