@@ -14,9 +14,12 @@ from authd.zone.journal import VersionMeta
 from authd.zone.snapshot import Snapshot, SnapshotBuilder
 from authd.zone.store import encode_full
 from authd.zone.verify import (
+    LARGE_DIFF_OWNERS,
+    LARGE_DIFF_SHARE,
     Limits,
     Policy,
     ValidationPool,
+    needs_full_check,
     touched_owners,
     verify,
 )
@@ -180,3 +183,15 @@ def test_one_pass_agrees_with_separate_checks(
     verdict = verify(snapshot, Policy(dnssec="off", zonemd="off", limits=limits), NOW)
     expected = _reference_verdict(snapshot, limits)
     assert (None if verdict.ok else (verdict.check, verdict.reason)) == expected
+
+
+def test_a_diff_touching_much_of_the_zone_is_verified_whole() -> None:
+    owners = LARGE_DIFF_OWNERS * LARGE_DIFF_SHARE * 2
+    zone = small_zone(*((f"h{i}.example.test", 1, b"\xc0\x00\x02\x01") for i in range(owners)))
+    keys = [names.key_from_text(f"h{i}.example.test") for i in range(owners)]
+    share = len(zone) // LARGE_DIFF_SHARE
+    assert not needs_full_check(zone, keys[:share], previous=zone)
+    assert needs_full_check(zone, keys[: share + 1], previous=zone)
+    # a small zone: up to LARGE_DIFF_OWNERS owners stay incremental whatever the share
+    small = small_zone(*((f"h{i}.example.test", 1, b"\xc0\x00\x02\x01") for i in range(10)))
+    assert not needs_full_check(small, [names.key_from_text("h1.example.test")] * 10, small)
