@@ -18,6 +18,7 @@ that shares every untouched blob with its parent.
 
 from __future__ import annotations
 
+import base64
 import marshal
 import struct
 from bisect import bisect_left, bisect_right, insort
@@ -317,7 +318,8 @@ class Snapshot:
         ents = set(self.ents)
         cuts = set(self.cuts)
         dnames = set(self.dnames)
-        nsec3_pairs = None
+        hashes, owners = self.nsec3_hashes, self.nsec3_owners
+        copied = False
         for key, node in touched.items():
             canonical = names.canonical_key(key)
             had = key in blobs
@@ -333,8 +335,11 @@ class Snapshot:
                 del blobs[key]
                 del order[bisect_left(order, canonical)]
             _classify(key, node, self.origin, cuts, dnames)
-            if NSEC3 in node or (had and NSEC3 in (self.node(key) or {})):
-                nsec3_pairs = True
+            was_nsec3 = had and NSEC3 in (self.node(key) or {})
+            if (NSEC3 in node) != was_nsec3:
+                if not copied:  # the index is shared with this version until it changes
+                    hashes, owners, copied = list(hashes), list(owners), True
+                _update_nsec3_index(hashes, owners, key, add=not was_nsec3)
         # Names that lost all data may now be empty non-terminals, or vanish,
         # and so may their ancestors.
         for key, node in touched.items():
@@ -347,9 +352,6 @@ class Snapshot:
                     ents.add(name)
                 else:
                     ents.discard(name)
-        hashes, owners = self.nsec3_hashes, self.nsec3_owners
-        if nsec3_pairs:
-            hashes, owners = _nsec3_index(blobs)
         return Snapshot(
             self.origin,
             blobs,
@@ -451,21 +453,41 @@ def _nsec3_params(apex: Node) -> Nsec3Params | None:
     return None
 
 
+def _nsec3_hash(key: bytes) -> bytes | None:
+    """The raw hash an NSEC3 owner's first label spells in base32hex, None if it does not."""
+    label = key[1 : key[0] + 1]
+    try:
+        return base64.b32hexdecode(label.upper() + b"=" * (-len(label) % 8))
+    except ValueError:
+        return None
+
+
 def _nsec3_index(blobs: dict[bytes, bytes]) -> tuple[list[bytes], list[bytes]]:
     """Sorted raw NSEC3 owner hashes, and the owner keys in the same order."""
-    import base64
-
     pairs: list[tuple[bytes, bytes]] = []
     for key, blob in blobs.items():
         if NSEC3 in unpack_node(blob):
-            label = names.labels(key)[0]
-            try:
-                raw = base64.b32hexdecode(label.upper() + b"=" * (-len(label) % 8))
-            except ValueError:
-                continue
-            pairs.append((raw, key))
+            raw = _nsec3_hash(key)
+            if raw is not None:
+                pairs.append((raw, key))
     pairs.sort()
     return [h for h, _ in pairs], [k for _, k in pairs]
+
+
+def _update_nsec3_index(hashes: list[bytes], owners: list[bytes], key: bytes, add: bool) -> None:
+    """Insert or remove one NSEC3 owner, keeping the (hash, owner) order of _nsec3_index."""
+    raw = _nsec3_hash(key)
+    if raw is None:
+        return
+    pos = bisect_left(hashes, raw)
+    while pos < len(hashes) and hashes[pos] == raw and owners[pos] < key:
+        pos += 1
+    if add:
+        hashes.insert(pos, raw)
+        owners.insert(pos, key)
+    elif pos < len(hashes) and hashes[pos] == raw and owners[pos] == key:
+        del hashes[pos]
+        del owners[pos]
 
 
 class SnapshotBuilder:
