@@ -133,7 +133,12 @@ def check_glue(snapshot: Snapshot, owner: bytes, node: Node) -> Iterator[Problem
     if NS not in node or owner == snapshot.origin:
         return
     for rdata in node[NS][1]:
-        target = names.lower(rdata[: names.wire_name_length(rdata, 0)])
+        try:
+            length = names.wire_name_length(rdata, 0)
+        except IndexError:  # unterminated: only a corrupted version holds one
+            yield reject(owner, NS, "malformed-rdata", "NS target is not a domain name")
+            continue
+        target = names.lower(rdata[:length])
         if not names.is_subdomain(target, snapshot.origin) or not _below_cut(snapshot, target):
             continue
         target_blob = snapshot.blob(target)

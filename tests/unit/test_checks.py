@@ -189,3 +189,19 @@ def test_registries_take_new_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     assert rules(problems) == [("txt-limit", "reject")]
     assert problems[0].severity is Severity.REJECT
     assert str(problems[0]) == "t.example.com/TXT: too many TXT records"
+
+
+def test_unterminated_ns_target_is_rejected_not_raised() -> None:
+    """A corrupted version (the NS target's root label flipped) is a rejection, not a crash."""
+    soa = (300, (wire("SOA", BASE[0][2]),))
+    broken = wire("NS", "ns.sub.example.com.")[:-1] + b"\x05"
+    snap = _snapshot_with_blobs(
+        {
+            ORIGIN: {6: soa, 2: (300, (wire("NS", "ns1.example.com."),))},
+            "sub.example.com.": {2: (300, (broken,))},
+        }
+    )
+    problems = check_structure(snap)
+    assert ("malformed-rdata", "reject") in rules(problems)
+    bad = next(p for p in problems if p.rule == "malformed-rdata")
+    assert bad.message == "sub.example.com/NS: NS target is not a domain name"
