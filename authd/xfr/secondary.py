@@ -472,7 +472,9 @@ class SecondaryZone:
         now = self.clock()
         if not candidate.full and self.current is not None:
             touched = touched_owners((s.deleted, s.added) for s in candidate.result.steps)
-            if not needs_full_check(snapshot, touched, previous=self.current):
+            # Seconds for a diff of 100k owners: off the event loop.
+            full = await asyncio.to_thread(needs_full_check, snapshot, touched, self.current)
+            if not full:
                 return await asyncio.to_thread(
                     verify,
                     snapshot,
