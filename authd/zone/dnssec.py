@@ -253,12 +253,12 @@ class ZoneValidator:
     # -- reporting ------------------------------------------------------------
 
     def _error(self, owner: bytes, rtype: int, check: str, message: str) -> NoReturn:
-        self.report.errors.append(Finding(names.to_text(owner), _type_text(rtype), check, message))
+        self.report.errors.append(Finding(names.display(owner), _type_text(rtype), check, message))
         raise _Stop
 
     def _warn(self, owner: bytes, rtype: int, check: str, message: str) -> None:
         if len(self.report.warnings) < 100:
-            finding = Finding(names.to_text(owner), _type_text(rtype), check, message)
+            finding = Finding(names.display(owner), _type_text(rtype), check, message)
             self.report.warnings.append(finding)
 
     def _check_deadline(self) -> None:
@@ -371,7 +371,8 @@ class ZoneValidator:
                 (key_tag(k), k[3]) for k in dnskeys for a in self.anchors if a.matches(origin, k)
             }
             if not trusted:
-                tags = ", ".join(str(a.key_tag) for a in self.anchors)
+                # Several DS digests of one key name its tag once.
+                tags = ", ".join(str(t) for t in dict.fromkeys(a.key_tag for a in self.anchors))
                 self._error(
                     origin,
                     DNSKEY,
