@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 TcpRespondFn = Callable[[bytes, bool, object], "bytes | Awaitable[bytes | None] | None"]
 
 MAX_FRAME = 0xFFFF
+STOP_GRACE = 0.25  # seconds a quiet connection may still send a query when we stop
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +262,7 @@ class TcpServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._stopping = False
+        self._stopped = False
         self._logged_error = False
 
     @property
@@ -287,15 +289,20 @@ class TcpServer:
         self._stopping = True
         for server in self._servers:
             server.close()
-        for conn in list(self._conns):
-            if conn.busy:
-                conn.mark_closing()  # closes itself when its last answer is written
-            else:
-                conn.close()
         assert self._loop is not None
         deadline = self._loop.time() + timeout
+        # A connection idle for less than STOP_GRACE may be one just accepted whose query
+        # is on its way or in the kernel buffer: closing it now would reset it unanswered.
+        # Keep reading it until it has been idle that long; answer, then close it.
         while self._conns and self._loop.time() < deadline:
+            now = self._loop.time()
+            for conn in list(self._conns):
+                if conn.busy or conn.closing:
+                    conn.mark_closing()  # closes itself when its last answer is written
+                elif now - conn.last_activity >= STOP_GRACE:
+                    conn.close()
             await asyncio.sleep(0.02)
+        self._stopped = True
         for conn in list(self._conns):
             conn.abort()
         for server in self._servers:
@@ -313,7 +320,7 @@ class TcpServer:
     # -- admission -------------------------------------------------------------------
     def admit(self, conn: _Connection) -> bool:
         limits = self.limits
-        if self._stopping:
+        if self._stopped:  # accepted before the listener closed, admitted after stop()
             self.counters.refused += 1
             return False
         if self._per_address.get(conn.address, 0) >= limits.max_per_address:

@@ -29,7 +29,7 @@ Control channel: one socketpair per worker, frames of a 4-byte length and a pick
   main -> worker: ("update", seq, message) | ("stop",)
   worker -> main: ("ready",) | ("failed", text) | ("ack", seq, error or None)
                   | ("counters", {name: int}) | ("event", payload)
-                  | ("draining",)  (stopping: it takes no new query any more)
+                  | ("draining",)  (stopped serving: it answers no query any more)
 Workers ignore SIGINT (the main process handles it), stop gracefully on SIGTERM, and exit
 when the channel to the main process closes or the main process dies (PR_SET_PDEATHSIG), so
 they never outlive it.
@@ -734,8 +734,12 @@ class _WorkerMain:  # pragma: no cover - runs in the child; tested through Worke
         self.send(("ready",))
         reporter = loop.create_task(self._report_counters())
         await self.stopped.wait()
-        loop.remove_reader(self.channel.fileno())
-        await self.engine.stop(pool._stop_timeout * 0.8, lambda: self.send(("draining",)))
+        # Updates are still applied while draining: a TCP connection may send a query in
+        # its grace period (tcp.STOP_GRACE), and it must see what the main published.
+        await self.engine.stop(pool._stop_timeout * 0.8)
+        self.send(("draining",))
+        with contextlib.suppress(ValueError, OSError):
+            loop.remove_reader(self.channel.fileno())
         reporter.cancel()
         self.send(("counters", self.counters()))
         return 0
@@ -757,7 +761,10 @@ class _WorkerMain:  # pragma: no cover - runs in the child; tested through Worke
             elif message[0] == "stop":
                 self.stopped.set()
         if eof:
-            self.stopped.set()  # the main process is gone: never outlive it
+            # The main process is gone: never outlive it (and stop polling a closed channel).
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(self.channel.fileno())
+            self.stopped.set()
 
     def counters(self) -> dict[str, int]:
         total: dict[str, int] = {}
