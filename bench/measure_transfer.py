@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.conftest import free_port
+from bench import peers
 from tests.interop.primaries import (
     KEY,
     AuthdSecondary,
@@ -111,7 +111,7 @@ def run(records: int, budget: float, workdir: Path) -> dict[str, float | None] |
     if knotd is None or knotc is None:
         sys.exit("knotd/knotc not found: apt-get install knot")
     zone_file = write_zone(workdir / "primary" / f"{ZONE}.zone", ZONE, 1, names=records)
-    authd_port, knot_port = free_port(HOST), free_port(HOST)
+    authd_port, knot_port = peers.free_port(HOST), peers.free_port(HOST)
     primary: KnotPrimary | None = None
     authd: AuthdSecondary | None = None
     secondary: RunningServer | None = None

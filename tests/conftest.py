@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 
 import pytest
+
+from bench import peers
 
 REQUIRE_INTEROP_ENV = "AUTHD_REQUIRE_INTEROP"
 
@@ -29,16 +30,5 @@ def require_binary(name: str) -> str:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that is free for both UDP and TCP on `host` right now (bind to 0, read, close)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(50):
-        with socket.socket(family, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port = int(tcp.getsockname()[1])
-            try:
-                with socket.socket(family, socket.SOCK_DGRAM) as udp:
-                    udp.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no port free for both UDP and TCP on {host}")
+    """A port that is free for both UDP and TCP on `host` right now (the harness's helper)."""
+    return peers.free_port(host)

@@ -18,7 +18,6 @@ import concurrent.futures
 import contextlib
 import multiprocessing
 import os
-import struct
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from authd.zone.dnssec import (
 from authd.zone.snapshot import (
     CNAME,
     DNAME,
+    NODE_ENTRY,
     NS,
     SOA,
     Record,
@@ -163,7 +163,6 @@ _BUILTIN_NODE_CHECKS = (
     checks.check_glue,
 )
 _NODE_RULE_TYPES = frozenset({CNAME, SOA, DNAME, NS})
-_ENTRY = struct.Struct(">IIH")  # the snapshot's node entry header: type, ttl, count
 SIG_FLAG = sig_type(0)  # node types from here on hold RRSIGs
 
 
@@ -193,7 +192,7 @@ def _structure_and_limits(
     origin = snapshot.origin
     is_subdomain = names.is_subdomain
     rule_types = _NODE_RULE_TYPES
-    unpack_entry = _ENTRY.unpack_from
+    unpack_entry = NODE_ENTRY.unpack_from
     max_types = limits.max_types_per_name
     max_rrset = limits.max_rrset_records
     blobs = snapshot.blob
