@@ -25,6 +25,7 @@ from tests.interop.primaries import (
     AuthdSecondary,
     KnotPrimary,
     SecondaryZone,
+    knot_preamble,
     knot_primary,
     served_serial,
     wait_for,
@@ -37,22 +38,9 @@ FALLBACK_RECORDS = 200_000
 
 
 def knot_secondary_config(workdir: Path, port: int, primary: tuple[str, int]) -> str:
-    return f"""server:
-    rundir: "{workdir}/run"
-    listen: {HOST}@{port}
-    udp-workers: 1
-    tcp-workers: 1
-    background-workers: 1
-database:
-    storage: "{workdir}/db"
-log:
-  - target: stderr
-    any: info
-key:
-  - id: {KEY.name}
-    algorithm: {KEY.algorithm}
-    secret: {KEY.secret}
-remote:
+    return (
+        knot_preamble(workdir, port)
+        + f"""remote:
   - id: primary
     address: {primary[0]}@{primary[1]}
     key: {KEY.name}
@@ -71,6 +59,7 @@ zone:
     master: primary
     acl: notify
 """
+    )
 
 
 def start_knot_secondary(

@@ -135,6 +135,27 @@ def send_notify(
 # --- knotd as a primary ---------------------------------------------------------------------
 
 
+def knot_preamble(workdir: Path, port: int) -> str:
+    """The start of a knotd config: one worker of each kind on HOST@port, state in
+    workdir, log to stderr, and the TSIG key KEY."""
+    return f"""server:
+    rundir: "{workdir}/run"
+    listen: {HOST}@{port}
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+database:
+    storage: "{workdir}/db"
+log:
+  - target: stderr
+    any: info
+key:
+  - id: {KEY.name}
+    algorithm: {KEY.algorithm}
+    secret: {KEY.secret}
+"""
+
+
 @dataclass
 class KnotPrimary:
     """knotd serving zones as a primary: transfers only with KEY, NOTIFY to `notify` targets."""
@@ -168,22 +189,9 @@ class KnotPrimary:
             f'  - domain: "{z}."\n    file: "{p}"\n    acl: xfr\n{notify_line}'
             for z, p in self.zones.items()
         )
-        return f"""server:
-    rundir: "{self.workdir}/run"
-    listen: {HOST}@{self.port}
-    udp-workers: 1
-    tcp-workers: 1
-    background-workers: 1
-database:
-    storage: "{self.workdir}/db"
-log:
-  - target: stderr
-    any: info
-key:
-  - id: {KEY.name}
-    algorithm: {KEY.algorithm}
-    secret: {KEY.secret}
-{"remote:" if self.notify else ""}
+        return (
+            knot_preamble(self.workdir, self.port)
+            + f"""{"remote:" if self.notify else ""}
 {remotes}
 acl:
   - id: xfr
@@ -197,6 +205,7 @@ template:
     journal-content: {"changes" if self.journal else "none"}
 zone:
 {zones}"""
+        )
 
     def start(self) -> KnotPrimary:
         (self.workdir / "run").mkdir(parents=True, exist_ok=True)

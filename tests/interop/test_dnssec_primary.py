@@ -32,6 +32,7 @@ from tests.interop.primaries import (
     AuthdSecondary,
     KnotPrimary,
     SecondaryZone,
+    knot_preamble,
     wait_for,
     write_zone,
 )
@@ -122,22 +123,9 @@ class SigningKnotPrimary(KnotPrimary):
             for z, p in self.zones.items()
         )
         policies = "".join(self.cases[z].policy() for z in self.zones)
-        return f"""server:
-    rundir: "{self.workdir}/run"
-    listen: {HOST}@{self.port}
-    udp-workers: 1
-    tcp-workers: 1
-    background-workers: 1
-database:
-    storage: "{self.workdir}/db"
-log:
-  - target: stderr
-    any: info
-key:
-  - id: {KEY.name}
-    algorithm: {KEY.algorithm}
-    secret: {KEY.secret}
-remote:
+        return (
+            knot_preamble(self.workdir, self.port)
+            + f"""remote:
 {remotes}
 acl:
   - id: xfr
@@ -153,6 +141,7 @@ template:
     journal-content: all
 zone:
 {zones}"""
+        )
 
     def ds_records(self, keymgr: str, zone: str) -> str:
         """The DS records of the zone's KSK (or CSK), as `keymgr <zone> ds` prints them."""
