@@ -19,7 +19,6 @@ ok or not, and the check when not. Valid diffs must never need the full pass.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -36,14 +35,17 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from authd.zone import names
-from authd.zone.snapshot import Record, Snapshot, SnapshotBuilder
+from authd.zone.snapshot import Record, Snapshot
 from authd.zone.verify import Policy, Verdict, needs_full_check, touched_owners, verify
+from tests.unit.test_dnssec_incremental import (
+    EXPIRATION,
+    INCEPTION,
+    NOW,
+    ORIGIN,
+    ORIGIN_TEXT,
+    _snapshot,
+)
 
-ORIGIN_TEXT = "example.test."
-ORIGIN = dns.name.from_text(ORIGIN_TEXT)
-NOW = int(time.time())
-INCEPTION = NOW - 3600
-EXPIRATION = NOW + 30 * 86400
 SALT = "ab"
 ITERATIONS = 1
 NSEC3_TYPE, RRSIG_TYPE, NS_TYPE, DS_TYPE = 50, 46, 2, 43
@@ -346,12 +348,6 @@ def _corrupt(records: set[Record], old: set[Record], fault: Fault) -> set[Record
             rdata[len(rdata) - 1 - fault.offset % len(rdata)] ^= 0x01
             out.add((victim[0], victim[1], victim[2], bytes(rdata)))
     return out
-
-
-def _snapshot(records: Iterable[Record]) -> Snapshot:
-    builder = SnapshotBuilder(names.key_from_name(ORIGIN))
-    builder.add_records(records)
-    return builder.build()
 
 
 @dataclass
