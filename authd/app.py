@@ -20,6 +20,7 @@ from authd import metrics, sdnotify
 from authd.clock import Clock, SystemClock
 from authd.config import Config, ZoneConfig
 from authd.control import ControlError, ControlServer
+from authd.publish import DiffSteps
 from authd.serve import rrl, updates
 from authd.serve.querylog import SampledQueryLog
 from authd.serve.responder import Responder
@@ -266,9 +267,18 @@ class App:
         return self._store
 
     def publish_version(
-        self, origin: bytes, snapshot: Snapshot, meta: VersionMeta, message: object
+        self, origin: bytes, snapshot: Snapshot, meta: VersionMeta, steps: DiffSteps | None
     ) -> int | None:
-        return self.publish(self.zones[origin], snapshot, meta, message)
+        """The Publisher port (authd/publish.py): how the workers get the version is ours."""
+        runtime = self.zones[origin]
+        old = runtime.snapshot
+        state_dir = str(self.store.state_dir)
+        message: object
+        if steps is None or old is None:
+            message = updates.LoadStored(origin, snapshot.serial, state_dir)
+        else:
+            message = updates.diff_message(origin, old, snapshot, steps, state_dir)
+        return self.publish(runtime, snapshot, meta, message)
 
     async def wait_published(self, seq: int | None) -> bool:
         if seq is None or self.pool is None:

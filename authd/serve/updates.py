@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from authd.publish import DiffSteps
 from authd.serve.zonetable import ZoneTable
 from authd.zone.loader import load_zone_file
-from authd.zone.snapshot import Record, Snapshot
+from authd.zone.snapshot import Snapshot
 from authd.zone.store import Store
 
-DiffSteps = tuple[tuple[tuple[Record, ...], tuple[Record, ...]], ...]
 MAX_DIFF_RECORDS = 20_000  # larger diffs travel through the store instead
 
 

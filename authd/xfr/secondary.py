@@ -31,7 +31,7 @@ import dns.tsig
 
 from authd.config import Remote, TransferConfig, ZoneConfig
 from authd.metrics import ControlPlaneStats
-from authd.serve import updates
+from authd.publish import Publisher
 from authd.xfr import timers as machine
 from authd.xfr.policy import policy_for
 from authd.xfr.stream import Kind, TransferLimits
@@ -54,21 +54,13 @@ def _needs_crypto(snapshot: Snapshot) -> bool:
     return DNSKEY_TYPE in apex or ZONEMD_TYPE in apex
 
 
-class Host(Protocol):
-    """What a secondary zone needs from the application."""
+class Host(Publisher, Protocol):
+    """What a secondary zone needs from the application: the Publisher port, stats, store."""
 
     stats: ControlPlaneStats
 
     @property
     def store(self) -> Store: ...
-
-    async def wait_published(self, seq: int | None) -> bool: ...
-
-    def publish_version(
-        self, origin: bytes, snapshot: Snapshot, meta: VersionMeta, message: object
-    ) -> int | None: ...
-
-    def set_servfail(self, origin: bytes, servfail: bool) -> None: ...
 
 
 @dataclass
@@ -454,13 +446,12 @@ class SecondaryZone:
         else:  # an incremental check saw only the touched signatures
             self.horizon = min(self.horizon, verdict.horizon)
         self._warn_horizon()
-        state_dir = str(self.host.store.state_dir)
-        if candidate.full or old is None:
-            message: object = updates.LoadStored(self.config.origin, snapshot.serial, state_dir)
-        else:
-            steps = tuple((s.deleted, s.added) for s in candidate.result.steps)
-            message = updates.diff_message(self.config.origin, old, snapshot, steps, state_dir)
-        seq = self.host.publish_version(self.config.origin, snapshot, meta, message)
+        steps = (
+            None
+            if candidate.full or old is None
+            else tuple((s.deleted, s.added) for s in candidate.result.steps)
+        )
+        seq = self.host.publish_version(self.config.origin, snapshot, meta, steps)
         if not await self.host.wait_published(seq):
             log.error("zone %s: a worker did not confirm serial %d", self.name, snapshot.serial)
         self.last_rejection = None

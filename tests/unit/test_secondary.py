@@ -12,6 +12,7 @@ import pytest
 
 from authd.config import load_config
 from authd.metrics import ControlPlaneStats
+from authd.publish import DiffSteps
 from authd.xfr import timers as machine
 from authd.xfr.secondary import Pacer, SecondaryZone, earliest_expiration
 from authd.zone.journal import VersionMeta
@@ -36,9 +37,9 @@ class FakeHost:
         return self._store
 
     def publish_version(
-        self, origin: bytes, snapshot: Snapshot, meta: VersionMeta, message: object
+        self, origin: bytes, snapshot: Snapshot, meta: VersionMeta, steps: DiffSteps | None
     ) -> int | None:
-        self.published.append((snapshot.serial, message))
+        self.published.append((snapshot.serial, steps))
         return None
 
     async def wait_published(self, seq: int | None) -> bool:
