@@ -18,7 +18,6 @@ FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY authd ./authd
-COPY bench ./bench
 RUN python -m venv /opt/authd \
     && /opt/authd/bin/pip install --no-cache-dir .
 

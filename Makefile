@@ -29,15 +29,15 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
 bench: $(STAMP)
-	$(BIN)/python -m bench run --quick
+	$(BIN)/python -m authd.bench run --quick
 
 # Long fuzzing sessions (atheris when installed, else hypothesis); add --save to grow the corpus.
 fuzz: $(STAMP)
 	$(BIN)/python tests/fuzz/run.py all --seconds 300
 
 lint: $(STAMP)
-	$(BIN)/ruff check authd tests bench
-	$(BIN)/ruff format --check authd tests bench
+	$(BIN)/ruff check authd tests
+	$(BIN)/ruff format --check authd tests
 	$(BIN)/mypy
 
 clean:

@@ -516,7 +516,7 @@ def reload(config_path: Path) -> None:
 
 
 def _load_bench() -> click.Command:
-    from bench.cli import bench
+    from authd.bench.cli import bench
 
     return click.Group(
         name="bench",
@@ -524,7 +524,7 @@ def _load_bench() -> click.Command:
         callback=bench.callback,
         help=(
             "Load-test authd and its peers (knotd, nsd), or a running server, with query mixes."
-            "\n\nSee bench/README.md for the mixes and how to read the report."
+            "\n\nSee authd/bench/README.md for the mixes and how to read the report."
             "\n\n\b\nExample:\n  authd bench run --quick\n"
             "  authd bench run --target 127.0.0.1@5300 \\\n"
             "      --zone zones/example.test.zone --origin example.test"

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from bench import peers
+from authd.bench import peers
 
 REQUIRE_INTEROP_ENV = "AUTHD_REQUIRE_INTEROP"
 

@@ -11,11 +11,11 @@ from collections import Counter
 
 import pytest
 
+from authd.bench.servers import RunningServer
 from tests.interop.compare import ALLOWED_REASONS, render, unexplained
 from tests.interop.conftest import CORPUS
 from tests.interop.corpus import Query
 from tests.interop.exchange import Outcome
-from tests.interop.servers import RunningServer
 
 pytestmark = pytest.mark.interop
 EXAMPLES_PER_REASON = 20

@@ -26,8 +26,7 @@ import dns.rrset
 import pytest
 
 from authd import control
-from tests.conftest import free_port, require_binary
-from tests.interop.primaries import (
+from authd.bench.primaries import (
     KEY,
     AuthdSecondary,
     KnotPrimary,
@@ -36,7 +35,8 @@ from tests.interop.primaries import (
     wait_for,
     write_zone,
 )
-from tests.interop.servers import HOST
+from authd.bench.servers import HOST
+from tests.conftest import free_port, require_binary
 
 # --- the cases --------------------------------------------------------------------------------
 

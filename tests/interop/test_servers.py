@@ -15,9 +15,9 @@ import dns.xfr
 import dns.zone
 import pytest
 
+from authd.bench.servers import TsigKey, running, start_named
 from tests.conftest import require_binary
 from tests.interop.conftest import CORPUS
-from tests.interop.servers import TsigKey, running, start_named
 from tests.interop.zones import ZONE_SPECS, render_unsigned
 
 

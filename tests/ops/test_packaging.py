@@ -205,7 +205,7 @@ def test_dockerfile_install_step_in_a_fresh_venv(tmp_path: Path) -> None:
 
     installed = prefix / "bin" / "authd"
     where = subprocess.run(
-        [str(prefix / "bin" / "python"), "-c", "import authd, bench; print(authd.__file__)"],
+        [str(prefix / "bin" / "python"), "-c", "import authd, authd.bench.cli; print(authd.__file__)"],
         cwd=tmp_path,  # not the repo, whose authd/ would shadow the installed one
         capture_output=True,
         text=True,
@@ -225,6 +225,18 @@ def test_dockerfile_install_step_in_a_fresh_venv(tmp_path: Path) -> None:
         check=False,
     )
     assert check.returncode == 0 and check.stdout == "ok: 1 zone\n", check.stderr
+    # The benchmark harness is part of the installed product: it runs from any directory and
+    # needs nothing from the repository (it once imported the test suite).
+    for what, expected in (("startup", "first answer after"), ("memory", "authd_workers_1:")):
+        run = subprocess.run(
+            [str(installed), "bench", what, "--records", "10000"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert run.returncode == 0 and expected in run.stdout, run.stdout[-2000:] + run.stderr
 
 
 # --- systemd -------------------------------------------------------------------------------------

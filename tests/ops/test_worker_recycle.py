@@ -14,7 +14,7 @@ import dns.query
 import dns.rcode
 
 from authd.app import RECYCLE_FROM_RECORDS
-from bench.zonegen import zone_text
+from authd.bench.zonegen import zone_text
 from tests.ops.conftest import start_server, stop_server
 
 ORIGIN = "example.test"

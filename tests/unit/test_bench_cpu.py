@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bench import cpu
+from authd.bench import cpu
 
 
 def test_parse_stat_survives_odd_command_names() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 import pytest
 
-from bench import drivers
-from bench.cli import parse_cpus, parse_target
+from authd.bench import drivers
+from authd.bench.cli import parse_cpus, parse_target
 
 # The shape dnsperf 2.10 prints with -v (per-query lines) and its statistics block.
 DNSPERF_OUTPUT = """DNS Performance Testing Tool

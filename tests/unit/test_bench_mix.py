@@ -11,7 +11,7 @@ import dns.name
 import dns.zone
 import pytest
 
-from bench import mix, zonegen
+from authd.bench import mix, zonegen
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "zones" / "example.test.zone"
 

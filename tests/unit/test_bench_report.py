@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from bench import report
-from bench.results import LoadResult, ServerRun, percentile
+from authd.bench import report
+from authd.bench.results import LoadResult, ServerRun, percentile
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -94,8 +94,8 @@ def test_table_lines_up_and_flags_unheld_rates() -> None:
 
 def test_json_document() -> None:
     runs = [_run("authd", "hits", 120_000, 1.0), _run("knot", "hits", 150_000, 1.0)]
-    document = json.loads(report.as_json(runs, {"cpu": "test"}, "python -m bench run"))
-    assert document["command"] == "python -m bench run"
+    document = json.loads(report.as_json(runs, {"cpu": "test"}, "python -m authd.bench run"))
+    assert document["command"] == "python -m authd.bench run"
     assert document["machine"] == {"cpu": "test"}
     first = document["runs"][0]
     assert first["server"] == "authd" and first["qps_per_cpu_second"] == 120_000

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import cpu, loadgen, mix, peers, zonegen
+from authd.bench import cpu, loadgen, mix, peers, zonegen
 from tests.conftest import require_binary
 
 ORIGIN = zonegen.DEFAULT_ORIGIN

@@ -1,4 +1,4 @@
-"""The pure parts of bench/measure_validation*.py: Knot's config and log, the broken-signature
+"""The pure parts of authd/bench/measure_validation*.py: Knot's config and log, the broken-signature
 copy, the cost arithmetic, and the coverage of a load window by validations."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 import dns.rdata
 import pytest
 
-from bench import measure_validation as mv
-from bench import measure_validation_load as ml
-from bench.results import LoadResult
+from authd.bench import measure_validation as mv
+from authd.bench import measure_validation_load as ml
+from authd.bench.results import LoadResult
 from tests.conftest import require_binary
 
 # What knotd 3.2.6 logged loading a zone with `dnssec-validation: on` (good, then broken).

@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.results import LoadResult
+from authd.bench.results import LoadResult
 
 # Outstanding queries: past ~250 the default UDP receive buffer overflows and each drop
 # stalls a dnsperf slot for its whole timeout, so the figure measures the drops.

@@ -24,7 +24,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
-from bench import cpu
+from authd.bench import cpu
 
 SERVER_KINDS = ("authd", "knot", "nsd")
 
@@ -145,7 +145,7 @@ def write_config(kind: str, settings: PeerSettings) -> Path:
     return path
 
 
-def free_port(host: str) -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     """A port free for both UDP and TCP on host right now (bind to 0, read, close)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(50):

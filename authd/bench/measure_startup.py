@@ -6,7 +6,7 @@ once (zone/loader.py) and saved as a full copy with Store.save_full; the zone is
 with a primary that does not answer, so the stored copy is all authd has. knotd is started
 twice on the zone file and the second start is timed (a warm start: page cache filled).
 
-    python -m bench.measure_startup --records 1000000 [--json]
+    python -m authd.bench.measure_startup --records 1000000 [--json]
 
 Every run is bounded (--timeout per start); only processes started here are stopped.
 """
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import peers, zonegen
+from authd.bench import peers, zonegen
 
 
 def names_for_records(records: int) -> int:
@@ -138,7 +138,7 @@ def measure_knot(zone_file: Path, origin: str, workdir: Path, timeout: float) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bench startup", description=__doc__.split("\n\n")[0]
+        prog="python -m authd.bench startup", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--origin", default=zonegen.DEFAULT_ORIGIN)

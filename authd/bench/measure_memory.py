@@ -1,6 +1,6 @@
 """Memory per record of a large zone, served: authd (1 and 2 workers) against knotd (issue 5).
 
-For each server the zone is loaded from the same generated master file (bench/zonegen.py),
+For each server the zone is loaded from the same generated master file (authd/bench/zonegen.py),
 the server is asked for the SOA until it answers, and the proportional set size (PSS, from
 /proc/<pid>/smaps_rollup) of every process in its tree is summed: shared pages (a worker's
 copy-on-write view of the zone) count once in all, not once per process.
@@ -9,7 +9,7 @@ copy-on-write view of the zone) count once in all, not once per process.
 of (owner dict, blobs, canonical order, ENT set), and a prototype of a flatter canonical order
 with its measured gain.
 
-    python -m bench.measure_memory --records 1000000 --workers 1 2 [--from-store]
+    python -m authd.bench.measure_memory --records 1000000 --workers 1 2 [--from-store]
         [--after-axfr] [--breakdown] [--json]
 """
 
@@ -27,8 +27,8 @@ import time
 from array import array
 from pathlib import Path
 
-from bench import cpu, peers, zonegen
-from bench.measure_startup import prepare_state_dir, prepare_zone, secondary_config
+from authd.bench import cpu, peers, zonegen
+from authd.bench.measure_startup import prepare_state_dir, prepare_zone, secondary_config
 
 
 def pss_bytes(pid: int) -> int:
@@ -146,7 +146,7 @@ def measure_authd_after_axfr(
 ) -> dict[str, float]:
     """authd as a secondary right after its first AXFR of the zone from a knotd primary
     (the version each worker received while serving, then the re-fork of the workers)."""
-    from tests.interop.primaries import AuthdSecondary, SecondaryZone, knot_primary, wait_for
+    from authd.bench.primaries import AuthdSecondary, SecondaryZone, knot_primary, wait_for
 
     knotd = peers.find_program("knot")
     knotc = shutil.which("knotc") or shutil.which("knotc", path="/usr/sbin:/usr/local/sbin")
@@ -177,7 +177,7 @@ def measure_authd_after_axfr(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bench memory", description=__doc__.split("\n\n")[0]
+        prog="python -m authd.bench memory", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--origin", default=zonegen.DEFAULT_ORIGIN)

@@ -32,9 +32,9 @@ import dns.tsig
 import dns.tsigkeyring
 
 from authd import control
-from tests.conftest import free_port
-from tests.interop.servers import HOST, RunningServer, TsigKey, named_config, soa_answers
-from tests.interop.servers import _start as start_server
+from authd.bench.peers import free_port
+from authd.bench.servers import HOST, RunningServer, TsigKey, named_config, soa_answers
+from authd.bench.servers import _start as start_server
 
 KEY = TsigKey("xfr-key", "hmac-sha256", "+phZxHr8fnYDiQ/Ja7clqsa1rNx7ef31WR3AaK+bkTg=")
 START_TIMEOUT = 20.0

@@ -1,6 +1,6 @@
 """Transfer speed: authd vs knotd as secondaries of the same knotd primary, on loopback.
 
-    python -m bench.measure_transfer [--records 1000000] [--budget 180]
+    python -m authd.bench.measure_transfer [--records 1000000] [--budget 180]
 
 Measures (1) the first AXFR: from the secondary's start to serving the primary's serial, and
 (2) one-record IXFR: from `knotc zone-commit` on the primary (which sends NOTIFY to both) to
@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import peers
-from tests.interop.primaries import (
+from authd.bench import peers
+from authd.bench.primaries import (
     KEY,
     AuthdSecondary,
     KnotPrimary,
@@ -31,7 +31,7 @@ from tests.interop.primaries import (
     wait_for,
     write_zone,
 )
-from tests.interop.servers import HOST, RunningServer
+from authd.bench.servers import HOST, RunningServer
 
 ZONE = "xfr.bench"
 FALLBACK_RECORDS = 200_000
@@ -163,7 +163,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--budget", type=float, default=180.0)
     args = parser.parse_args()
-    print("command: python -m bench.measure_transfer " + " ".join(sys.argv[1:]))
+    print("command: python -m authd.bench.measure_transfer " + " ".join(sys.argv[1:]))
     records = args.records
     with tempfile.TemporaryDirectory(prefix="authd-xfr-bench-") as tmp:
         figures = run(records, args.budget, Path(tmp) / "big")

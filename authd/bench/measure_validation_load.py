@@ -1,8 +1,8 @@
 """Query latency while a large signed zone is validated, against idle (issue 4).
 
-Used by `python -m bench.measure_validation --with-load`, or alone on a signed zone file:
+Used by `python -m authd.bench.measure_validation --with-load`, or alone on a signed zone file:
 
-    .venv/bin/python -m bench.measure_validation_load --zone signed.zone --origin bench.test.
+    .venv/bin/python -m authd.bench.measure_validation_load --zone signed.zone --origin bench.test.
 
 authd (`authd serve`, one worker) serves a small generated zone; a fixed-rate load (the bench
 drivers: dnsperf when installed, the "mixed" query mix) measures p50/p99 for --load-seconds:
@@ -32,14 +32,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from authd.bench import cpu, mix, peers, runner, zonegen
+from authd.bench.results import LoadResult
 from authd.zone import names
 from authd.zone.journal import VersionMeta
 from authd.zone.loader import load_zone_file
 from authd.zone.snapshot import Snapshot
 from authd.zone.store import encode_full
 from authd.zone.verify import Policy, ValidationPool
-from bench import cpu, mix, peers, runner, zonegen
-from bench.results import LoadResult
 
 SERVED_ORIGIN = "load.test."
 PLACEMENTS = ("server", "all")

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from bench.mix import Query, wire_query
-from bench.results import LoadResult
+from authd.bench.mix import Query, wire_query
+from authd.bench.results import LoadResult
 
 _RCODE_NAMES = (
     "NOERROR",

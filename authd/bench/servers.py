@@ -21,7 +21,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
-from tests.conftest import free_port
+from authd.bench.peers import free_port
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 20.0

@@ -1,4 +1,4 @@
-"""`python -m bench` / `authd bench`: the click commands (thin: parse, call runner, print)."""
+"""`python -m authd.bench` / `authd bench`: the click commands (thin: parse, call runner, print)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from bench import drivers, mix, report, runner, zonegen
-from bench.results import ServerRun
+from authd.bench import drivers, mix, report, runner, zonegen
+from authd.bench.results import ServerRun
 
 QUICK_MIXES = ("hits", "mixed")
 QUICK_SERVERS = ("authd", "knot")
@@ -249,7 +249,7 @@ def run_command(
         if own_workdir:
             shutil.rmtree(base, ignore_errors=True)
     progress.done()
-    command_line = "python -m bench " + shlex.join(sys.argv[1:])
+    command_line = "python -m authd.bench " + shlex.join(sys.argv[1:])
     if as_json:
         click.echo(report.as_json(results, runner.machine(), command_line))
     elif results:
@@ -326,7 +326,7 @@ _PASS_THROUGH = {"ignore_unknown_options": True, "help_option_names": []}
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def memory(args: tuple[str, ...]) -> None:
     """Bytes per record of a large zone served, authd vs knotd (--help: options)."""
-    from bench.measure_memory import main
+    from authd.bench.measure_memory import main
 
     raise SystemExit(main(list(args)))
 
@@ -335,6 +335,6 @@ def memory(args: tuple[str, ...]) -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def startup(args: tuple[str, ...]) -> None:
     """Time to the first answer from a stored 1M-record copy, vs knotd (--help: options)."""
-    from bench.measure_startup import main
+    from authd.bench.measure_startup import main
 
     raise SystemExit(main(list(args)))

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from bench.results import LoadResult, ServerRun
+from authd.bench.results import LoadResult, ServerRun
 
 COLUMNS = (
     "mix",

@@ -18,8 +18,8 @@ from pathlib import Path
 import dns.query
 import dns.zone
 
-from bench import cpu, drivers, loadgen, mix, peers, zonegen
-from bench.results import LoadResult, ServerRun
+from authd.bench import cpu, drivers, loadgen, mix, peers, zonegen
+from authd.bench.results import LoadResult, ServerRun
 
 Progress = Callable[[str], None]
 

@@ -1,7 +1,7 @@
 """Full and incremental DNSSEC validation cost on a signed zone, against Knot (issue 4).
 
-    .venv/bin/python -m bench.measure_validation --records 200000 [--with-load]
-    .venv/bin/python -m bench.measure_validation --records 1000000 --workdir /tmp/v1m
+    .venv/bin/python -m authd.bench.measure_validation --records 200000 [--with-load]
+    .venv/bin/python -m authd.bench.measure_validation --records 1000000 --workdir /tmp/v1m
 
 Makes a zone of N A records (plus apex), signs it with ldns-signzone (ECDSA P-256, NSEC;
 --nsec3 for NSEC3; with --workdir a signed zone left there by an earlier run is reused), then
@@ -20,7 +20,7 @@ measures:
 - an incremental IXFR validation of a one-record change (re-signed with the ZSK):
   verify(new, touched=...) as the secondary runs it, next to needs_full_check();
 - with --with-load: query p99 of authd serving a small zone at a fixed rate, idle and while
-  the large zone is validated by ValidationPool (see bench/measure_validation_load.py).
+  the large zone is validated by ValidationPool (see authd/bench/measure_validation_load.py).
 
 Pure parts (zone text, Knot config, Knot log, signature breaking, arithmetic) come first;
 processes are started only below them. Every knotd run is bounded (--knot-timeout) and
@@ -45,11 +45,11 @@ import dns.rdata
 import dns.rdataset
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from authd.bench import cpu, peers
 from authd.zone import names
 from authd.zone.loader import load_zone_file
 from authd.zone.snapshot import Record, Snapshot, sig_type
 from authd.zone.verify import Policy, needs_full_check, touched_owners, verify
-from bench import cpu, peers
 
 ORIGIN = "bench.test."
 T = TypeVar("T")
@@ -413,7 +413,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         f"({incremental.rrsets_checked} RRsets), full pass needed: {full_needed}"
     )
     if args.with_load:
-        from bench import measure_validation_load as load
+        from authd.bench import measure_validation_load as load
 
         load.report(load.measure(snapshot, tmp / "load", load.plan_from(args), print))
 
@@ -428,7 +428,7 @@ def main() -> None:
     parser.add_argument("--no-knot", dest="knot", action="store_false")
     parser.add_argument("--knot-timeout", type=float, default=900.0, help="per knotd run")
     parser.add_argument("--with-load", action="store_true", help="query p99 during validation")
-    from bench.measure_validation_load import add_arguments
+    from authd.bench.measure_validation_load import add_arguments
 
     add_arguments(parser)
     args = parser.parse_args()
