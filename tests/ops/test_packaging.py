@@ -205,7 +205,11 @@ def test_dockerfile_install_step_in_a_fresh_venv(tmp_path: Path) -> None:
 
     installed = prefix / "bin" / "authd"
     where = subprocess.run(
-        [str(prefix / "bin" / "python"), "-c", "import authd, authd.bench.cli; print(authd.__file__)"],
+        [
+            str(prefix / "bin" / "python"),
+            "-c",
+            "import authd, authd.bench.cli; print(authd.__file__)",
+        ],
         cwd=tmp_path,  # not the repo, whose authd/ would shadow the installed one
         capture_output=True,
         text=True,
