@@ -31,6 +31,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from authd.zone.store import _fsync_dir  # one way to make a new directory entry durable
+
 EVENTS = frozenset(
     {
         "received",
@@ -78,14 +80,6 @@ def entry_hash(body: dict[str, object]) -> str:
 def ledger_path(state_dir: Path, zone_file_stem: str) -> Path:
     """`zone_file_stem` is the zone's name as the store names its files."""
     return state_dir / f"{zone_file_stem}{SUFFIX}"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Ledger:
