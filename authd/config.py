@@ -11,6 +11,8 @@ that is not there yet) are collected in Config.warnings for the caller to print 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import difflib
 import ipaddress
@@ -35,6 +37,7 @@ T = TypeVar("T")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DNS_PORT = 53
+DNS_OVER_TLS_PORT = 853  # RFC 7858 3.1, RFC 9103 7.2: the XoT default
 METRICS_PORT = 9853
 UINT32_MAX = 2**32 - 1
 SERIAL_HALF = 2**31 - 1  # RFC 1982: the largest useful SOA timer value
@@ -84,11 +87,27 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class RemoteTls:
+    """How to reach a remote over TLS (XoT, RFC 9103) and how to authenticate it.
+
+    Exactly one way: `ca_file` + `name` (the chain must verify to that CA and the certificate
+    must carry `name`), or `pins` (SHA-256 digests of the certificate's SubjectPublicKeyInfo,
+    as Knot's `cert-key`; the chain is then not verified)."""
+
+    ca_file: Path | None = None
+    name: str | None = None
+    pins: tuple[bytes, ...] = ()
+    cert_file: Path | None = None  # our client certificate, when the primary asks for one
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Remote:
     id: str
     addresses: tuple[Endpoint, ...]
     key: TsigKey | None
     source: Endpoint | None  # our address towards it; port 0 = any
+    tls: RemoteTls | None = None  # None: plain UDP/TCP; set: every SOA query and transfer TLS
 
 
 @dataclass(frozen=True, slots=True)
@@ -604,6 +623,8 @@ def _read_remote(t: _Table, tsig_keys: Mapping[str, TsigKey]) -> Remote | None:
         t.error("id", "missing: every [[remote]] needs an id")
     elif remote_id == "":
         t.error("id", "must not be empty")
+    tls = _read_remote_tls(t)
+    default_port = DNS_OVER_TLS_PORT if t.has("tls") else DNS_PORT
     addresses: list[Endpoint] = []
     items = t.string_list("addresses")
     if items is None and not t.has("addresses"):
@@ -612,7 +633,7 @@ def _read_remote(t: _Table, tsig_keys: Mapping[str, TsigKey]) -> Remote | None:
         t.error("addresses", "at least one address is needed")
     for key_path, text in items or []:
         try:
-            addresses.append(parse_endpoint(text, DNS_PORT))
+            addresses.append(parse_endpoint(text, default_port))
         except ValueError as exc:
             t.ctx.error(key_path, str(exc))
     key_name = t.string("key")
@@ -636,7 +657,96 @@ def _read_remote(t: _Table, tsig_keys: Mapping[str, TsigKey]) -> Remote | None:
     t.finish()
     if not remote_id or not addresses:
         return None
-    return Remote(remote_id, tuple(addresses), key, source)
+    return Remote(remote_id, tuple(addresses), key, source, tls)
+
+
+def _read_remote_tls(t: _Table) -> RemoteTls | None:
+    """`tls = { ca-file = "...", name = "..." }` or `{ cert-key = "..." }` (or a list of pins),
+    each with an optional client `cert-file` (+ `key-file`)."""
+    value = t.get("tls")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        t.error(
+            "tls",
+            'expected a table such as { ca-file = "...", name = "..." } or '
+            f'{{ cert-key = "..." }}, got {_toml_type(value)}',
+        )
+        return None
+    tt = _Table(t.ctx, value, t.key("tls"))
+    errors_before = len(t.ctx.errors)
+    ca_file = _readable_file(tt, "ca-file")
+    name = tt.string("name", max_bytes=253)
+    if name == "":
+        tt.error("name", "must not be empty")
+    pins = _read_pins(tt)
+    cert_file = _readable_file(tt, "cert-file")
+    key_file = _readable_file(tt, "key-file")
+    if tt.has("key-file") and not tt.has("cert-file"):
+        tt.error("key-file", "needs cert-file (the client certificate the key belongs to)")
+    has_ca, has_pin = tt.has("ca-file"), tt.has("cert-key")
+    if has_pin and (has_ca or tt.has("name")):
+        tt.error(
+            "cert-key",
+            "give either cert-key (an SPKI pin, the chain is not verified) or ca-file and name, "
+            "not both",
+        )
+    elif not has_pin and not has_ca and not tt.has("name"):
+        t.error(
+            "tls",
+            "no way to authenticate the remote: give ca-file and name, or cert-key "
+            "(never TLS without authentication)",
+        )
+    elif has_ca and not tt.has("name"):
+        tt.error("name", "missing: the name the remote's certificate must carry (with ca-file)")
+    elif tt.has("name") and not has_ca:
+        tt.error("ca-file", "missing: the CA that must have signed the certificate named by name")
+    tt.finish()
+    if len(t.ctx.errors) != errors_before:
+        return None
+    return RemoteTls(ca_file, name or None, pins, cert_file, key_file)
+
+
+def _readable_file(t: _Table, name: str) -> Path | None:
+    path = t.path_value(name)
+    if path is not None and not os.access(path, os.R_OK):
+        reason = "does not exist" if not path.exists() else "is not readable"
+        t.error(name, f"{path} {reason}")
+        return None
+    return path
+
+
+def _read_pins(t: _Table) -> tuple[bytes, ...]:
+    """cert-key: one base64 SHA-256 digest of a SubjectPublicKeyInfo, or a list (for rollover)."""
+    value = t.get("cert-key")
+    if value is None:
+        return ()
+    items: list[tuple[str, object]]
+    if isinstance(value, list):
+        if not value:
+            t.error("cert-key", "at least one pin is needed")
+        items = [(f"{t.key('cert-key')}[{i}]", item) for i, item in enumerate(value)]
+    else:
+        items = [(t.key("cert-key"), value)]
+    pins: list[bytes] = []
+    for key_path, item in items:
+        if not isinstance(item, str):
+            t.ctx.error(key_path, f"expected a base64 string, got {_toml_type(item)}")
+            continue
+        try:
+            digest = base64.b64decode(item.strip(), validate=True)
+        except binascii.Error:
+            t.ctx.error(key_path, f'"{item}" is not base64')
+            continue
+        if len(digest) != 32:
+            t.ctx.error(
+                key_path,
+                f"a pin is the base64 SHA-256 of the certificate's SubjectPublicKeyInfo "
+                f"(32 octets), got {len(digest)} octets",
+            )
+            continue
+        pins.append(digest)
+    return tuple(pins)
 
 
 # --- zone settings shared by [[template]] and [[zone]] --------------------------------------------

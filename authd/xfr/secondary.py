@@ -313,6 +313,7 @@ class SecondaryZone:
                     self._key(remote),
                     self._source(remote),
                     clock=self.clock,
+                    tls=remote.tls,
                 )
             if result.outcome is Outcome.OK and result.serial is not None:
                 self._remember(remote)
@@ -348,6 +349,7 @@ class SecondaryZone:
                     deadline=self.transfer_config.timeout,
                     idle_timeout=self.transfer_config.idle_timeout,
                     clock=self.clock,
+                    tls=remote.tls,
                 )
             self._count(result)
             if result.outcome is Outcome.UP_TO_DATE:

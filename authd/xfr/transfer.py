@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ import dns.rdatatype
 import dns.rdtypes.ANY.TSIG
 import dns.tsig
 
+from authd.config import RemoteTls
 from authd.zone import names
 from authd.zone.snapshot import SOA, Snapshot, parse_soa
 
@@ -54,6 +56,14 @@ from .stream import (
 )
 from .stream import (
     rcode_text as _rcode_text,
+)
+from .tls import (
+    TlsFailure,
+    check_peer,
+    client_context,
+    handshake_reason,
+    server_hostname,
+    tls_error_text,
 )
 
 Endpoint = tuple[str, int]
@@ -84,6 +94,7 @@ class Outcome(Enum):
     MALFORMED = "malformed"
     INCOMPLETE = "incomplete"
     DIFF_MISMATCH = "diff-mismatch"
+    TLS_ERROR = "tls-error"  # handshake, certificate, name, pin or ALPN: never retried in clear
 
     @property
     def success(self) -> bool:
@@ -252,9 +263,26 @@ async def _udp_exchange(
 
 
 async def _open_tcp(
-    primary: Endpoint, source: str | None, timeout: float, max_bytes: int
+    primary: Endpoint,
+    source: str | None,
+    timeout: float,
+    max_bytes: int,
+    tls: RemoteTls | None = None,
 ) -> tuple[asyncio.Transport, _Drain]:
+    """A TCP connection, or with `tls` a TLS one whose peer passed every check.
+
+    TLS is started on the connected socket, so a TCP failure and a TLS failure say which
+    they are. The two transports feed the same _Drain: one stream reader, one transfer
+    machine. TLS problems raise _Failure(TLS_ERROR); there is no plain-TCP retry.
+    """
     loop = asyncio.get_running_loop()
+    context: ssl.SSLContext | None = None
+    if tls is not None:
+        try:
+            context = client_context(tls)
+        except TlsFailure as failure:
+            raise _Failure(Outcome.TLS_ERROR, failure.reason) from None
+    started = loop.time()
     transport, protocol = await asyncio.wait_for(
         loop.create_connection(
             lambda: _Drain(max_bytes),
@@ -265,7 +293,59 @@ async def _open_tcp(
         ),
         timeout,
     )
-    return transport, protocol
+    if tls is None or context is None:
+        return transport, protocol
+    return await _start_tls(transport, protocol, tls, context, timeout - (loop.time() - started))
+
+
+async def _start_tls(
+    transport: asyncio.Transport,
+    protocol: _Drain,
+    tls: RemoteTls,
+    context: ssl.SSLContext,
+    timeout: float,
+) -> tuple[asyncio.Transport, _Drain]:
+    loop = asyncio.get_running_loop()
+    try:
+        secure = await asyncio.wait_for(
+            loop.start_tls(
+                transport,
+                protocol,
+                context,
+                # "": no name check, the SPKI pin is checked below instead
+                server_hostname=server_hostname(tls) or "",
+                ssl_handshake_timeout=max(0.001, timeout),
+            ),
+            max(0.001, timeout),
+        )
+    except ssl.SSLError as error:
+        transport.abort()
+        raise _Failure(Outcome.TLS_ERROR, handshake_reason(error, tls)) from None
+    except TimeoutError:
+        transport.abort()
+        raise _Failure(
+            Outcome.TLS_ERROR,
+            f"no TLS handshake within {timeout:.3g} s (does the primary serve TLS on this port?)",
+        ) from None
+    except (OSError, ConnectionError) as error:
+        transport.abort()
+        raise _Failure(
+            Outcome.TLS_ERROR,
+            "the primary closed the connection during the TLS handshake "
+            f"({error.strerror or type(error).__name__})",
+        ) from None
+    if secure is None:  # the connection closed before the handshake ended
+        transport.abort()
+        raise _Failure(
+            Outcome.TLS_ERROR, "the primary closed the connection during the TLS handshake"
+        )
+    # The _Drain keeps the TCP transport to abort; data now comes through the TLS one.
+    try:
+        check_peer(tls, secure.get_extra_info("ssl_object"))
+    except TlsFailure as failure:
+        secure.abort()
+        raise _Failure(Outcome.TLS_ERROR, failure.reason) from None
+    return secure, protocol
 
 
 async def query_soa(
@@ -276,8 +356,13 @@ async def query_soa(
     timeout: float = 5.0,
     *,
     clock: Clock = time.time,
+    tls: RemoteTls | None = None,
 ) -> SoaResult:
-    """Ask a primary for the zone's SOA over UDP, and again over TCP if truncated."""
+    """Ask a primary for the zone's SOA over UDP, and again over TCP if truncated.
+
+    With `tls` the query goes over TLS only (the remote is XoT: its port 853 has no UDP, and
+    the SOA query is part of the transfer exchange RFC 9103 protects), as BIND and Knot do.
+    """
     loop = asyncio.get_running_loop()
     started = loop.time()
     query_id = secrets.randbelow(65536)
@@ -298,9 +383,13 @@ async def query_soa(
         request_mac = b""
         if key is not None:
             wire, request_mac = sign_query(wire, key, clock())
-        answer = await _udp_exchange(primary, wire, source, timeout, query_id)
+        if tls is not None:
+            over_tcp = True
+            answer = await _tcp_exchange(primary, wire, source, timeout, tls)
+        else:
+            answer = await _udp_exchange(primary, wire, source, timeout, query_id)
         message = parse_message(answer)
-        if message.flags & 0x0200:  # TC
+        if message.flags & 0x0200 and tls is None:  # TC
             over_tcp = True
             answer = await _tcp_exchange(primary, wire, source, timeout - (loop.time() - started))
             message = parse_message(answer)
@@ -324,7 +413,10 @@ async def query_soa(
                 return done(Outcome.OK, serial=serial, soa_rdata=rdata)
         return done(Outcome.MALFORMED, "SOA query: no SOA for the zone in the answer")
     except _Failure as failure:
-        return done(failure.outcome, failure.reason, rcode=failure.rcode)
+        reason = failure.reason
+        if not reason.startswith("SOA query"):
+            reason = f"SOA query: {reason}"
+        return done(failure.outcome, reason, rcode=failure.rcode)
     except StreamError as error:
         mapped = _fault_failure(error)
         return done(mapped.outcome, f"SOA query: {mapped.reason}", rcode=mapped.rcode)
@@ -335,11 +427,15 @@ async def query_soa(
 
 
 async def _tcp_exchange(
-    primary: Endpoint, wire: bytes, source: str | None, timeout: float
+    primary: Endpoint,
+    wire: bytes,
+    source: str | None,
+    timeout: float,
+    tls: RemoteTls | None = None,
 ) -> bytes:
     if timeout <= 0:
         raise TimeoutError
-    transport, drain = await _open_tcp(primary, source, timeout, 70_000)
+    transport, drain = await _open_tcp(primary, source, timeout, 70_000, tls)
     try:
         transport.write(struct.pack(">H", len(wire)) + wire)
         loop = asyncio.get_running_loop()
@@ -427,6 +523,10 @@ class _Drain(asyncio.BufferedProtocol):
                         Outcome.INCOMPLETE,
                         f"the connection closed in the middle of a message ({available} octets)",
                     )
+                if isinstance(self.error, ssl.SSLError):
+                    # After the handshake: an alert (in TLS 1.3 a refused client certificate
+                    # arrives here) or a record that does not decrypt.
+                    raise _Failure(Outcome.TLS_ERROR, f"TLS error: {tls_error_text(self.error)}")
                 if self.error is not None:
                     raise _Failure(Outcome.INCOMPLETE, f"the connection broke: {self.error}")
                 return None
@@ -471,8 +571,9 @@ async def _run_one(
     idle_timeout: float,
     clock: Clock,
     attempt: _Attempt,
+    tls: RemoteTls | None,
 ) -> TransferAssembler:
-    """One AXFR or IXFR over one TCP connection; raises _Failure."""
+    """One AXFR or IXFR over one TCP (or TLS) connection; raises _Failure."""
     loop = asyncio.get_running_loop()
     query_id = secrets.randbelow(65536)
     soa = (current.soa_ttl, current.soa_rdata) if qtype == TYPE_IXFR and current else None
@@ -490,9 +591,14 @@ async def _run_one(
             source,
             max(0.001, min(idle_timeout, deadline_at - loop.time())),
             limits.max_bytes,
+            tls,
         )
+    except _Failure as not_open:
+        not_open.reason = f"{what}: {not_open.reason}"
+        raise
     except TimeoutError:
-        raise _Failure(Outcome.TIMEOUT, f"{what}: TCP connect timed out") from None
+        layer = "TLS" if tls is not None else "TCP"
+        raise _Failure(Outcome.TIMEOUT, f"{what}: {layer} connect timed out") from None
     except OSError as error:
         raise _Failure(
             Outcome.NETWORK_ERROR, f"{what}: cannot connect: {error.strerror or error!r}"
@@ -551,11 +657,14 @@ async def transfer(
     deadline: float = 600.0,
     idle_timeout: float = 30.0,
     clock: Clock = time.time,
+    tls: RemoteTls | None = None,
 ) -> TransferResult:
     """Bring the zone up to date from one primary: IXFR from `current`, or AXFR.
 
     `deadline` is the time budget in seconds for the whole call (including an
     AXFR fallback); `idle_timeout` the longest silence tolerated from the primary.
+    With `tls` every connection is TLS (XoT, RFC 9103) and TSIG is verified inside it as
+    over TCP; a TLS failure is the call's outcome (TLS_ERROR), never a reason to go plain.
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -596,6 +705,7 @@ async def transfer(
                 idle_timeout=idle_timeout,
                 clock=clock,
                 attempt=attempt,
+                tls=tls,
             )
         except _Failure as failure:
             fallback = failure.outcome is Outcome.DIFF_MISMATCH or (
@@ -637,6 +747,7 @@ async def transfer(
             idle_timeout=idle_timeout,
             clock=clock,
             attempt=attempt,
+            tls=tls,
         )
     except _Failure as failure:
         return finish(failure.outcome, attempt, failure.reason, rcode=failure.rcode)
