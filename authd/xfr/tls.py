@@ -11,13 +11,14 @@ every failure here ends the exchange with a reason that says what did not match.
   `cert-key`; with a pin the chain is not verified, so a self-signed certificate is fine).
 - The pin check runs on the certificate the handshake delivered, before any DNS byte is sent.
 
-Contexts are built once per RemoteTls (loading a CA file costs milliseconds) and shared.
+Contexts are built once per RemoteTls and files on disk (loading a CA file costs milliseconds).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import ssl
 from functools import lru_cache
 
@@ -46,9 +47,27 @@ def spki_pin(der_certificate: bytes) -> bytes:
     return hashlib.sha256(spki).digest()
 
 
-@lru_cache(maxsize=256)
 def client_context(settings: RemoteTls) -> ssl.SSLContext:
-    """The SSLContext for one remote; raises TlsFailure when a file cannot be used."""
+    """The SSLContext for one remote; raises TlsFailure when a file cannot be used.
+
+    Shared while the files stay the same: a CA or client certificate replaced on disk is
+    read again on the next connection (keyed by each file's size and modification time)."""
+    return _context(settings, _files_state(settings))
+
+
+def _files_state(settings: RemoteTls) -> tuple[tuple[int, int], ...]:
+    state = []
+    for path in (settings.ca_file, settings.cert_file, settings.key_file):
+        try:
+            info = os.stat(path) if path is not None else None
+        except OSError:
+            info = None
+        state.append((info.st_mtime_ns, info.st_size) if info is not None else (0, -1))
+    return tuple(state)
+
+
+@lru_cache(maxsize=256)
+def _context(settings: RemoteTls, files_state: tuple[tuple[int, int], ...]) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.set_alpn_protocols([ALPN])

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 
 from authd.config import RemoteTls
 from authd.xfr.stream import Kind
-from authd.xfr.tls import ALPN, spki_pin
+from authd.xfr.tls import ALPN, client_context, spki_pin
 from authd.xfr.transfer import Outcome, TransferResult, query_soa, transfer
 from tests.fault.primary import Behaviour, TestPrimary
 from tests.tls_certs import TestPki
@@ -349,3 +349,14 @@ def test_unusable_ca_file_is_a_tls_error(run: Run, pki: TestPki, tmp_path: Path)
             assert not primary.queries
 
     run(body())
+
+
+def test_context_is_shared_until_a_file_changes(pki: TestPki, tmp_path: Path) -> None:
+    settings = strict(pki)
+    first = client_context(settings)
+    assert client_context(settings) is first
+    rotated = TestPki.create(tmp_path / "rotated", "rotated CA")
+    pki.ca_file.write_bytes(rotated.ca_file.read_bytes() + b"\n")  # another size, another CA
+    second = client_context(settings)
+    assert second is not first
+    assert second.get_ca_certs()[0]["subject"] == ((("commonName", "rotated CA"),),)
