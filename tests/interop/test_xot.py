@@ -20,9 +20,9 @@ from pathlib import Path
 import dns.rcode
 import pytest
 
+from authd.bench.primaries import AuthdSecondary, SecondaryZone, query, wait_for
+from authd.bench.servers import HOST
 from tests.conftest import free_port, require_binary
-from tests.interop.primaries import AuthdSecondary, SecondaryZone, query, wait_for
-from tests.interop.servers import HOST
 from tests.interop.xot_primary import XotPrimary
 from tests.tls_certs import TestPki
 

@@ -22,9 +22,9 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
+from authd.bench.primaries import KEY, START_TIMEOUT, write_zone
+from authd.bench.servers import HOST, RunningServer
 from tests.conftest import free_port
-from tests.interop.primaries import KEY, START_TIMEOUT, write_zone
-from tests.interop.servers import HOST, RunningServer
 from tests.tls_certs import Issued, TestPki
 
 TLS_NAME = "xot"  # the name of named's `tls` block
