@@ -16,7 +16,7 @@ import signal
 import time
 from typing import Any
 
-from authd import metrics, sdnotify
+from authd import horizon, metrics, sdnotify
 from authd.clock import Clock, SystemClock
 from authd.config import Config, ZoneConfig
 from authd.control import ControlError, ControlServer
@@ -28,6 +28,7 @@ from authd.serve.stats import responder_counters
 from authd.serve.tcp import TcpLimits
 from authd.serve.workers import ResponderLike, WorkerPool, send_event, worker_count
 from authd.serve.zonetable import ZoneTable
+from authd.wording import plural
 from authd.xfr.notify_edge import NotifyEndpoint, NotifyEvent, notify_acls, notify_keyring
 from authd.xfr.policy import policy_for
 from authd.xfr.secondary import Pacer, SecondaryZone, remove_stale_candidates
@@ -90,6 +91,7 @@ class ZoneRuntime:
             status.update(self.secondary.status())
             if self.last_error and not status.get("last_error"):
                 status["last_error"] = self.last_error
+        status.update(horizon.status_keys(self.facts().horizon))  # valid_until, ...
         return status
 
     def facts(self) -> metrics.ZoneFacts:
@@ -115,6 +117,7 @@ class ZoneRuntime:
             expires_at=timers.expires_at,
             signature_horizon=secondary.horizon,
             refresh_interval=timers.refresh,
+            servfail_on_expire=self.config.on_expire == "servfail",
         )
 
 
@@ -404,6 +407,8 @@ class App:
         try:
             fresh = load_config(self.config.source)
         except ConfigError as exc:
+            # The daemon's own log says so too, however the reload was asked for.
+            log.error("config not reloaded, the running one stays: %s", format_errors(exc.errors))
             raise ControlError("config not reloaded:\n" + format_errors(exc.errors)) from exc
         old = {z.origin: z for z in self.config.zones}
         new = {z.origin: z for z in fresh.zones}
@@ -429,7 +434,7 @@ class App:
                     self.start_secondary(runtime)
                 changed += 1
         summary = (
-            f"reloaded {self.config.source}: {len(new)} zones "
+            f"reloaded {self.config.source}: {plural(len(new), 'zone')} "
             f"({added} added, {len(old.keys() - new.keys())} removed, {changed} changed)"
         )
         log.info(summary)
@@ -481,7 +486,9 @@ class App:
         )
         await self.pool.start()  # forks: the workers inherit every zone loaded above
         for endpoint in server.listen:
-            log.info("answering on %s (UDP and TCP, %d workers)", endpoint, self.pool.count)
+            log.info(
+                "answering on %s (UDP and TCP, %s)", endpoint, plural(self.pool.count, "worker")
+            )
         self.pacer = Pacer(self.config.transfer)
         validation = self.config.validation
         self.validation = ValidationPool(validation.processes, validation.nice, validation.idle)
@@ -576,8 +583,9 @@ async def _main(config: Config) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_reload)
-    log.info("authd ready: %d zones, pid-relative start took %.2f s", len(app.zones), _uptime())
-    sdnotify.ready(f"{len(app.zones)} zones")
+    zones = plural(len(app.zones), "zone")
+    log.info("authd ready: %s, pid-relative start took %.2f s", zones, _uptime())
+    sdnotify.ready(zones)
     await stop.wait()
     sdnotify.stopping()
     log.info("stopping")
@@ -588,7 +596,7 @@ async def _main(config: Config) -> int:
 def _log_reload_failure(task: asyncio.Task[str]) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         exc = task.exception()
-        if exc is not None:
+        if exc is not None and not isinstance(exc, ControlError):  # those are logged already
             log.error("reload failed: %s", exc)
 
 

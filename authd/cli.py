@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 user error (bad config, unknown zone, file exists...), 2 usa
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import importlib
@@ -16,16 +17,17 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import dns.version
 
-from authd.config import Config, ConfigError, load_config
+from authd.config import Config, ConfigError, control_socket_of, load_config
 from authd.keys import DEFAULT_ALGORITHM, DEPRECATED_ALGORITHMS, TSIG_ALGORITHMS, generate_tsig_key
+from authd.wording import plural
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 1
@@ -68,15 +70,21 @@ def config_option(function: Any) -> Any:
 
 
 def load_or_exit(path: Path) -> Config:
-    """Load the config; on errors print every one of them to stderr and exit 1."""
+    """Load the config; on errors print every one of them (and the warnings) and exit 1."""
     try:
         return load_config(path)
     except ConfigError as exc:
-        for error in exc.errors:
-            click.echo(f"error: {error}", err=True)
-        count = len(exc.errors)
-        click.echo(f"{path}: {count} error{'s' if count != 1 else ''}", err=True)
-        sys.exit(EXIT_USER_ERROR)
+        fail_with([str(error) for error in exc.errors], exc.warnings, path)
+
+
+def fail_with(errors: list[str], warnings: Iterable[str], path: Path) -> NoReturn:
+    """Print errors, then warnings (a warning may explain an error), then the count; exit 1."""
+    for error in errors:
+        click.echo(f"error: {error}", err=True)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"{path}: {plural(len(errors), 'error')}", err=True)
+    sys.exit(EXIT_USER_ERROR)
 
 
 @contextmanager
@@ -126,17 +134,26 @@ def _timestamp(record: logging.LogRecord) -> str:
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def one_line(text: str) -> str:
+    """A multi-line message (a list of config errors, a traceback) as one log line: a line
+    break becomes "; " (none after a colon), so a reader and journald see one event."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    out = lines[0] if lines else ""
+    for line in lines[1:]:
+        out += (" " if out.endswith(":") else "; ") + line
+    return out
+
+
 class TextFormatter(logging.Formatter):
     """`2026-01-02T03:04:05.678Z info authd.xfr: zone updated zone=example.com serial=7`"""
 
     def format(self, record: logging.LogRecord) -> str:
         parts = [_timestamp(record), record.levelname.lower(), f"{record.name}:"]
-        parts.append(record.getMessage())
+        parts.append(one_line(record.getMessage()))
         parts.extend(f"{key}={_text_value(value)}" for key, value in _fields(record).items())
-        line = " ".join(parts)
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
+            parts.append("exc=" + json.dumps(self.formatException(record.exc_info)))
+        return " ".join(parts)
 
 
 def _text_value(value: object) -> str:
@@ -160,10 +177,65 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(event, default=str, ensure_ascii=False)
 
 
-def configure_logging(log_format: str, level: str) -> None:
-    """Every event to stderr, one line each (journald and docker logs take it from there)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+# sd-daemon(3): a line written to a journal stream may start with "<N>", N the syslog
+# priority; journald strips it and files the line under that priority (journalctl -p err).
+SYSLOG_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+
+
+def syslog_priority(levelno: int) -> int:
+    """The syslog priority of a logging level (custom levels take the next standard one up)."""
+    for level in sorted(SYSLOG_PRIORITY):
+        if levelno <= level:
+            return SYSLOG_PRIORITY[level]
+    return SYSLOG_PRIORITY[logging.CRITICAL]
+
+
+class JournalPrefix(logging.Formatter):
+    """Wraps a formatter: every line gets its `<N>` priority prefix."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{syslog_priority(record.levelno)}>{self.inner.format(record)}"
+
+
+def is_journal_stream(environ: Mapping[str, str], stream: Any) -> bool:
+    """True when `stream` is the journal connection systemd set up (sd-daemon(3)): the
+    device and inode in JOURNAL_STREAM are those of the stream's file descriptor. A child
+    whose stderr was redirected elsewhere inherits the variable but fails the check."""
+    value = environ.get("JOURNAL_STREAM", "")
+    device, _, inode = value.partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        stat = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
+
+
+def configure_logging(
+    log_format: str,
+    level: str,
+    stream: Any = None,
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """Every event to stderr, one line each, with time and level; under systemd each line
+    also carries its syslog priority (journald and docker logs take it from there)."""
+    stream = sys.stderr if stream is None else stream
+    handler = logging.StreamHandler(stream)
+    formatter: logging.Formatter = JsonFormatter() if log_format == "json" else TextFormatter()
+    if is_journal_stream(os.environ if environ is None else environ, stream):
+        formatter = JournalPrefix(formatter)
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -272,20 +344,50 @@ def explain_os_error(exc: OSError) -> str:
 
 @main.command("check-config")
 @config_option
-def check_config(config_path: Path) -> None:
-    """Check a config file: exit 0, or print every error and exit 1.
+@click.option(
+    "--no-zone-files",
+    is_flag=True,
+    help="Check the config alone, without reading the zone files it names "
+    "(for a config written for another machine).",
+)
+def check_config(config_path: Path, no_zone_files: bool) -> None:
+    """Check a config file and every zone file it names: exit 0, or print every error and exit 1.
 
-    Each error names the file, the key and the reason; warnings do not fail the check.
+    Each config error names the file, the key and the reason; each zone file error names the
+    file and the line (`FILE:LINE: reason`). A missing zone file is an error. Warnings are
+    printed too but do not fail the check.
 
     \b
     Example:
       authd check-config -c authd.toml
     """
     config = load_or_exit(config_path)
+    errors = [] if no_zone_files else zone_file_errors(config)
+    if errors:
+        fail_with(errors, config.warnings, config_path)
     for warning in config.warnings:
         click.echo(f"warning: {warning}", err=True)
-    count = len(config.zones)
-    click.echo(f"ok: {count} zone{'s' if count != 1 else ''}")
+    click.echo(f"ok: {plural(len(config.zones), 'zone')}")
+
+
+def zone_file_errors(config: Config) -> list[str]:
+    """Read every zone file as `authd serve` would; one error per file that cannot be served."""
+    from authd.zone.loader import ZoneLoadError, load_zone_file
+
+    errors: list[str] = []
+    for zone in config.zones:
+        if zone.file is None:
+            continue
+        if not zone.file.is_file():
+            errors.append(f"{zone.file}: zone file of {zone.name} not found")
+            continue
+        try:
+            load_zone_file(zone.file, zone.name)
+        except ZoneLoadError as exc:
+            errors.append(str(exc))
+        except OSError as exc:
+            errors.append(f"{zone.file}: cannot read: {exc.strerror}")
+    return errors
 
 
 @main.group(cls=_Group)
@@ -511,7 +613,20 @@ def reload(config_path: Path) -> None:
     Example:
       authd check-config -c authd.toml && authd reload -c authd.toml
     """
-    config = load_or_exit(config_path)
+    from authd import control
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        # Still ask the daemon: it reads the same file, refuses it, keeps its running config
+        # and logs why, so the daemon's log tells the story too. The errors are printed
+        # here either way.
+        socket_path = control_socket_of(config_path)
+        if socket_path is not None:
+            with contextlib.suppress(control.ControlUnreachable, control.ControlError):
+                click.echo(format_result(control.call(socket_path, "reload")))
+                sys.exit(EXIT_OK)  # fixed between our read and the daemon's
+        fail_with([str(error) for error in exc.errors], exc.warnings, config_path)
     click.echo(format_result(call_daemon(config, "reload")))
 
 
@@ -553,6 +668,16 @@ def format_duration(seconds: float) -> str:
         if count or (unit == "s" and not parts):
             parts.append(f"{count}{unit}")
     return " ".join(parts[:2])
+
+
+def parse_rfc3339(value: object) -> object:
+    """`2026-01-02T03:04:05Z` as epoch seconds; anything else as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return value
 
 
 def format_time(value: object, now: float) -> str:
@@ -640,9 +765,13 @@ def format_zone_status(status: Mapping[str, Any], now: float) -> str:
             line(label, format_time(status[key], now))
     if "expires_at" in status:
         line("expires", _expiry_line(status, now))
-    horizon = status.get("signature_horizon", status.get("horizon"))
+    if status.get("valid_until") is not None:
+        line("usable until", format_time(parse_rfc3339(status["valid_until"]), now))
+    horizon = status.get("signatures_valid_until")
+    if horizon is None:
+        horizon = status.get("signature_horizon", status.get("horizon"))
     if horizon is not None:
-        line("signatures", f"valid until {format_time(horizon, now)}")
+        line("signatures", f"valid until {format_time(parse_rfc3339(horizon), now)}")
     line("last error", status.get("last_error") or "none")
     line("rejection", status.get("last_rejection") or "none")
     return "\n".join(lines)

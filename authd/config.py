@@ -5,8 +5,9 @@ TSIG keys resolved to objects, relative paths made absolute against the config f
 directory), or raises ConfigError listing every problem, each naming the file, the key path
 (`zone[3].primaries[0]`, `server.listen[1]`) and the reason. Unknown keys are errors.
 
-Problems that do not stop authd from running (a key file others can read, hmac-md5, a zone file
-that is not there yet) are collected in Config.warnings for the caller to print or log.
+Problems that do not stop authd from running (a key file others can read, hmac-md5) are
+collected in Config.warnings for the caller to print or log. Zone files are not read here:
+`authd check-config` parses them, and loading reports a missing or broken one.
 """
 
 from __future__ import annotations
@@ -59,11 +60,13 @@ class ConfigIssue:
 
 
 class ConfigError(Exception):
-    """Every problem found in a config file (not just the first)."""
+    """Every problem found in a config file (not just the first), and the warnings found
+    along the way (shown too: a warning may explain an error)."""
 
-    def __init__(self, errors: list[ConfigIssue]) -> None:
+    def __init__(self, errors: list[ConfigIssue], warnings: Iterable[str] = ()) -> None:
         super().__init__(format_errors(errors))
         self.errors = errors
+        self.warnings = tuple(warnings)
 
 
 def format_errors(errors: Iterable[ConfigIssue]) -> str:
@@ -305,6 +308,10 @@ class _Context:
         self.base = Path(os.path.abspath(file)).parent
         self.errors: list[ConfigIssue] = []
         self.warnings: list[str] = []
+        # Each root cause is reported once: a remote whose own table has errors, or a key
+        # that may be in a key file that could not be read, is not reported again where used.
+        self.broken_remotes: set[str] = set()
+        self.unreadable_key_files = False
 
     def error(self, key: str, reason: str) -> None:
         self.errors.append(ConfigIssue(str(self.file), key, reason))
@@ -588,6 +595,7 @@ def _read_tsig(t: _Table) -> dict[str, TsigKey]:
             key_file = keyfiles.load_key_file(t.ctx.resolve(text))
         except keyfiles.KeyFileError as exc:
             t.ctx.error(key_path, str(exc))
+            t.ctx.unreadable_key_files = True
             continue
         t.ctx.warnings.extend(key_file.warnings)
         for key in key_file.keys:
@@ -608,7 +616,7 @@ def _lookup_key(
         ctx.error(key_path, f'bad key name "{name}": {exc}')
         return None
     key = tsig_keys.get(normalized)
-    if key is None:
+    if key is None and not ctx.unreadable_key_files:
         defined = ", ".join(k.rstrip(".") for k in sorted(tsig_keys)) or "none"
         ctx.error(
             key_path,
@@ -618,6 +626,7 @@ def _lookup_key(
 
 
 def _read_remote(t: _Table, tsig_keys: Mapping[str, TsigKey]) -> Remote | None:
+    errors_before = len(t.ctx.errors)
     remote_id = t.string("id")
     if remote_id is None and not t.has("id"):
         t.error("id", "missing: every [[remote]] needs an id")
@@ -655,6 +664,9 @@ def _read_remote(t: _Table, tsig_keys: Mapping[str, TsigKey]) -> Remote | None:
                     f"{source.host} cannot reach addresses[{index}] {address} (other IP family)",
                 )
     t.finish()
+    if remote_id and (not addresses or len(t.ctx.errors) > errors_before):
+        t.ctx.broken_remotes.add(remote_id)  # its errors are reported; its users stay quiet
+        return None
     if not remote_id or not addresses:
         return None
     return Remote(remote_id, tuple(addresses), key, source, tls)
@@ -836,6 +848,8 @@ def _read_primaries(t: _Table, remotes: Mapping[str, Remote]) -> tuple[Remote, .
     primaries: list[Remote] = []
     for key_path, remote_id in items:
         remote = remotes.get(remote_id)
+        if remote is None and remote_id in t.ctx.broken_remotes:
+            continue
         if remote is None:
             t.ctx.error(key_path, _unknown_remote(remote_id, remotes))
         elif remote in primaries:
@@ -898,6 +912,8 @@ def _notify_entry(
     remotes: Mapping[str, Remote],
 ) -> list[NotifySource]:
     remote = remotes.get(where)
+    if remote is None and where in ctx.broken_remotes:
+        return []
     if remote is not None:
         chosen = key if key_given else remote.key
         return [NotifySource(_host_network(a), chosen, remote.id) for a in remote.addresses]
@@ -984,8 +1000,8 @@ def _read_zone(
         if own.notify_from:
             t.error("notify-from", "a zone served from a file takes no NOTIFY")
         s.notify_from = ()
-        if not file.exists():
-            t.ctx.warnings.append(f"{t.key('file')}: zone file {file} does not exist (yet)")
+        # Whether the file exists and parses is for `authd check-config` (an error there)
+        # and for loading (an error in the log): the file may be written after this check.
     if dns_name is None or origin is None:
         return None
 
@@ -1098,6 +1114,22 @@ def load_config(path: Path | str) -> Config:
     return _build(ctx, data)
 
 
+def control_socket_of(path: Path | str) -> Path | None:
+    """Where the daemon of a config file listens for control commands, read from a config
+    that may have errors elsewhere (so `authd reload` can still ask the daemon, which then
+    refuses the file and logs why). None when the file or that key cannot be read."""
+    file = Path(path)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    server = data.get("server", {})
+    text = server.get("control-socket", "authd.sock") if isinstance(server, dict) else None
+    if not isinstance(text, str) or not text:
+        return None
+    return _Context(file).resolve(text)
+
+
 def _build(ctx: _Context, data: dict[str, Any]) -> Config:
     root = _Table(ctx, data, "")
     server = _read_server(_subtable(ctx, root, "server"))
@@ -1132,7 +1164,7 @@ def _build(ctx: _Context, data: dict[str, Any]) -> Config:
     log = _read_log(_subtable(ctx, root, "log"))
     root.finish()
     if ctx.errors:
-        raise ConfigError(ctx.errors)
+        raise ConfigError(ctx.errors, ctx.warnings)
     return Config(
         source=ctx.base / ctx.file.name,
         server=server,

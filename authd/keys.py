@@ -268,18 +268,37 @@ def load_key_file(path: Path) -> KeyFile:
     return KeyFile(path, tuple(keys), tuple(warnings))
 
 
+# A key name every peer reads the same way: host-name labels (RFC 952/1123: letters, digits,
+# hyphen) plus underscore, as BIND's check-names accepts for owner names. Spaces, quotes and
+# punctuation are valid in a DNS name only escaped, and BIND, Knot and NSD configs then
+# disagree on the spelling, so a shared key would never match.
+_KEY_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def checked_key_name(name: str) -> dns.name.Name:
+    """The key name as a DNS name, or ValueError with a one-line reason."""
+    text = name[:-1] if name.endswith(".") and name != "." else name
+    if not text or text == ".":
+        raise ValueError(f"bad key name '{name}': it must not be empty or the root")
+    for label in text.split("."):
+        if not _KEY_LABEL.fullmatch(label):
+            raise ValueError(
+                f"bad key name '{name}': label '{label}' must be 1-63 letters, digits, '-' or '_' "
+                "(not starting or ending with '-'), e.g. xfr-key or xfr.example.com"
+            )
+    try:
+        return dns.name.from_text(text)
+    except dns.exception.DNSException as exc:
+        raise ValueError(f"bad key name '{name}': {exc}") from None
+
+
 def generate_tsig_key(name: str, algorithm: str = DEFAULT_ALGORITHM) -> str:
     """A new key file in BIND syntax with a random secret as long as the HMAC output."""
     algorithm = algorithm.lower()
     if algorithm not in TSIG_ALGORITHMS or algorithm in DEPRECATED_ALGORITHMS:
         allowed = ", ".join(sorted(set(TSIG_ALGORITHMS) - DEPRECATED_ALGORITHMS))
         raise ValueError(f"unsupported algorithm '{algorithm}' (use one of: {allowed})")
-    try:
-        dns_name = dns.name.from_text(name)
-    except dns.exception.DNSException as exc:
-        raise ValueError(f"bad key name '{name}': {exc}") from None
-    if '"' in name or "\\" in name:
-        raise ValueError(f"bad key name '{name}': quotes and backslashes are not allowed")
+    dns_name = checked_key_name(name)
     secret = base64.b64encode(secrets.token_bytes(TSIG_ALGORITHMS[algorithm][1])).decode()
     text_name = dns_name.to_text(omit_final_dot=True) or "."
     return f'key "{text_name}" {{\n\talgorithm {algorithm};\n\tsecret "{secret}";\n}};\n'

@@ -24,6 +24,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from authd.horizon import Horizon, horizon
+
 log = logging.getLogger("authd.metrics")
 
 
@@ -55,6 +57,16 @@ class ZoneFacts:
     expires_at: float | None
     signature_horizon: float | None  # earliest RRSIG expiration in the served version
     refresh_interval: float | None = None  # the SOA REFRESH in force (secondary zones)
+    servfail_on_expire: bool = False  # on-expire = "servfail": the expire deadline limits
+
+    @property
+    def horizon(self) -> Horizon:
+        return horizon(
+            self.serial is not None,
+            self.expires_at,
+            self.servfail_on_expire,
+            self.signature_horizon,
+        )
 
 
 ZONE_STATES = ("ok", "refreshing", "expired", "never-loaded")
@@ -93,11 +105,15 @@ class AuthdCollector:
         self.now = now
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._zone_metrics()
-        yield from self._control_plane_metrics()
-        yield from self._worker_metrics()
+        facts = list(self.zone_facts())
+        # Only zones in the configuration have series: a zone removed by a reload takes
+        # per-zone series with it (added again, they come back with their totals).
+        zones = {f.zone for f in facts}
+        yield from self._zone_metrics(facts)
+        for family in (*self._control_plane_metrics(), *self._worker_metrics()):
+            yield _only_configured_zones(family, zones)
 
-    def _zone_metrics(self) -> Iterator[Metric]:
+    def _zone_metrics(self, all_facts: list[ZoneFacts]) -> Iterator[Metric]:
         now = self.now()
         serial = GaugeMetricFamily("authd_zone_serial", "SOA serial served.", labels=["zone"])
         primary = GaugeMetricFamily(
@@ -129,8 +145,24 @@ class AuthdCollector:
             "Seconds until the earliest RRSIG in the served version expires.",
             labels=["zone"],
         )
-        for facts in self.zone_facts():
+        valid_until = GaugeMetricFamily(
+            "authd_zone_valid_until_timestamp_seconds",
+            "Until when the served copy is usable: the earlier of the earliest RRSIG "
+            "expiration and, with on-expire = servfail, the expire deadline.",
+            labels=["zone"],
+        )
+        signatures_until = GaugeMetricFamily(
+            "authd_zone_signatures_valid_until_timestamp_seconds",
+            "The earliest RRSIG expiration in the served version.",
+            labels=["zone"],
+        )
+        for facts in all_facts:
             zone = facts.zone
+            limits = facts.horizon
+            if limits.valid_until is not None:
+                valid_until.add_metric([zone], limits.valid_until)
+            if limits.signatures_valid_until is not None:
+                signatures_until.add_metric([zone], limits.signatures_valid_until)
             if facts.serial is not None:
                 serial.add_metric([zone], facts.serial)
             if facts.primary_serial is not None:
@@ -147,6 +179,7 @@ class AuthdCollector:
             if facts.refresh_interval is not None:
                 interval.add_metric([zone], facts.refresh_interval)
         yield from (serial, primary, age, expires, expired, state, horizon, interval)
+        yield from (valid_until, signatures_until)
 
     def _control_plane_metrics(self) -> Iterator[Metric]:
         stats = self.stats
@@ -214,6 +247,16 @@ class AuthdCollector:
             gauge = GaugeMetricFamily(metric, help_text)
             gauge.add_metric([], flat.get(name, 0))
             yield gauge
+
+
+def _only_configured_zones(family: Metric, zones: set[str]) -> Metric:
+    """The family without the samples of zones no longer configured (any `zone` label)."""
+    family.samples = [
+        sample
+        for sample in family.samples
+        if "zone" not in sample.labels or sample.labels["zone"] in zones
+    ]
+    return family
 
 
 def _counter(

@@ -300,7 +300,10 @@ class Responder:
     ) -> tuple[bytes | None, int]:
         edns = query.edns
         if query.formerr:
-            return self._empty(data, query, FORMERR)
+            # RFC 1035 4.1.1: an opcode we do not implement is NOTIMP before anything else
+            # is judged (as Knot answers `dig +opcode=15 +header-only`).
+            known = query.opcode in (wire.OPCODE_QUERY, wire.OPCODE_NOTIFY, wire.OPCODE_UPDATE)
+            return self._empty(data, query, FORMERR if known else NOTIMP)
         question = data[12 : query.question_end]
         if edns is not None and edns.version != 0:
             # BADVERS = 16: 0 in the header, 1 in the OPT's extended rcode (RFC 6891 6.1.3).

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 TcpRespondFn = Callable[[bytes, bool, object], "bytes | Awaitable[bytes | None] | None"]
 
 MAX_FRAME = 0xFFFF
+# What TcpServer.answer returns for a message that gets no answer at all (unparsable, or the
+# responder chose silence): distinct from None, which means "answered later".
+NO_REPLY = b""
 STOP_GRACE = 0.25  # seconds a quiet connection may still send a query when we stop
 
 
@@ -67,6 +70,7 @@ class TcpCounters:
     read_timeouts: int = 0
     write_timeouts: int = 0
     bad_frames: int = 0  # zero length or over max_message
+    bad_messages: int = 0  # a whole message that got no answer: the connection is closed
     queries: int = 0
     responses: int = 0
     no_reply: int = 0
@@ -169,6 +173,20 @@ class _Connection(asyncio.Protocol):
             query = bytes(buf[pos + 2 : end])
             pos = end
             reply = server.answer(self, query)
+            if reply == NO_REPLY:
+                # Unreadable (or unanswerable): the stream can no longer be trusted, and the
+                # client would wait for an answer that never comes. Close now, as Knot does,
+                # after the answers already due; nothing more is read.
+                server.counters.bad_messages += 1
+                if out:
+                    self._write(out)
+                self._buf.clear()
+                self.partial_since = None
+                if self.in_flight:
+                    self.mark_closing()
+                else:
+                    self.close()
+                return
             if reply is not None:
                 out.append(reply)
                 out_bytes += len(reply)
@@ -372,16 +390,17 @@ class TcpServer:
         return size.to_bytes(2, "big") + reply
 
     def answer(self, conn: _Connection, query: bytes) -> bytes | None:
-        """Answer one query: the framed reply now, or None (silence, or answered later)."""
+        """Answer one query: the framed reply now, NO_REPLY (no answer will ever come: the
+        caller closes the connection), or None (answered later, through deliver)."""
         self.counters.queries += 1
         try:
             result = self._respond(query, True, conn.peer)
         except Exception:
             self._responder_failed()
-            return None
+            return NO_REPLY
         if result is None:
             self.counters.no_reply += 1
-            return None
+            return NO_REPLY
         if isinstance(result, bytes):
             return self.frame(result)
         conn.in_flight += 1

@@ -78,9 +78,12 @@ class LiveServer:
         )
 
 
-def start_server(directory: Path, *, workers: int = 1, zone_text: str | None = None) -> LiveServer:
+def start_server(
+    directory: Path, *, workers: int = 1, zone_text: str | None = None, journal: bool = False
+) -> LiveServer:
     """Put the example zone (or `zone_text` in its place) and the config into `directory`
-    and start `authd serve` there."""
+    and start `authd serve` there. journal=True runs it as systemd would with its output
+    to the journal (JOURNAL_STREAM names the log file's device and inode)."""
     (directory / "zones").mkdir(parents=True, exist_ok=True)
     zone_file = directory / "zones" / EXAMPLE_ZONE.name
     if zone_text is None:
@@ -91,13 +94,18 @@ def start_server(directory: Path, *, workers: int = 1, zone_text: str | None = N
     config = directory / "authd.toml"
     config.write_text(make_config(dns_port, metrics_port, workers))
     log = directory / "authd.log"
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("JOURNAL_STREAM", None)
     with log.open("wb") as sink:
+        if journal:
+            stat = os.fstat(sink.fileno())
+            env["JOURNAL_STREAM"] = f"{stat.st_dev}:{stat.st_ino}"
         process = subprocess.Popen(
             [str(VENV_BIN / "authd"), "serve", "-c", str(config)],
             cwd=directory,
             stdout=sink,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"},
+            env=env,
         )
     server = LiveServer(directory, config, dns_port, metrics_port, process, log)
     try:

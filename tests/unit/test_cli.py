@@ -5,7 +5,10 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import stat
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,10 +21,12 @@ from authd.cli import (
     JsonFormatter,
     TextFormatter,
     call_daemon,
+    configure_logging,
     explain_os_error,
     format_duration,
     format_verify,
     format_zone_status,
+    is_journal_stream,
     main,
     package_version,
     serial_lag,
@@ -93,12 +98,87 @@ def test_check_config_prints_every_error_and_exits_1(tmp_path: Path) -> None:
     assert lines[2] == f"{path}: 2 errors"
 
 
+GOOD_ZONE = """$ORIGIN a.test.
+$TTL 300
+@ SOA ns1 hostmaster 1 3600 600 86400 300
+@ NS ns1
+ns1 A 127.0.0.1
+"""
+SECRET = "aTfldB0aBM5ZBCu5tXhlWGgVSZaDAUNvhYo2qaybnCM="
+
+
+def write_key(path: Path, mode: int = 0o600) -> None:
+    path.write_text(f'key "xfr" {{ algorithm hmac-sha256; secret "{SECRET}"; }};\n')
+    path.chmod(mode)
+
+
 def test_check_config_prints_warnings_but_passes(tmp_path: Path) -> None:
+    write_key(tmp_path / "xfr.key", 0o644)
+    (tmp_path / "a.zone").write_text(GOOD_ZONE)
     path = tmp_path / "authd.toml"
-    path.write_text('[[zone]]\nname = "a.test"\nfile = "missing.zone"\n')
+    path.write_text('[tsig]\nkey-files = ["xfr.key"]\n[[zone]]\nname = "a.test"\nfile = "a.zone"\n')
     code, out, err = run("check-config", "-c", str(path))
     assert (code, out) == (0, "ok: 1 zone\n")
-    assert err.startswith("warning: zone[0].file: zone file") and "missing.zone" in err
+    assert err.startswith("warning: ") and "readable by group or others" in err
+
+
+def test_check_config_parses_every_zone_file(tmp_path: Path) -> None:
+    """Issue 12: `AAA` on a line gave `ok: 1 zone`, then the zone answered SERVFAIL."""
+    (tmp_path / "a.zone").write_text(GOOD_ZONE + "www AAA 192.0.2.1\n")
+    (tmp_path / "b.zone").write_text(GOOD_ZONE.replace("a.test.", "b.test."))
+    path = tmp_path / "authd.toml"
+    path.write_text(
+        '[[zone]]\nname = "a.test"\nfile = "a.zone"\n'
+        '[[zone]]\nname = "b.test"\nfile = "b.zone"\n'
+        '[[zone]]\nname = "c.test"\nfile = "missing.zone"\n'
+    )
+    code, out, err = run("check-config", "-c", str(path))
+    assert (code, out) == (EXIT_USER_ERROR, "")
+    assert err.splitlines() == [
+        f"error: {tmp_path / 'a.zone'}:6: unknown rdatatype 'AAA'",
+        f"error: {tmp_path / 'missing.zone'}: zone file of c.test not found",
+        f"{path}: 2 errors",
+    ]
+    # --no-zone-files checks the config alone (one written for another machine).
+    assert run("check-config", "--no-zone-files", "-c", str(path))[:2] == (0, "ok: 3 zones\n")
+
+
+def test_check_config_shows_warnings_with_errors(tmp_path: Path) -> None:
+    write_key(tmp_path / "xfr.key", 0o644)
+    path = tmp_path / "authd.toml"
+    path.write_text('[tsig]\nkey-files = ["xfr.key"]\n[server]\nworkers = -1\n')
+    code, _, err = run("check-config", "-c", str(path))
+    lines = err.splitlines()
+    assert code == EXIT_USER_ERROR and lines[0].startswith("error: ") and "workers" in lines[0]
+    assert lines[1].startswith("warning: ") and "readable by group or others" in lines[1]
+    assert lines[2] == f"{path}: 1 error"
+
+
+@pytest.mark.parametrize(
+    ("tsig", "remote", "cause"),
+    [
+        ("", 'addresses = ["127.0.0.999"]', '"127.0.0.999" is not an IP address'),
+        ('key-files = ["missing.key"]', 'addresses = ["127.0.0.1"]\nkey = "xfr"', "missing.key"),
+        ('key-files = ["bad.key"]', 'addresses = ["127.0.0.1"]\nkey = "xfr"', "bad.key:1"),
+        ("", 'addresses = ["127.0.0.1"]\nkey = "xfr"', 'TSIG key "xfr" is not defined'),
+    ],
+)
+def test_check_config_reports_each_root_cause_once(
+    tmp_path: Path, tsig: str, remote: str, cause: str
+) -> None:
+    """A broken remote or key file is one error, not also `no [[remote]] with id "knot"`."""
+    (tmp_path / "bad.key").write_text('key "xfr" { algorithm hmac-sha256; secret "%%%"; };\n')
+    path = tmp_path / "authd.toml"
+    path.write_text(
+        f'[tsig]\n{tsig}\n[[remote]]\nid = "knot"\n{remote}\n'
+        '[[zone]]\nname = "a.test"\nprimaries = ["knot"]\n'
+        '[[zone]]\nname = "b.test"\nprimaries = ["knot"]\nnotify-from = ["knot"]\n'
+    )
+    code, _, err = run("check-config", "-c", str(path))
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == EXIT_USER_ERROR and len(errors) == 1, err
+    assert cause in errors[0]
+    assert err.splitlines()[-1] == f"{path}: 1 error"
 
 
 def test_config_defaults_to_authd_toml_in_the_current_directory(
@@ -109,7 +189,7 @@ def test_config_defaults_to_authd_toml_in_the_current_directory(
     assert code == EXIT_USER_ERROR
     assert err.startswith("error: authd.toml: config file not found")
     (tmp_path / "authd.toml").write_text('[[zone]]\nname = "a.test"\nfile = "a.zone"\n')
-    (tmp_path / "a.zone").write_text("")
+    (tmp_path / "a.zone").write_text(GOOD_ZONE)
     assert run("check-config")[:2] == (0, "ok: 1 zone\n")
 
 
@@ -152,9 +232,19 @@ def test_keygen_writes_a_private_file_and_never_overwrites(tmp_path: Path) -> No
     assert path.read_text() == first
 
 
-def test_keygen_refuses_a_bad_name() -> None:
-    code, _, err = run("keygen", "tsig", "a..b")
-    assert code == EXIT_USER_ERROR and "bad key name" in err
+@pytest.mark.parametrize("name", ["a..b", "bad key name!!", 'a"b', "xfr-", "x\\032y", "."])
+def test_keygen_refuses_a_bad_name_in_one_line(name: str) -> None:
+    """Names BIND, Knot and NSD configs all spell the same way: host-name labels and '_'."""
+    code, out, err = run("keygen", "tsig", name)
+    assert (code, out) == (EXIT_USER_ERROR, "")
+    assert err.startswith(f"Error: bad key name '{name}'") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", ["xfr-key", "xfr_key.example.com.", "K1"])
+def test_keygen_accepts_host_name_like_key_names(name: str) -> None:
+    code, out, _ = run("keygen", "tsig", name)
+    [key], _ = parse_key_text(out)
+    assert code == 0 and key.name == name.rstrip(".").lower() + "."
 
 
 def test_a_generated_key_works_in_a_config(tmp_path: Path) -> None:
@@ -300,10 +390,29 @@ def test_status_of_an_expired_secondary_says_it_serves_stale() -> None:
         in lines
     )
     assert "  signatures    valid until 2027-01-17 08:00:00Z (in 2d)" in lines
+    assert not any(line.startswith("  usable until") for line in lines)
     assert lines[-2:] == [
         "  last error    timeout from 192.0.2.53",
         "  rejection     dnssec: RRSIG expired",
     ]
+
+
+def test_status_shows_the_validity_horizon() -> None:
+    """`valid_until` and `signatures_valid_until` are RFC 3339 strings from the daemon."""
+    text = format_zone_status(
+        {
+            "zone": "example.com",
+            "state": "ok",
+            "serial": 7,
+            "valid_until": "2027-01-16T08:00:00Z",
+            "signatures_valid_until": "2027-01-17T08:00:00Z",
+            "signature_horizon": NOW + 2 * 86400,
+        },
+        NOW,
+    )
+    lines = text.splitlines()
+    assert "  usable until  2027-01-16 08:00:00Z (in 1d)" in lines
+    assert "  signatures    valid until 2027-01-17 08:00:00Z (in 2d)" in lines
 
 
 def test_status_of_a_never_loaded_secondary() -> None:
@@ -351,3 +460,72 @@ def test_verify_results_read_as_one_line() -> None:
     assert format_verify("example.com", failed, NOW) == (
         "example.com: FAILED dnssec: www.example.com A: RRSIG expired"
     )
+
+
+def _error_record(message: str, level: int = logging.ERROR) -> logging.LogRecord:
+    return logging.LogRecord("authd", level, __file__, 1, message, None, None)
+
+
+@pytest.fixture
+def restore_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_a_multi_line_message_is_one_log_line() -> None:
+    """Issue 12: a refused SIGHUP reload logged its errors on lines without time or level."""
+    message = "reload failed: config not reloaded:\na.toml: x: bad\na.toml: y: worse"
+    line = TextFormatter().format(_error_record(message))
+    assert "\n" not in line
+    assert line.endswith(
+        "error authd: reload failed: config not reloaded: a.toml: x: bad; a.toml: y: worse"
+    )
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = _error_record("failed")
+        record.exc_info = sys.exc_info()
+    line = TextFormatter().format(record)
+    assert "\n" not in line and "ValueError: boom" in line
+
+
+@pytest.mark.parametrize(
+    ("level", "prefix"),
+    [
+        (logging.DEBUG, "<7>"),
+        (logging.INFO, "<6>"),
+        (logging.WARNING, "<4>"),
+        (logging.ERROR, "<3>"),
+        (logging.CRITICAL, "<2>"),
+    ],
+)
+@pytest.mark.usefixtures("restore_root_logger")
+def test_journal_lines_carry_the_syslog_priority(tmp_path: Path, level: int, prefix: str) -> None:
+    for log_format in ("text", "json"):
+        path = tmp_path / f"{log_format}.log"
+        with path.open("w") as stream:
+            stat = os.fstat(stream.fileno())
+            environ = {"JOURNAL_STREAM": f"{stat.st_dev}:{stat.st_ino}"}
+            configure_logging(log_format, "debug", stream=stream, environ=environ)
+            logging.getLogger("authd.test").log(level, "one event")
+        line = path.read_text()
+        assert line.startswith(prefix) and line.count("\n") == 1
+        assert line[len(prefix) :].startswith("{" if log_format == "json" else "20")
+
+
+@pytest.mark.usefixtures("restore_root_logger")
+def test_no_priority_prefix_off_the_journal(tmp_path: Path) -> None:
+    """JOURNAL_STREAM inherited by a process whose stderr goes elsewhere (sd-daemon(3))."""
+    other = tmp_path / "other"
+    other.write_text("")
+    stat = os.stat(other)
+    with (tmp_path / "log").open("w") as stream:
+        assert not is_journal_stream({"JOURNAL_STREAM": f"{stat.st_dev}:{stat.st_ino}"}, stream)
+        assert not is_journal_stream({"JOURNAL_STREAM": "garbage"}, stream)
+        assert not is_journal_stream({}, stream)
+        configure_logging("text", "info", stream=stream, environ={"JOURNAL_STREAM": "1:2"})
+        logging.getLogger("authd.test").error("plain")
+    assert (tmp_path / "log").read_text().startswith("20")

@@ -81,3 +81,66 @@ async def test_endpoints_expose_live_state() -> None:
         assert (await _get(server.port, "/nope"))[0] == 404
     finally:
         await server.stop()
+
+
+def _scrape(collector: AuthdCollector) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client import generate_latest
+
+    return _samples(generate_latest(make_registry(collector)).decode())
+
+
+def test_series_of_a_removed_zone_disappear() -> None:
+    """Issue 12: after `authd reload` removed two.test, its series stayed."""
+    stats = ControlPlaneStats()
+    stats.transfers[("two.test", "AXFR", "updated")] += 1
+    stats.notifies[("two.test", "accepted")] += 1
+    stats.rejections[("one.test", "rrsig-invalid")] += 1
+    stats.tsig_failures["BADSIG"] += 1
+    zones = [
+        ZoneFacts("one.test", "ok", 1, None, 0.0, None, None),
+        ZoneFacts("two.test", "ok", 2, None, 0.0, None, None),
+    ]
+    workers = {"zone.one.test": 5, "zone.two.test": 7, "queries.udp": 12}
+    collector = AuthdCollector(stats, lambda: zones, lambda: workers, now=lambda: 10.0)
+    two = (("zone", "two.test"),)
+    before = _scrape(collector)
+    assert before[("authd_zone_queries_total", two)] == 7
+    assert before[("authd_xfr_notifies_total", (("result", "accepted"),) + two)] == 1
+
+    zones.pop()  # the reload removed two.test
+    after = _scrape(collector)
+    assert not [key for key in after if ("zone", "two.test") in key[1]]
+    assert after[("authd_zone_queries_total", (("zone", "one.test"),))] == 5
+    assert after[("authd_queries_total", (("transport", "udp"),))] == 12
+    assert after[("authd_xfr_tsig_failures_total", (("reason", "BADSIG"),))] == 1
+    key = (("reason", "rrsig-invalid"), ("zone", "one.test"))
+    assert after[("authd_zone_rejections_total", key)] == 1
+
+
+def test_validity_horizon_gauges() -> None:
+    """Issue 13: valid_until = min(expire deadline if servfail on expire, earliest RRSIG)."""
+    facts = [
+        # signed, serve-stale: the expire deadline does not limit
+        ZoneFacts("stale.test", "ok", 1, 1, 0.0, 5000.0, 9000.0),
+        # signed, servfail on expire: the earlier of the two
+        ZoneFacts("strict.test", "ok", 1, 1, 0.0, 5000.0, 9000.0, servfail_on_expire=True),
+        # unsigned, servfail: the expire deadline alone
+        ZoneFacts("plain.test", "ok", 1, 1, 0.0, 5000.0, None, servfail_on_expire=True),
+        # unsigned, serve-stale: nothing limits; never loaded: nothing served
+        ZoneFacts("free.test", "ok", 1, 1, 0.0, 5000.0, None),
+        ZoneFacts("new.test", "never-loaded", None, None, None, None, None, None, True),
+    ]
+    collector = AuthdCollector(ControlPlaneStats(), lambda: facts, dict, now=lambda: 10.0)
+    samples = _scrape(collector)
+    valid = {
+        dict(labels)["zone"]: value
+        for (name, labels), value in samples.items()
+        if name == "authd_zone_valid_until_timestamp_seconds"
+    }
+    signatures = {
+        dict(labels)["zone"]: value
+        for (name, labels), value in samples.items()
+        if name == "authd_zone_signatures_valid_until_timestamp_seconds"
+    }
+    assert valid == {"stale.test": 9000.0, "strict.test": 5000.0, "plain.test": 5000.0}
+    assert signatures == {"stale.test": 9000.0, "strict.test": 9000.0}

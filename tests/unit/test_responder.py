@@ -185,6 +185,20 @@ def test_opcodes(responder: Responder, opcode: int, rcode: int) -> None:
     assert not msg.answer and msg.edns == 0 and not msg.flags & dns.flags.AA
 
 
+@pytest.mark.parametrize("opcode", [dns.opcode.IQUERY, dns.opcode.STATUS, 6, 15])
+def test_unknown_opcode_without_a_question_is_notimp(responder: Responder, opcode: int) -> None:
+    """RFC 1035 4.1.1 and Knot (`dig +opcode=15 +header-only`): NOTIMP, not FORMERR."""
+    header = b"\xbe\xef" + bytes([opcode << 3, 0]) + b"\x00" * 8
+    msg = dns.message.from_wire(responder.respond(header, False) or b"")
+    assert (msg.id, msg.opcode(), msg.rcode()) == (0xBEEF, opcode, dns.rcode.NOTIMP)
+    assert not msg.question
+    # A known opcode without a question stays a format error.
+    query_header = b"\xbe\xef\x00\x00" + b"\x00" * 8
+    assert dns.message.from_wire(responder.respond(query_header, False) or b"").rcode() == (
+        dns.rcode.FORMERR
+    )
+
+
 def test_notify_hook_gets_the_parsed_query(responder: Responder) -> None:
     seen: list[tuple[int, object]] = []
 

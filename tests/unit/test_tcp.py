@@ -340,3 +340,28 @@ def test_graceful_stop_finishes_in_flight_queries() -> None:
         idle_writer.close()
 
     run(scenario)
+
+
+def test_a_message_that_gets_no_answer_closes_the_connection_at_once() -> None:
+    """As Knot: after an unreadable message the stream is not trusted; no 10 s idle wait.
+
+    The idle timeout (30 s) is beyond the scenario's 20 s limit, so only an immediate close
+    passes; the answer due before the bad message is still written.
+    """
+
+    def silent_for_garbage(q: bytes, tcp: bool, client: object) -> bytes | None:
+        return None if len(q) < 12 else echo(q, tcp, client)
+
+    async def scenario() -> None:
+        server, address = await serving(silent_for_garbage, TcpLimits(idle_timeout=30))
+        reader, writer = await connect(address)
+        writer.write(frame(query(1)) + frame(b"\x12\x34\x00") + frame(query(2)))
+        assert await read_message(reader) == echo(query(1), True, None)
+        assert await closed_by_server(reader)  # query 2 came after the bad message: unread
+        assert await settle(lambda: server.open_connections == 0)
+        assert server.counters.bad_messages == 1
+        assert server.counters.queries == 2
+        writer.close()
+        await server.stop()
+
+    run(scenario)
