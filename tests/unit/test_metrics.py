@@ -105,7 +105,7 @@ def test_series_of_a_removed_zone_disappear() -> None:
     two = (("zone", "two.test"),)
     before = _scrape(collector)
     assert before[("authd_zone_queries_total", two)] == 7
-    assert before[("authd_xfr_notifies_total", (("result", "accepted"),) + two)] == 1
+    assert before[("authd_xfr_notifies_total", (("result", "accepted"), *two))] == 1
 
     zones.pop()  # the reload removed two.test
     after = _scrape(collector)
