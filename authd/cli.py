@@ -508,24 +508,42 @@ def zone_status(zone_name: str | None, config_path: Path, as_json: bool) -> None
     click.echo("\n\n".join(format_zone_status(z, time.time()) for z in zones))
 
 
+def wait_options(function: Any) -> Any:
+    function = click.option(
+        "--timeout",
+        type=click.FloatRange(min=0.1),
+        default=60.0,
+        show_default=True,
+        help="With --wait: give up after this many seconds (exit 1).",
+    )(function)
+    return click.option(
+        "--wait",
+        is_flag=True,
+        help="Wait for the outcome: exit 0 only when the zone serves the primary's serial, "
+        "1 with the zone's last error otherwise.",
+    )(function)
+
+
 @zone.command("refresh")
 @zone_argument
 @config_option
-def zone_refresh(zone_name: str, config_path: Path) -> None:
+@wait_options
+def zone_refresh(zone_name: str, config_path: Path, wait: bool, timeout: float) -> None:
     """Check the primary's SOA serial now and transfer if it is newer (a file zone: re-read it).
 
     \b
     Example:
       authd zone refresh example.com -c authd.toml
+      authd zone refresh example.com --wait --timeout 30 && echo up to date
     """
-    config = load_or_exit(config_path)
-    click.echo(format_result(call_daemon(config, "refresh", zone=zone_name)))
+    run_zone_command(load_or_exit(config_path), "refresh", zone_name, wait, timeout)
 
 
 @zone.command("retransfer")
 @zone_argument
 @config_option
-def zone_retransfer(zone_name: str, config_path: Path) -> None:
+@wait_options
+def zone_retransfer(zone_name: str, config_path: Path, wait: bool, timeout: float) -> None:
     """Transfer the whole zone (AXFR) now, whatever the serials say.
 
     The new copy is verified like any other; the served version changes only if it passes.
@@ -533,9 +551,50 @@ def zone_retransfer(zone_name: str, config_path: Path) -> None:
     \b
     Example:
       authd zone retransfer example.com -c authd.toml
+      authd zone retransfer example.com --wait
     """
-    config = load_or_exit(config_path)
-    click.echo(format_result(call_daemon(config, "retransfer", zone=zone_name)))
+    run_zone_command(load_or_exit(config_path), "retransfer", zone_name, wait, timeout)
+
+
+POLL_INTERVAL = 0.2  # seconds between status requests while waiting
+
+
+def run_zone_command(
+    config: Config,
+    command: str,
+    zone_name: str,
+    wait: bool,
+    timeout: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Send refresh/retransfer; with wait, poll the zone's status until the attempt it
+    started has ended (waiting.py says when and how), or until timeout."""
+    from authd import waiting
+
+    before = _zone_status(config, zone_name) if wait else {}
+    click.echo(format_result(call_daemon(config, command, zone=zone_name)))
+    if not wait:
+        return
+    deadline = clock() + timeout
+    while True:
+        status = _zone_status(config, zone_name)
+        result = waiting.outcome(zone_name, before, status)
+        if result is None and clock() >= deadline:
+            result = waiting.timed_out(zone_name, timeout, status)
+        if result is not None:
+            if not result.ok:
+                raise UserError(result.message)
+            click.echo(result.message)
+            return
+        sleep(min(POLL_INTERVAL, max(0.0, deadline - clock())))
+
+
+def _zone_status(config: Config, zone_name: str) -> Mapping[str, Any]:
+    reply = call_daemon(config, "status", zone=zone_name)
+    if not (isinstance(reply, list) and reply and isinstance(reply[0], Mapping)):
+        raise UserError(f"the daemon sent no status for {zone_name} (got {reply!r})")
+    return reply[0]
 
 
 @zone.command("verify")
