@@ -511,6 +511,7 @@ def zone_status(zone_name: str | None, config_path: Path, as_json: bool) -> None
 def wait_options(function: Any) -> Any:
     function = click.option(
         "--timeout",
+        metavar="SECONDS",
         type=click.FloatRange(min=0.1),
         default=60.0,
         show_default=True,
