@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_binary
-from tests.interop.primaries import (
+from authd.bench.primaries import (
     AuthdSecondary,
     KnotPrimary,
     SecondaryZone,
     knot_primary,
     write_zone,
 )
-from tests.interop.servers import HOST
+from authd.bench.servers import HOST
+from tests.conftest import require_binary
 
 ZONE = "wait.test"
 

@@ -3,6 +3,7 @@ time, level and (under systemd) its syslog priority; no series of a removed zone
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
@@ -84,3 +85,11 @@ def test_series_of_a_removed_zone_disappear(live_server: LiveServer) -> None:
     assert live_server.authd("reload").returncode == 0
     assert zone_series(live_server, "two.test") == []
     assert zone_series(live_server, "example.test")  # the other zone keeps its series
+
+
+def test_status_has_the_validity_horizon_keys(live_server: LiveServer) -> None:
+    """An unsigned file zone: nothing limits its copy (no RRSIG, no expire)."""
+    result = live_server.authd("zone", "status", "--json")
+    assert result.returncode == 0, result.stderr
+    [status] = json.loads(result.stdout)
+    assert status["valid_until"] is None and status["signatures_valid_until"] is None
