@@ -36,6 +36,7 @@ from authd.bench.primaries import (
     write_zone,
 )
 from authd.bench.servers import HOST
+from authd.horizon import rfc3339
 from tests.conftest import free_port, require_binary
 
 # --- the cases --------------------------------------------------------------------------------
@@ -315,6 +316,13 @@ def test_signed_zone_loads_by_axfr(pair: Pair, case: Case) -> None:
     assert status["state"] == "ok" and status["transfer"] == "AXFR", status
     assert status["last_rejection"] is None and status["last_error"] is None, status
     assert status["signature_horizon"] is not None, status  # authd saw it as signed
+    # The validity horizon (issue 13): the earliest RRSIG expiration; serve-stale, so the
+    # expire deadline does not limit it.
+    assert status["signatures_valid_until"] == rfc3339(status["signature_horizon"]), status
+    assert status["valid_until"] == status["signatures_valid_until"], status
+    gauge = pair.authd.metric("authd_zone_signatures_valid_until_timestamp_seconds", zone=zone)
+    assert gauge == status["signature_horizon"]
+    assert pair.authd.metric("authd_zone_valid_until_timestamp_seconds", zone=zone) == gauge
 
     dnskeys = same_answer(case, f"{zone}.", "DNSKEY", pair)
     keys = [r for rrset in dnskeys.answer if rrset.rdtype == dns.rdatatype.DNSKEY for r in rrset]
