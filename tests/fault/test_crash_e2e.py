@@ -32,7 +32,7 @@ import dns.rdatatype
 import dns.zone
 import pytest
 
-from tests.fault.primary import (
+from tests.support.primary import (
     Behaviour,
     LiveSecondary,
     PrimaryThread,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fault.primary import (
+from tests.support.primary import (
     Behaviour,
     LiveSecondary,
     PrimaryThread,

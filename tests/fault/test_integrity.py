@@ -38,8 +38,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from authd.control import ControlUnreachable, call
-from tests.conftest import free_port, require_binary
-from tests.fault.primary import Behaviour, Fault, Rec, TestPrimary
+from tests.support.primary import Behaviour, Fault, Rec, TestPrimary
+from tests.support.system import free_port, require_binary
 
 REPO = Path(__file__).resolve().parents[2]
 ZONE_FILE = REPO / "zones" / "example.test.zone"

@@ -1,4 +1,5 @@
-"""A misbehaving primary, end to end: a live `authd serve` secondary against tests/fault/primary.py.
+"""A misbehaving primary, end to end: a live `authd serve` secondary against the test primary
+(tests/support/primary.py).
 
 One daemon and one primary serve the whole module (starting authd takes seconds); every test
 starts from a healthy, up-to-date secondary, publishes a new version behind a named fault and
@@ -19,7 +20,7 @@ import dns.rcode
 import dns.tsig
 import pytest
 
-from tests.fault.primary import (
+from tests.support.primary import (
     Behaviour,
     Fault,
     LiveSecondary,

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from authd.bench.servers import RunningServer, running, start_authd, start_knotd
-from tests.conftest import require_binary
 from tests.interop.corpus import Query, build_corpus
 from tests.interop.exchange import Outcome, run_corpus
 from tests.interop.zones import SIGNER_BINARIES, ZONE_SPECS, build_zone
+from tests.support.system import require_binary
 
 SUT_ENV = "AUTHD_INTEROP_SUT"
 

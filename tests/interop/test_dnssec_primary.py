@@ -37,7 +37,7 @@ from authd.bench.primaries import (
 )
 from authd.bench.servers import HOST
 from authd.horizon import rfc3339
-from tests.conftest import free_port, require_binary
+from tests.support.system import free_port, require_binary
 
 # --- the cases --------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from authd.bench.primaries import (
     write_zone,
 )
 from authd.bench.servers import HOST
-from tests.conftest import free_port, require_binary
+from tests.support.system import free_port, require_binary
 
 ZONE = "repl.test"
 

@@ -16,9 +16,9 @@ import dns.zone
 import pytest
 
 from authd.bench.servers import TsigKey, running, start_named
-from tests.conftest import require_binary
 from tests.interop.conftest import CORPUS
 from tests.interop.zones import ZONE_SPECS, render_unsigned
+from tests.support.system import require_binary
 
 
 def test_corpus_covers_the_cases_of_issue_2() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.support.system import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_ZONE = REPO / "zones" / "example.test.zone"

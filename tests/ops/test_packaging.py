@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from authd.config import load_config
-from tests.conftest import require_binary
 from tests.ops.conftest import REPO, VENV_BIN
+from tests.support.system import require_binary
 
 DOCKERFILE = REPO / "Dockerfile"
 DOCKER_CONFIG = REPO / "contrib" / "docker" / "authd.toml"

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import require_binary
 from tests.ops.conftest import REPO, VENV_BIN, LiveServer, start_server, stop_server
+from tests.support.system import require_binary
 
 README = REPO / "README.md"
 FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>.*)$")

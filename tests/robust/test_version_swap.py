@@ -20,7 +20,7 @@ import dns.message
 import dns.rdatatype
 
 from authd.control import call
-from tests.conftest import free_port
+from tests.support.system import free_port
 
 VERSIONS = 12  # swaps under load
 QUERY_TIMEOUT = 2.0

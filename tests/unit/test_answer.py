@@ -31,7 +31,7 @@ from authd.zone import names
 from authd.zone.answer import NOERROR, NXDOMAIN, YXDOMAIN, Result, RRsetOut, lookup, nsec3_hash
 from authd.zone.loader import load_zone_file
 from authd.zone.snapshot import Nsec3Params, Snapshot, covered_type
-from tests.conftest import free_port, require_binary
+from tests.support.system import free_port, require_binary
 
 ZONES = Path(__file__).parent / "zones"
 VARIANT_FILES = {

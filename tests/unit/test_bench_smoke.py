@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from authd.bench import cpu, loadgen, mix, peers, zonegen
-from tests.conftest import require_binary
+from tests.support.system import require_binary
 
 ORIGIN = zonegen.DEFAULT_ORIGIN
 

@@ -12,7 +12,7 @@ import pytest
 from authd.bench import measure_validation as mv
 from authd.bench import measure_validation_load as ml
 from authd.bench.results import LoadResult
-from tests.conftest import require_binary
+from tests.support.system import require_binary
 
 # What knotd 3.2.6 logged loading a zone with `dnssec-validation: on` (good, then broken).
 LOADED = """\

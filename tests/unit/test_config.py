@@ -19,24 +19,12 @@ from authd.config import (
     parse_endpoint,
 )
 from authd.keys import generate_tsig_key
+from tests.support.config import errors_of, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 
 # DS of a made-up key, the right length for digest type 2 (SHA-256).
 DS_LINE = "example.com. 3600 IN DS 12345 13 2 " + "AB" * 32 + "\n"
-
-
-def write_config(tmp_path: Path, text: str) -> Path:
-    """A config directory with one zone file and one private key file, and the config text."""
-    (tmp_path / "zones").mkdir(exist_ok=True)
-    (tmp_path / "zones" / "local.zone").write_text("; not parsed by the config\n")
-    key_file = tmp_path / "xfr.key"
-    if not key_file.exists():
-        key_file.write_text(generate_tsig_key("xfr-key") + generate_tsig_key("other-key"))
-        key_file.chmod(0o600)
-    path = tmp_path / "authd.toml"
-    path.write_text(text)
-    return path
 
 
 PREAMBLE = """
@@ -52,16 +40,6 @@ key = "xfr-key"
 id = "backup"
 addresses = ["198.51.100.1"]
 """
-
-
-def errors_of(tmp_path: Path, text: str) -> list[ConfigIssue]:
-    path = write_config(tmp_path, text)
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    for issue in info.value.errors:
-        assert issue.file == str(path)
-        assert str(issue).startswith(f"{path}: ")
-    return info.value.errors
 
 
 def only_error(tmp_path: Path, text: str) -> ConfigIssue:

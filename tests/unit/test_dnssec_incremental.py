@@ -11,7 +11,6 @@ with verify(new) on ok / not ok, and on the check when not ok.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -29,14 +28,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from authd.zone import names
-from authd.zone.snapshot import Record, Snapshot, SnapshotBuilder
+from authd.zone.snapshot import Record, Snapshot
 from authd.zone.verify import Policy, needs_full_check, touched_owners, verify
+from tests.support.dnssec import EXPIRATION, INCEPTION, NOW, snapshot_from_records
 
 ORIGIN_TEXT = "example.test."
 ORIGIN = dns.name.from_text(ORIGIN_TEXT)
-NOW = int(time.time())
-INCEPTION = NOW - 3600
-EXPIRATION = NOW + 30 * 86400
 
 BASE = """
 $TTL 300
@@ -93,9 +90,7 @@ def _records(zone: dns.zone.Zone) -> set[Record]:
 
 
 def _snapshot(records: Iterable[Record]) -> Snapshot:
-    builder = SnapshotBuilder(names.key_from_name(ORIGIN))
-    builder.add_records(records)
-    return builder.build()
+    return snapshot_from_records(ORIGIN, records)
 
 
 def _key(relative: str) -> bytes:

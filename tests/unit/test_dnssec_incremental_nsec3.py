@@ -37,15 +37,10 @@ from hypothesis import strategies as st
 from authd.zone import names
 from authd.zone.snapshot import Record, Snapshot
 from authd.zone.verify import Policy, Verdict, needs_full_check, touched_owners, verify
-from tests.unit.test_dnssec_incremental import (
-    EXPIRATION,
-    INCEPTION,
-    NOW,
-    ORIGIN,
-    ORIGIN_TEXT,
-    _snapshot,
-)
+from tests.support.dnssec import EXPIRATION, INCEPTION, NOW, snapshot_from_records
 
+ORIGIN_TEXT = "example.test."
+ORIGIN = dns.name.from_text(ORIGIN_TEXT)
 SALT = "ab"
 ITERATIONS = 1
 NSEC3_TYPE, RRSIG_TYPE, NS_TYPE, DS_TYPE = 50, 46, 2, 43
@@ -360,7 +355,7 @@ class Base:
 @pytest.fixture(scope="module", params=["none", "all", "apex"], ids=lambda m: f"opt-out-{m}")
 def base(request: pytest.FixtureRequest) -> Base:
     records = _signed_records([], 1, request.param, None)
-    snapshot = _snapshot(records)
+    snapshot = snapshot_from_records(ORIGIN, records)
     verdict = verify(snapshot, Policy(), NOW)
     assert verdict.ok, verdict.reason
     assert snapshot.nsec3_params is not None and len(snapshot.nsec3_hashes) >= 8

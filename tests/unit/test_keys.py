@@ -29,7 +29,7 @@ from authd.keys import (
     parse_trust_anchors,
 )
 from authd.zone.names import key_from_text
-from tests.conftest import require_binary
+from tests.support.system import require_binary
 
 SECRET = base64.b64encode(bytes(range(32))).decode()
 

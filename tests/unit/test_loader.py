@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from authd.zone import names
 from authd.zone.loader import ZoneLoadError, load_zone_file
 from authd.zone.snapshot import Record
-from tests.conftest import require_binary
+from tests.support.system import require_binary
 
 ZONES = Path(__file__).parent / "zones"
 HEAD = """$ORIGIN example.com.

@@ -19,8 +19,8 @@ from authd.zone.journal import VersionMeta
 from authd.zone.snapshot import Snapshot
 from authd.zone.store import Store
 from authd.zone.verify import ValidationPool
-from tests.fault.primary import Behaviour, Fault, TestPrimary, make_zone
-from tests.unit.test_dnssec import snapshot_of
+from tests.support.dnssec import snapshot_of
+from tests.support.primary import Behaviour, Fault, TestPrimary, make_zone
 
 
 class FakeHost:

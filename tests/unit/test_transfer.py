@@ -1,4 +1,4 @@
-"""The transfer client against the controllable test primary (tests/fault/primary.py)."""
+"""The transfer client against the controllable test primary (tests/support/primary.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from authd.xfr.stream import Kind, TransferLimits
 from authd.xfr.transfer import Outcome, TransferResult, query_soa, transfer
 from authd.zone import names
 from authd.zone.snapshot import Record, Snapshot
-from tests.fault.primary import Behaviour, Fault, TestPrimary, zone_records
+from tests.support.primary import Behaviour, Fault, TestPrimary, zone_records
 
 ORIGIN = "example.test."
 ZONE = names.key_from_text(ORIGIN)
@@ -353,7 +353,7 @@ async def test_ixfr_cut_is_reported_for_the_next_attempt(primary: TestPrimary) -
 
 
 async def test_connection_refused_is_a_network_error() -> None:
-    from tests.conftest import free_port
+    from tests.support.system import free_port
 
     port = free_port()
     result = await transfer(ZONE, ("127.0.0.1", port), KEY, current=None, deadline=2)
@@ -399,7 +399,7 @@ zone:
 
 @pytest.fixture
 def knotd(tmp_path: Path) -> Iterator[tuple[tuple[str, int], list[str]]]:
-    from tests.conftest import free_port, require_binary
+    from tests.support.system import free_port, require_binary
 
     knotd_path = require_binary("knotd")
     knotc_path = require_binary("knotc")

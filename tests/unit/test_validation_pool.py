@@ -9,7 +9,7 @@ import pytest
 
 from authd.config import load_config
 from authd.zone.verify import ValidationPool
-from tests.unit.test_config import errors_of, write_config
+from tests.support.config import errors_of, write_config
 
 
 def _scheduling(pool: ValidationPool) -> tuple[int, int]:

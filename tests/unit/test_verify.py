@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -23,11 +22,10 @@ from authd.zone.verify import (
     touched_owners,
     verify,
 )
-from tests.unit.test_dnssec import _sign, snapshot_of
+from tests.support.dnssec import NOW, sign_example_zone, snapshot_of
 
 ORIGIN = names.key_from_text("example.test")
 SOA = names.key_from_text("ns.example.test") + names.key_from_text("h.example.test") + bytes(20)
-NOW = time.time()
 
 
 def small_zone(*extra: tuple[str, int, bytes]) -> Snapshot:
@@ -89,7 +87,7 @@ def test_zonemd_required_even_with_dnssec_off() -> None:
 def _signed_snapshot(tmp_path: Path) -> Snapshot:
     import dns.zone
 
-    path, _, _ = _sign(tmp_path, "ECDSAP256SHA256")
+    path, _, _ = sign_example_zone(tmp_path, "ECDSAP256SHA256")
     return snapshot_of(dns.zone.from_file(str(path), origin="example.test.", relativize=False))
 
 

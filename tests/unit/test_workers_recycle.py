@@ -1,7 +1,7 @@
 """Slot sockets owned by the main process, and WorkerPool.recycle(): real processes, loopback.
 
 Every test starts a pool of 2 workers answering "pid=<worker pid> v=<table version>" (see
-test_workers.py) and drives it with queries from this process. A query counts as lost when
+tests/support/workers.py) and drives it with queries from this process. A query counts as lost when
 no answer arrives within its timeout: UDP queries are sent exactly once.
 """
 
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from authd.serve.workers import WorkerPool
-from tests.conftest import free_port
-from tests.unit.test_workers import (
+from tests.support.system import free_port
+from tests.support.workers import (
     Table,
     VersionResponder,
     answered_counter,

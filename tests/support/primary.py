@@ -696,7 +696,7 @@ class LiveSecondary:
         return self.state_dir or self.directory / "state"
 
     def write_config(self) -> Path:
-        from tests.conftest import free_port
+        from tests.support.system import free_port
 
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port, self.metrics_port = free_port(), free_port()
