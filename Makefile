@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint unit interop bench fuzz clean deps
+.PHONY: run test quick lint unit interop bench fuzz clean deps
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,10 @@ deps:
 
 test: $(STAMP) deps
 	$(BIN)/python -m pytest -q tests
+
+# The fast loop while editing: everything not marked slow (no live servers), under a minute.
+quick: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

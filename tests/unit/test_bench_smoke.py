@@ -14,6 +14,8 @@ import pytest
 from authd.bench import cpu, loadgen, mix, peers, zonegen
 from tests.support.system import require_binary
 
+pytestmark = pytest.mark.slow  # real knotd and NSD runs
+
 ORIGIN = zonegen.DEFAULT_ORIGIN
 
 

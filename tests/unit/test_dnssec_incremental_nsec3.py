@@ -39,6 +39,8 @@ from authd.zone.snapshot import Record, Snapshot
 from authd.zone.verify import Policy, Verdict, needs_full_check, touched_owners, verify
 from tests.support.dnssec import EXPIRATION, INCEPTION, NOW, snapshot_from_records
 
+pytestmark = pytest.mark.slow  # a long property test (NSEC3 re-signing)
+
 ORIGIN_TEXT = "example.test."
 ORIGIN = dns.name.from_text(ORIGIN_TEXT)
 SALT = "ab"

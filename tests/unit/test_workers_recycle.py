@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from authd.serve.workers import WorkerPool
 from tests.support.system import free_port
 from tests.support.workers import (
@@ -28,6 +30,8 @@ from tests.support.workers import (
     parse,
     run,
 )
+
+pytestmark = pytest.mark.slow  # worker processes recycled under load
 
 GAUGES = {"tcp.open_connections"}
 
