@@ -6,7 +6,8 @@ exception the code must never raise, or an AssertionError from a broken promise.
 
 - responder: query bytes -> Responder.respond() over the example zone, UDP and TCP, then
   RRL's classify/truncated on the response. respond() must never raise; a response must
-  carry the query's ID with QR=1, fit the UDP limit, and parse with dnspython.
+  carry the query's ID with QR=1, fit the UDP limit, parse with dnspython, and decode with
+  dnslib to the same header and sections.
 - loader: master-file text -> load_zone_file(). ZoneLoadError is the expected failure.
   $INCLUDE is refused by the target (it would read arbitrary files of this machine).
 - stream: TCP-framed messages (2-byte length, as on the wire) -> parse_message() and a
@@ -41,6 +42,7 @@ from authd.xfr.stream import (
 from authd.zone import names
 from authd.zone.loader import ZoneLoadError, load_zone_file
 from authd.zone.snapshot import Snapshot, parse_soa
+from tests.support import decoders
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_ZONE = ROOT / "zones" / "example.test.zone"
@@ -112,6 +114,9 @@ def _check_response(query: bytes, response: bytes, tcp: bool) -> None:
         pass  # our BADKEY answer carries a TSIG record for a key dnspython is not given
     except dns.exception.DNSException as error:
         raise AssertionError(f"response does not parse: {error!r}") from error
+    # The second, independent decoder must read the same sections (tests/support/decoders.py).
+    problem = decoders.disagreement(as_query)
+    assert problem is None, f"dnspython and dnslib disagree on the response: {problem}"
 
 
 def loader(data: bytes) -> None:

@@ -1,10 +1,13 @@
 """Comparison of two servers' responses to the same query (pure: bytes in, differences out).
 
-What must be identical: whether there is a reply at all, the message ID, every header flag and
-the rcode (extended rcode included), the question section byte for byte, EDNS (presence,
-version, DO and the other flags, advertised payload, options), and answer and authority as
-multisets of RRsets (owner names case-insensitive, RDATA in canonical form, TTLs equal).
-The additional section is compared the same way, except for the allowed differences below.
+Every response is decoded by dnspython and, independently, by dnslib (tests/support/decoders.py):
+the two must read the same header and sections, or the difference "decoders" is reported (never
+allowed). What must be identical between the servers: whether there is a reply at all, the
+message ID, every header flag and the rcode (extended rcode included), the question section
+byte for byte, EDNS (presence, version, DO and the other flags, advertised payload, options),
+and answer and authority as multisets of RRsets (owner names case-insensitive, RDATA in
+canonical form, TTLs equal). The additional section is compared the same way, except for the
+allowed differences below.
 
 ALLOWED DIFFERENCES (each one is reported with its reason, never silently dropped):
 - TRUNCATED_CONTENT: over UDP, when both servers set TC=1, which RRsets made it into the
@@ -36,6 +39,7 @@ import dns.rcode
 import dns.rdatatype
 
 from tests.interop.corpus import Query
+from tests.support import decoders
 
 TRUNCATED_CONTENT = "both truncated over UDP: content compared on the TCP retry"
 ADDITIONAL_DROPPED_FOR_SIZE = "optional additional RRset left out by one side for size"
@@ -200,6 +204,21 @@ def _tc_from_compression(
     return not full.error and full.sections == complete.sections
 
 
+def _decoder_differences(
+    ref_wire: bytes, sut_wire: bytes, retry: tuple[bytes | None, bytes | None] | None
+) -> list[Difference]:
+    """Every response also decoded by dnslib: it must read what dnspython reads (never allowed)."""
+    wires = {"knotd": ref_wire, "sut": sut_wire}
+    if retry is not None:
+        wires |= {"knotd over TCP": retry[0], "sut over TCP": retry[1]}
+    out = []
+    for who, wire in wires.items():
+        problem = None if wire is None else decoders.disagreement(wire)
+        if problem is not None:
+            out.append(Difference("decoders", f"{who}: {problem}"))
+    return out
+
+
 def compare(
     query: Query,
     transport: str,
@@ -218,7 +237,7 @@ def compare(
         sut_s = "no reply" if sut_wire is None else f"reply of {len(sut_wire)} octets"
         return [Difference("reply", f"knotd: {ref_s}; sut: {sut_s}")]
     ref, sut = parse(ref_wire), parse(sut_wire)
-    diffs: list[Difference] = []
+    diffs = _decoder_differences(ref_wire, sut_wire, retry)
     if ref.error or sut.error:
         if ref_wire != sut_wire:
             diffs.append(
