@@ -14,15 +14,12 @@ from pathlib import Path
 import pytest
 
 from authd.bench.servers import RunningServer, running, start_authd, start_knotd
-from tests.interop.corpus import Query, build_corpus
+from tests.interop.corpus import CORPUS
 from tests.interop.exchange import Outcome, run_corpus
 from tests.interop.zones import SIGNER_BINARIES, ZONE_SPECS, build_zone
 from tests.support.system import require_binary
 
 SUT_ENV = "AUTHD_INTEROP_SUT"
-
-# Built at import time so that every query becomes its own parametrized test.
-CORPUS: list[Query] = build_corpus()
 
 
 @pytest.fixture(scope="session")

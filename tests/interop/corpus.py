@@ -456,3 +456,7 @@ def build_corpus(specs: Iterable[ZoneSpec] = ZONE_SPECS) -> list[Query]:
     for query in queries:
         unique.setdefault(query.qid, query)
     return list(unique.values())
+
+
+# Built at import time so that every query becomes its own parametrized test.
+CORPUS: list[Query] = build_corpus()

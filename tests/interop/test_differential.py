@@ -13,8 +13,7 @@ import pytest
 
 from authd.bench.servers import RunningServer
 from tests.interop.compare import ALLOWED_REASONS, render, unexplained
-from tests.interop.conftest import CORPUS
-from tests.interop.corpus import Query
+from tests.interop.corpus import CORPUS, Query
 from tests.interop.exchange import Outcome
 
 pytestmark = pytest.mark.interop

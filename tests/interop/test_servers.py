@@ -16,7 +16,7 @@ import dns.zone
 import pytest
 
 from authd.bench.servers import TsigKey, running, start_named
-from tests.interop.conftest import CORPUS
+from tests.interop.corpus import CORPUS
 from tests.interop.zones import ZONE_SPECS, render_unsigned
 from tests.support.system import require_binary
 
