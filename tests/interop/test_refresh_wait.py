@@ -20,7 +20,7 @@ from authd.bench.primaries import (
     write_zone,
 )
 from authd.bench.servers import HOST
-from tests.conftest import require_binary
+from tests.support.system import require_binary
 
 ZONE = "wait.test"
 

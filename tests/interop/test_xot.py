@@ -22,9 +22,9 @@ import pytest
 
 from authd.bench.primaries import AuthdSecondary, SecondaryZone, query, wait_for
 from authd.bench.servers import HOST
-from tests.conftest import free_port, require_binary
 from tests.interop.xot_primary import XotPrimary
-from tests.tls_certs import TestPki
+from tests.support.system import free_port, require_binary
+from tests.support.tls_certs import TestPki
 
 ZONE = "xot.test"
 SERVER_NAME = "xfr.example.net"

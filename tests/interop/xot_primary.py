@@ -24,8 +24,8 @@ import dns.rdatatype
 
 from authd.bench.primaries import KEY, START_TIMEOUT, write_zone
 from authd.bench.servers import HOST, RunningServer
-from tests.conftest import free_port
-from tests.tls_certs import Issued, TestPki
+from tests.support.system import free_port
+from tests.support.tls_certs import Issued, TestPki
 
 TLS_NAME = "xot"  # the name of named's `tls` block
 

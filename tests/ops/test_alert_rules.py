@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import require_binary
 from tests.ops.conftest import REPO
+from tests.support.system import require_binary
 
 RULES = REPO / "contrib" / "prometheus" / "alerts.yml"
 RULE_TESTS = REPO / "contrib" / "prometheus" / "alerts_test.yml"

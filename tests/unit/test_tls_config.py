@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from authd.config import ConfigError, RemoteTls, load_config
-from tests.unit.test_config import write_config
+from tests.support.config import write_config
 
 PIN = base64.b64encode(hashlib.sha256(b"spki").digest()).decode()
 OTHER_PIN = base64.b64encode(hashlib.sha256(b"next spki").digest()).decode()

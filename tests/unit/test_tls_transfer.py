@@ -27,9 +27,9 @@ from authd.config import RemoteTls
 from authd.xfr.stream import Kind
 from authd.xfr.tls import ALPN, client_context, spki_pin
 from authd.xfr.transfer import Outcome, TransferResult, query_soa, transfer
-from tests.fault.primary import Behaviour, TestPrimary
-from tests.tls_certs import TestPki
-from tests.unit.test_transfer import KEY, OTHER_SECRET, ZONE, expected, make_zone, records_of
+from tests.support.primary import Behaviour, TestPrimary
+from tests.support.tls_certs import TestPki
+from tests.support.xfrzone import KEY, OTHER_SECRET, ZONE, expected, make_zone, records_of
 
 SERVER_NAME = "xfr.example.net"
 
