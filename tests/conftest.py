@@ -3,7 +3,7 @@ the names below stay importable from here for the files that still do so.
 
 `-m "not slow"` is the quick loop (`make quick`): everything that starts real servers or
 long-running processes is marked slow, here for whole directories and for tests marked
-`interop`, and by a module-level `pytestmark` in the other slow files.
+`interop`, and by a module-level `pytestmark` (or a test's own mark) elsewhere.
 """
 
 from __future__ import annotations
@@ -25,6 +25,14 @@ TESTS = Path(__file__).resolve().parent
 
 SLOW_DIRECTORIES = frozenset({"interop", "fault", "robust", "ops"})
 """Live authd, knotd, named or NSD processes end to end: every test in them is slow."""
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """With exactly `-m "not slow"` the slow directories are not even imported (every test
+    in them would be deselected): the quick loop saves their collection."""
+    if config.option.markexpr.strip() != "not slow" or collection_path.parent != TESTS:
+        return None
+    return True if collection_path.name in SLOW_DIRECTORIES else None
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -54,6 +54,7 @@ def _pytest(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_the_plugin_moves_collection_ten_minutes_back(tmp_path: Path) -> None:
     (tmp_path / "test_probe.py").write_text(PROBE)
     plain = _pytest("--rootdir", str(tmp_path), "test_probe.py", cwd=tmp_path)
