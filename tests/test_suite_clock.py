@@ -29,6 +29,8 @@ SIGNING_FILES = [
     "tests/unit/test_secondary.py",
     "tests/unit/test_answer.py",
     "tests/unit/test_cli.py",
+    "tests/unit/test_delegation.py",
+    "tests/unit/test_horizon.py",
 ]
 
 PROBE = """
