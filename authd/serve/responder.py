@@ -52,6 +52,7 @@ BADKEY = 17  # TSIG error
 BADCOOKIE = 23  # RFC 7873: 7 in the header, 1 in the OPT
 EDE_NOT_AUTHORITATIVE = edns_options.EDE_NOT_AUTHORITATIVE  # RFC 8914, as Knot with REFUSED
 
+_EDE_PROHIBITED = edns_options.ede(edns_options.EDE_PROHIBITED)  # a refused NOTIFY ends so
 _LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
 _PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00"  # QDCOUNT=1, ANCOUNT=0, NSCOUNT=0, ARCOUNT hi
 _TCP_LIMIT = 65535
@@ -442,6 +443,8 @@ class Responder:
         opcode = query.opcode
         if opcode == wire.OPCODE_NOTIFY and self.notify_handler is not None:
             response = self.notify_handler(data, query, client)
+            if response is not None and response.endswith(_EDE_PROHIBITED):
+                self.ede[edns_options.EDE_PROHIBITED] = self.ede.get(18, 0) + 1
             return response, (response[3] & 0xF) if response else 0
         if query.tsig is not None:
             # We hold no keys for queries: unknown key (RFC 8945 5.2.1), reply unsigned.

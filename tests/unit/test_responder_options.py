@@ -328,3 +328,16 @@ def test_refusals_and_unsupported(responder: Responder) -> None:
     hesiod = ask(responder, make("example.test.", "SOA", "HS", use_edns=0).to_wire())
     assert hesiod.rcode() == dns.rcode.REFUSED and ede_codes(hesiod) == [(21, None)]
     assert responder.ede == {20: 1, 18: 2, 21: 2}
+
+
+def test_refused_notify_is_prohibited(responder: Responder, clock: FakeClock) -> None:
+    from authd.xfr.notify_edge import NotifyEndpoint
+
+    events: list[object] = []
+    responder.notify_handler = NotifyEndpoint({}, {}, events.append, clock=clock.now)
+    notify = dns.message.make_query("example.test.", "SOA", use_edns=0)
+    notify.set_opcode(dns.opcode.NOTIFY)
+    msg = ask(responder, notify.to_wire())
+    assert msg.rcode() in (dns.rcode.REFUSED, dns.rcode.NOTAUTH)
+    assert ede_codes(msg) == [(18, None)] and not events
+    assert responder.ede == {18: 1}
