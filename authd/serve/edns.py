@@ -3,11 +3,11 @@
 One pass over the OPT RDATA, a few integer operations per option: the cost is linear in
 the packet and nothing is kept but what the answer needs (a 65535-octet OPT of 16k empty
 options costs one loop, no allocation per option). The first occurrence of each option
-counts; repeats are ignored (RFC 7873 and RFC 7828 say nothing of repeats; Knot and NSD
-read the first).
+counts; repeats are ignored (RFC 7873 and RFC 7828 say nothing of repeats), except that
+any malformed COOKIE makes the query a FORMERR (as knotd 3.2 answers it).
 
 FORMERR, where the RFCs ask for it:
-- a COOKIE whose length is not 8 or 16..40 (RFC 7873 5.2.2);
+- a COOKIE whose length is not 8 or 16..40 (RFC 7873 5.2.2), wherever it is;
 - an edns-tcp-keepalive with a TIMEOUT (length not 0) over TCP (RFC 7828 3.2.1); over
   UDP the option is ignored.
 A non-empty ZONEVERSION is ignored (RFC 9660 3.2). Options we do not know are ignored
@@ -66,11 +66,11 @@ def parse(rdata: bytes) -> Options | None:
         if pos > end:
             return None
         if code == COOKIE:
-            if cookie is None and not formerr:
-                if length == 8 or 16 <= length <= 40:
+            if length == 8 or 16 <= length <= 40:
+                if cookie is None:
                     cookie = rdata[start:pos]
-                else:
-                    formerr = True
+            else:
+                formerr = True
         elif code == NSID:
             nsid = True
         elif code == KEEPALIVE:

@@ -52,6 +52,7 @@ BADKEY = 17  # TSIG error
 BADCOOKIE = 23  # RFC 7873: 7 in the header, 1 in the OPT
 EDE_NOT_AUTHORITATIVE = edns_options.EDE_NOT_AUTHORITATIVE  # RFC 8914, as Knot with REFUSED
 
+_KNOWN_OPCODES = (wire.OPCODE_QUERY, wire.OPCODE_NOTIFY, wire.OPCODE_UPDATE)
 _EDE_PROHIBITED = edns_options.ede(edns_options.EDE_PROHIBITED)  # a refused NOTIFY ends so
 _LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
 _PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00"  # QDCOUNT=1, ANCOUNT=0, NSCOUNT=0, ARCOUNT hi
@@ -426,8 +427,9 @@ class Responder:
         if query.formerr:
             # RFC 1035 4.1.1: an opcode we do not implement is NOTIMP before anything else
             # is judged (as Knot answers `dig +opcode=15 +header-only`).
-            known = query.opcode in (wire.OPCODE_QUERY, wire.OPCODE_NOTIFY, wire.OPCODE_UPDATE)
-            return self._empty(data, query, FORMERR if known else NOTIMP)
+            if query.opcode not in _KNOWN_OPCODES:
+                return self._empty(data, query, NOTIMP, edns_options.EDE_NOT_SUPPORTED)
+            return self._empty(data, query, FORMERR)
         question = data[12 : query.question_end]
         if edns is not None and edns.version != 0:
             # BADVERS = 16: 0 in the header, 1 in the OPT's extended rcode (RFC 6891 6.1.3).

@@ -267,11 +267,13 @@ def test_option_storm_answers_as_without_options(responder: Responder) -> None:
         assert option_values(msg, edns.COOKIE) == [server_cookie()]
 
 
-def test_duplicate_cookies_first_wins(responder: Responder) -> None:
-    data = query(options=[cookie_option(CLIENT_COOKIE), cookie_option(bytes(3))])
-    msg = ask(responder, data)
+def test_duplicate_cookies_first_wins_unless_one_is_malformed(responder: Responder) -> None:
+    other = bytes.fromhex("1112131415161718")
+    msg = ask(responder, query(options=[cookie_option(CLIENT_COOKIE), cookie_option(other)]))
     assert msg.rcode() == dns.rcode.NOERROR
     assert option_values(msg, edns.COOKIE) == [server_cookie()]
+    data = query(options=[cookie_option(CLIENT_COOKIE), cookie_option(bytes(3))])
+    assert ask(responder, data).rcode() == dns.rcode.FORMERR
 
 
 # -- Extended DNS Errors -----------------------------------------------------------------
@@ -341,3 +343,12 @@ def test_refused_notify_is_prohibited(responder: Responder, clock: FakeClock) ->
     assert msg.rcode() in (dns.rcode.REFUSED, dns.rcode.NOTAUTH)
     assert ede_codes(msg) == [(18, None)] and not events
     assert responder.ede == {18: 1}
+
+
+def test_unknown_opcode_without_a_question_is_notimp(responder: Responder) -> None:
+    header_only = (77).to_bytes(2) + bytes(((15 << 3), 0)) + bytes(8)
+    msg = dns.message.from_wire(responder.respond(header_only, False, CLIENT) or b"")
+    assert msg.rcode() == dns.rcode.NOTIMP and not msg.question
+    query_without_question = (77).to_bytes(2) + bytes(10)
+    msg = dns.message.from_wire(responder.respond(query_without_question, False, CLIENT) or b"")
+    assert msg.rcode() == dns.rcode.FORMERR
