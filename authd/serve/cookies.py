@@ -37,6 +37,7 @@ REFRESH_AGE = 1800  # older valid ones are replaced by a fresh cookie in the ans
 TABLE_SIZE = 8192
 
 _M64 = 0xFFFFFFFFFFFFFFFF
+_M32 = 0xFFFFFFFF
 _AF_INET_RAW = socket.AF_INET.to_bytes(2, sys.byteorder)
 _AF_INET6_RAW = socket.AF_INET6.to_bytes(2, sys.byteorder)
 
@@ -148,6 +149,23 @@ class CookieJar:
 
     def check(self, cookie: bytes, ip: bytes, now: int) -> tuple[int, bytes]:
         """(verdict, the COOKIE option value to answer with) for a well-formed cookie."""
+        # The common cases first, from the tables: a client we answered recently, or a
+        # server cookie that verified and needs no renewal yet.
+        if len(cookie) == 8:
+            made = self._fresh.get((cookie, ip))
+            if made is not None and (now - made[1]) & _M32 <= REFRESH_AGE // 2:
+                self.counts[CLIENT_ONLY] += 1
+                return CLIENT_ONLY, cookie + made[0]
+        else:
+            stamp = self._valid.get((cookie, ip))
+            if stamp is not None:
+                elapsed = (now - stamp) & _M32
+                if elapsed <= REFRESH_AGE or elapsed >= _M32 + 1 - MAX_AHEAD:
+                    self.counts[VALID] += 1
+                    return VALID, cookie
+        return self._check(cookie, ip, now)
+
+    def _check(self, cookie: bytes, ip: bytes, now: int) -> tuple[int, bytes]:
         client = cookie[:8]
         if len(cookie) == 8:
             self.counts[CLIENT_ONLY] += 1

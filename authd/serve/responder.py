@@ -52,6 +52,8 @@ BADKEY = 17  # TSIG error
 BADCOOKIE = 23  # RFC 7873: 7 in the header, 1 in the OPT
 EDE_NOT_AUTHORITATIVE = edns_options.EDE_NOT_AUTHORITATIVE  # RFC 8914, as Knot with REFUSED
 
+_CLIENT_COOKIE_HEAD = b"\x00\x0a\x00\x08"  # COOKIE, 8 octets: a client cookie alone
+_FULL_COOKIE_HEAD = b"\x00\x0a\x00\x18"  # COOKIE, 24 octets: with a version-1 server cookie
 _KNOWN_OPCODES = (wire.OPCODE_QUERY, wire.OPCODE_NOTIFY, wire.OPCODE_UPDATE)
 _EDE_PROHIBITED = edns_options.ede(edns_options.EDE_PROHIBITED)  # a refused NOTIFY ends so
 _LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
@@ -173,10 +175,73 @@ class Responder:
                         + query[12 : split + 4]
                         + entry.tail
                     )
+            if shape == response_cache.EDNS and self.cookies is not None:
+                response = self._cookie_hit(query, n, tcp, client)
+                if response is not None:
+                    return response
             response = self._plain_miss(query, n, tcp, client)
             if response is not None:
                 return response
         return self._respond_slow(query, tcp, client)
+
+    def _cookie_hit(self, query: bytes, n: int, tcp: bool, client: object) -> bytes | None:
+        """A cache hit for a query whose OPT holds one COOKIE and nothing else (what
+        resolvers send), found without a parse: guess where the name ends from the cookie's
+        length, as respond() does, and look up the option-less key. The key only matches
+        bytes stored from a query that passed the full parser; the OPT's RDLENGTH and the
+        option's header are checked here, so a hit is as good as a parse."""
+        if query[n - 12 : n - 8] == _CLIENT_COOKIE_HEAD and query[n - 14 : n - 12] == b"\x00\x0c":
+            cookie = query[n - 8 :]
+            split = n - 27
+        elif query[n - 28 : n - 24] == _FULL_COOKIE_HEAD and query[n - 30 : n - 28] == b"\x00\x1c":
+            cookie = query[n - 24 :]
+            split = n - 43
+        else:
+            return None
+        if split < 13:
+            return None
+        qkey = query[12:split].translate(_LOWER)
+        try:
+            zone = self.zones.find(qkey)
+        except IndexError:
+            return None
+        if zone is None:
+            return None
+        cache = zone.cache
+        key = qkey + query[split : split + 13] + b"\x00\x00"
+        maps = cache.tcp if tcp else cache.udp
+        entry = maps[response_cache.EDNS].get(key)
+        if entry is None:
+            entry = (cache.tcp_negative if tcp else cache.udp_negative)[response_cache.EDNS].get(
+                key
+            )
+            if entry is None:
+                return None
+        opt_rdlen = entry.opt_rdlen
+        qend = split + 4
+        if opt_rdlen < 0 or qend + len(entry.tail) + 28 > (
+            _TCP_LIMIT if tcp else _udp_limit(query, qend, self.udp_payload)
+        ):
+            return None
+        assert self.cookies is not None
+        verdict, value = self.cookies.check(
+            cookie, cookie_verdicts.client_ip(client), int(self._now())
+        )
+        self._cookie_memo = (query, verdict, value)
+        if verdict == cookie_verdicts.BAD and not tcp:
+            return None  # BADCOOKIE, from the full path
+        if verdict == cookie_verdicts.VALID and not tcp:
+            self.valid_cookie_query = query
+        self.cache_hits += 1
+        response = self._serve(query, qend, zone, entry)
+        at = len(response) - opt_rdlen - 2
+        return (
+            response[:at]
+            + (opt_rdlen + 28).to_bytes(2)
+            + response[at + 2 :]
+            + b"\x00\x0a\x00\x18"
+            + value
+        )
 
     def _plain_miss(self, query: bytes, n: int, tcp: bool, client: object) -> bytes | None:
         """A plain QUERY the raw lookup missed: an OPT with options (normalised key), or a

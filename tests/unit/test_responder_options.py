@@ -352,3 +352,35 @@ def test_unknown_opcode_without_a_question_is_notimp(responder: Responder) -> No
     query_without_question = (77).to_bytes(2) + bytes(10)
     msg = dns.message.from_wire(responder.respond(query_without_question, False, CLIENT) or b"")
     assert msg.rcode() == dns.rcode.FORMERR
+
+
+def test_cached_answers_with_cookies_match_the_full_path(
+    zones: ZoneTable, responder: Responder, clock: FakeClock
+) -> None:
+    """The raw cookie lookup (respond -> _cookie_hit) answers as the full parse does."""
+    fresh = Responder(
+        zones,
+        identity="",
+        version="",
+        nsid=b"",
+        udp_payload=1232,
+        cookies=CookieJar(SECRET),
+        clock=clock,
+    )
+    for name in ("mail.example.test.", "nothere.example.test.", "example.test."):
+        for cookie in (CLIENT_COOKIE, server_cookie()):
+            data = query(name, options=[cookie_option(cookie)], qid=9)
+            first = fresh.respond(data, False, CLIENT)  # rendered: nothing cached yet
+            responder.respond(query(name, qid=9), False, CLIENT)  # caches the bare answer
+            again = responder.respond(data, False, CLIENT)  # a raw cache hit
+            assert first == again
+            if cookie != CLIENT_COOKIE:
+                assert responder.valid_cookie_query is data
+
+
+def test_an_option_that_looks_like_a_cookie_is_not_one(responder: Responder) -> None:
+    lookalike = edns.option(100, cookie_option(CLIENT_COOKIE))  # a cookie inside option 100
+    data = query(options=[lookalike])
+    for _ in range(2):
+        msg = ask(responder, data)
+        assert msg.rcode() == dns.rcode.NOERROR and not option_values(msg, edns.COOKIE)
