@@ -113,7 +113,7 @@ class Responder:
         # The last UDP query whose server cookie verified (RRL exempts it: rrl.py).
         self.valid_cookie_query: bytes | None = None
         self._extra = b""  # per-query options of the query on the full path
-        self._cookie_memo: tuple[bytes, int, bytes] = (b"", -1, b"")
+        self._cookie_memo: tuple[bytes, int, int, bytes] = (b"", -1, -1, b"")
         # Counters (read by metrics): index = rcode incl. extended ones (BADVERS=16).
         self.rcodes = [0] * 32
         self.qtypes: dict[int, int] = {}
@@ -223,11 +223,7 @@ class Responder:
             _TCP_LIMIT if tcp else _udp_limit(query, qend, self.udp_payload)
         ):
             return None
-        assert self.cookies is not None
-        verdict, value = self.cookies.check(
-            cookie, cookie_verdicts.client_ip(client), int(self._now())
-        )
-        self._cookie_memo = (query, verdict, value)
+        verdict, value = self._cookie_verdict(query, cookie, client)
         if verdict == cookie_verdicts.BAD and not tcp:
             return None  # BADCOOKIE, from the full path
         if verdict == cookie_verdicts.VALID and not tcp:
@@ -242,6 +238,20 @@ class Responder:
             + b"\x00\x0a\x00\x18"
             + value
         )
+
+    def _cookie_verdict(self, query: bytes, cookie: bytes, client: object) -> tuple[int, bytes]:
+        """The cookie's verdict and answer value, checked (and counted) once per query even
+        when a faster path gives the query up to a slower one."""
+        memo = self._cookie_memo
+        seq = self.udp_queries + self.tcp_queries  # this query's number: respond() counts it
+        if memo[0] is query and memo[1] == seq:
+            return memo[2], memo[3]
+        assert self.cookies is not None
+        verdict, value = self.cookies.check(
+            cookie, cookie_verdicts.client_ip(client), int(self._now())
+        )
+        self._cookie_memo = (query, seq, verdict, value)
+        return verdict, value
 
     def _plain_miss(self, query: bytes, n: int, tcp: bool, client: object) -> bytes | None:
         """A plain QUERY the raw lookup missed: an OPT with options (normalised key), or a
@@ -263,10 +273,7 @@ class Responder:
             if options.formerr or (tcp and options.keepalive > 0):
                 return None  # FORMERR, from the full path
             if options.cookie is not None and self.cookies is not None:
-                verdict, value = self.cookies.check(
-                    options.cookie, cookie_verdicts.client_ip(client), int(self._now())
-                )
-                self._cookie_memo = (query, verdict, value)  # if the full path takes over
+                verdict, value = self._cookie_verdict(query, options.cookie, client)
                 if verdict == cookie_verdicts.BAD and not tcp:
                     return None  # BADCOOKIE, from the full path
                 if verdict == cookie_verdicts.VALID and not tcp:
@@ -470,13 +477,7 @@ class Responder:
         verdict = -1
         extra = b""
         if options.cookie is not None and self.cookies is not None:
-            memo = self._cookie_memo
-            if memo[0] is data:  # checked (and counted) by _plain_miss already
-                verdict, value = memo[1], memo[2]
-            else:
-                verdict, value = self.cookies.check(
-                    options.cookie, cookie_verdicts.client_ip(client), int(self._now())
-                )
+            verdict, value = self._cookie_verdict(data, options.cookie, client)
             if verdict == cookie_verdicts.VALID and not tcp:
                 self.valid_cookie_query = data
             extra = edns_options.option(edns_options.COOKIE, value)

@@ -384,3 +384,28 @@ def test_an_option_that_looks_like_a_cookie_is_not_one(responder: Responder) -> 
     for _ in range(2):
         msg = ask(responder, data)
         assert msg.rcode() == dns.rcode.NOERROR and not option_values(msg, edns.COOKIE)
+
+
+def test_worker_counters_name_ede_codes_and_cookie_verdicts(responder: Responder) -> None:
+    from authd.serve.stats import responder_counters
+
+    ask(responder, query("example.org."))  # REFUSED, EDE 20
+    ask(responder, query(options=[cookie_option(CLIENT_COOKIE)]))
+    ask(responder, query(options=[cookie_option(CLIENT_COOKIE + bytes(16))]))
+    counters = responder_counters(responder)
+    assert counters["ede.20"] == 1
+    assert (counters["cookie.client-only"], counters["cookie.valid"], counters["cookie.bad"]) == (
+        1,
+        0,
+        1,
+    )
+    assert counters["rcode.BADCOOKIE"] == 1
+
+
+def test_the_same_query_bytes_later_get_a_new_verdict(
+    responder: Responder, clock: FakeClock
+) -> None:
+    data = query(options=[cookie_option(server_cookie())])
+    assert ask(responder, data).rcode() == dns.rcode.NOERROR
+    clock.advance(3601)
+    assert ask(responder, data).rcode() == BADCOOKIE
