@@ -4,9 +4,19 @@ The hot path (`respond`) recognises the common query shape on raw bytes (one
 question, opcode QUERY, no records but an optional plain OPT), finds the zone
 and returns a patched copy of a cached response. Anything else, and every cache
 miss, goes through `wire.parse_query` and the full decision list, which follows
-Knot DNS (see issue 2): malformed input, EDNS version, TSIG, opcode, transfer
-qtypes, class (CHAOS), zone lookup, zone state, and finally answer.lookup()
-rendered under the size limit and stored in the zone's cache.
+Knot DNS (see issue 2): malformed input, EDNS version, malformed options,
+BADCOOKIE, TSIG, opcode, transfer qtypes, class (CHAOS), zone lookup, zone state,
+and finally answer.lookup() rendered under the size limit and stored in the
+zone's cache.
+
+EDNS options (edns.py): a cached response holds only what every query of its
+shape gets (NSID when asked, the zone's Extended DNS Error while it is served
+stale). What varies per query (a COOKIE, TCP keepalive, ZONEVERSION) is appended
+to the cached bytes' OPT (edns.add_to_opt), never rendered into the cache; when
+that would overflow the UDP limit, the answer is rendered again with the options
+reserved. A query whose OPT holds one COOKIE and nothing else, what resolvers
+send, is a raw cache hit too (`_cookie_hit`). Queries without options take
+exactly the path they took before options were read.
 
 Counters are plain ints and dicts, read by the metrics code; nothing here does
 I/O except logging an internal error.
