@@ -21,7 +21,7 @@ from authd.clock import Clock, SystemClock
 from authd.config import Config, ZoneConfig
 from authd.control import ControlError, ControlServer
 from authd.publish import DiffSteps
-from authd.serve import rrl, updates
+from authd.serve import cookies, rrl, updates
 from authd.serve.querylog import SampledQueryLog
 from authd.serve.responder import Responder
 from authd.serve.stats import responder_counters
@@ -140,6 +140,7 @@ class App:
         self.control: ControlServer | None = None
         self.health: metrics.HealthServer | None = None
         self.stopping = asyncio.Event()
+        self.cookie_secret = cookies.random_secret()  # used when [cookies] gives none
         self._background: set[asyncio.Task[None]] = set()
         self.last_file_publish: int | None = None  # update sequence of the last file load
         self._recycle_wanted = 0  # update sequence after which the workers should be re-forked
@@ -288,10 +289,10 @@ class App:
             return True
         return await self.pool.wait_applied(seq, timeout=30.0)
 
-    def set_servfail(self, origin: bytes, servfail: bool) -> None:
-        self.table.set_state(origin, servfail)
+    def set_servfail(self, origin: bytes, servfail: bool, expired_at: float | None = None) -> None:
+        self.table.set_state(origin, servfail, expired_at)
         if self.pool is not None:
-            self.pool.broadcast(updates.SetState(origin, servfail))
+            self.pool.broadcast(updates.SetState(origin, servfail, expired_at))
 
     def start_secondary(self, runtime: ZoneRuntime) -> None:
         assert self.pacer is not None and self.validation is not None
@@ -523,6 +524,9 @@ class App:
             version=server.version,
             nsid=server.nsid,
             udp_payload=server.udp_payload,
+            cookies=cookies.jar_for(self.config.cookies, self.cookie_secret),
+            tcp_idle_timeout=server.tcp_idle_timeout,
+            clock=self.clock,
         )
         responder.notify_handler = NotifyEndpoint(
             notify_acls(self.config),

@@ -217,6 +217,15 @@ class RrlConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CookiesConfig:
+    """[cookies]: RFC 7873 server cookies made as RFC 9018 (SipHash-2-4, version 1)."""
+
+    enabled: bool = True
+    secret: bytes | None = None  # 16 octets; None: a random one per start, shared by workers
+    previous_secret: bytes | None = None  # still accepted during a rollover, never used to make
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     query_sample_rate: float = 0.0  # fraction of queries logged; 0 = none
 
@@ -233,6 +242,7 @@ class Config:
     rrl: RrlConfig
     log: LogConfig
     warnings: tuple[str, ...] = ()
+    cookies: CookiesConfig = CookiesConfig()
 
     def zone(self, name: str) -> ZoneConfig | None:
         """The zone called `name` (case-insensitive, trailing dot optional), if configured."""
@@ -1094,6 +1104,7 @@ _TOP_LEVEL = (
     "validation",
     "rrl",
     "log",
+    "cookies",
 )
 
 
@@ -1162,6 +1173,7 @@ def _build(ctx: _Context, data: dict[str, Any]) -> Config:
     validation = _read_validation(_subtable(ctx, root, "validation"))
     rrl = _read_rrl(_subtable(ctx, root, "rrl"))
     log = _read_log(_subtable(ctx, root, "log"))
+    cookies = _read_cookies(_subtable(ctx, root, "cookies"))
     root.finish()
     if ctx.errors:
         raise ConfigError(ctx.errors, ctx.warnings)
@@ -1176,6 +1188,7 @@ def _build(ctx: _Context, data: dict[str, Any]) -> Config:
         rrl=rrl,
         log=log,
         warnings=tuple(ctx.warnings),
+        cookies=cookies,
     )
 
 
@@ -1230,3 +1243,52 @@ def _read_log(t: _Table) -> LogConfig:
     )
     t.finish()
     return log
+
+
+def _read_cookies(t: _Table) -> CookiesConfig:
+    """`secret` / `previous-secret` as 32 hex digits (a "0x" prefix allowed, as Knot's
+    mod-cookies `secret`), or `secret-file` / `previous-secret-file` holding them (as
+    NSD's cookie-secret-file: the hex on the first line)."""
+    secret = _cookie_secret(t, "secret")
+    previous = _cookie_secret(t, "previous-secret")
+    if previous is not None and secret is None:
+        t.error("previous-secret", "needs a secret (or secret-file) too: it only verifies")
+    cookies = CookiesConfig(
+        enabled=_or(t.boolean("enabled"), True),
+        secret=secret,
+        previous_secret=previous,
+    )
+    t.finish()
+    return cookies
+
+
+def _cookie_secret(t: _Table, name: str) -> bytes | None:
+    file_key = f"{name}-file"
+    if t.has(name) and t.has(file_key):
+        t.get(name)
+        t.get(file_key)
+        t.error(file_key, f"give {name} or {file_key}, not both")
+        return None
+    key = name
+    text = t.string(name)
+    if text is None:
+        path = t.path_value(file_key)
+        if path is None:
+            return None
+        key = file_key
+        try:
+            lines = path.read_text(encoding="ascii").split()
+        except (OSError, UnicodeDecodeError) as exc:
+            t.error(file_key, f"cannot read {path}: {exc}")
+            return None
+        text = lines[0] if lines else ""
+    digits = text[2:] if text.lower().startswith("0x") else text
+    try:
+        value = bytes.fromhex(digits)
+    except ValueError:
+        t.error(key, "not hex: a cookie secret is 32 hex digits (16 octets)")
+        return None
+    if len(value) != 16:
+        t.error(key, f"a cookie secret is 32 hex digits (16 octets), got {len(value)} octets")
+        return None
+    return value

@@ -85,6 +85,8 @@ WORKER_GROUPS: dict[str, tuple[str, str, str | None]] = {
     "udp": ("authd_udp_events_total", "UDP transport events.", "event"),
     "tcp": ("authd_tcp_events_total", "TCP transport events.", "event"),
     "rrl": ("authd_rrl_responses_total", "Responses affected by RRL.", "action"),
+    "ede": ("authd_responses_ede_total", "Extended DNS Errors sent (RFC 8914).", "code"),
+    "cookie": ("authd_cookies_total", "Queries with a DNS Cookie, by verdict.", "result"),
 }
 GAUGE_COUNTERS = {"tcp.open_connections": ("authd_tcp_open_connections", "Open TCP connections.")}
 

@@ -27,6 +27,7 @@ class Publisher(Protocol):
         """True once every serving process answers from the version behind `seq`."""
         ...
 
-    def set_servfail(self, origin: bytes, servfail: bool) -> None:
-        """Answer SERVFAIL for the zone (never loaded, or expired with on-expire=servfail)."""
+    def set_servfail(self, origin: bytes, servfail: bool, expired_at: float | None = None) -> None:
+        """Answer SERVFAIL for the zone (never loaded, or expired with on-expire=servfail);
+        `expired_at` (UNIX time) while it is past expire, so answers say they are stale."""
         ...

@@ -53,6 +53,7 @@ class Edns:
     version: int
     do: bool
     nsid: bool  # the NSID option was present (RFC 5001)
+    options: bytes = b""  # the OPT RDATA as sent (serve/edns.py reads the rest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +244,7 @@ def _parse_records(
             ok, nsid = parse_options(rdata)
             if not ok:
                 return None
-            edns = Edns(rclass, (ttl >> 16) & 0xFF, bool(ttl & EDNS_DO), nsid)
+            edns = Edns(rclass, (ttl >> 16) & 0xFF, bool(ttl & EDNS_DO), nsid, rdata)
         elif rtype == TSIG:
             if index < additional_start:
                 return None

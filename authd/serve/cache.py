@@ -48,14 +48,27 @@ class Entry(NamedTuple):
     tail: bytes  # everything after the question
     rcode: int
     truncated: bool
+    opt_rdlen: int = -1  # RDATA length of the OPT ending the response; -1: no OPT
+    ede: int = 0  # the Extended DNS Error the response carries (0: none), for the counters
 
 
-def make_entry(response: bytes, question_end: int) -> Entry:
-    """The cache form of a complete response whose question ends at question_end."""
+def make_entry(response: bytes, question_end: int, opt_rdlen: int = -1, ede: int = 0) -> Entry:
+    """The cache form of a complete response whose question ends at question_end.
+
+    `opt_rdlen` locates the OPT (always the last record of a cached response), so that
+    per-query options can be appended to it (edns.add_to_opt) without re-rendering."""
     flags = response[2] & 0xFE
     head = bytes((flags,)) + response[3:12]
     head_rd = bytes((flags | 0x01,)) + response[3:12]
-    return Entry(head, head_rd, response[question_end:], response[3] & 0x0F, bool(flags & 0x02))
+    return Entry(
+        head,
+        head_rd,
+        response[question_end:],
+        response[3] & 0x0F,
+        bool(flags & 0x02),
+        opt_rdlen,
+        ede if opt_rdlen >= 0 else 0,
+    )
 
 
 def patch(entry: Entry, query: bytes, question_end: int) -> bytes:

@@ -23,7 +23,9 @@ The model (decided on the response bytes, after the responder ran):
   worker, not per bucket), which is sent as header + question (+ the OPT when it is the
   last record) with TC=1.
   slip = 0 drops them all; slip = 1 truncates them all.
-- `exempt` networks are never limited.
+- `exempt` networks are never limited, nor a query whose DNS Cookie verified (its source
+  cannot be spoofed; as NSD and Knot): the responder names that query in
+  `valid_cookie_query`, read only once the answer is over the limit.
 - with several workers SO_REUSEPORT spreads a spoofed flood over them and each worker
   has its own table, so each worker allows rate / workers (the rate is divided, the
   state is not shared).
@@ -291,10 +293,12 @@ class RateLimiter:
         if full_at - now <= self._window:
             buckets[key] = full_at
             return response
-        return self._over_limit(response, client)
+        return self._over_limit(query, response, client)
 
-    def _over_limit(self, response: bytes, client: object) -> bytes | None:
-        if self._exempt and self._is_exempt(client):
+    def _over_limit(self, query: bytes, response: bytes, client: object) -> bytes | None:
+        if getattr(self.inner, "valid_cookie_query", None) is query or (
+            self._exempt and self._is_exempt(client)
+        ):
             self.exempted += 1
             return response
         self.limited += 1

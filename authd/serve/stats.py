@@ -26,6 +26,13 @@ def responder_counters(responder: ResponderLike) -> dict[str, int]:
             out[f"rcode.{dns.rcode.to_text(code)}"] = count  # type: ignore[arg-type]
     for qtype, count in responder.qtypes.items():
         out[f"qtype.{dns.rdatatype.to_text(dns.rdatatype.RdataType.make(qtype))}"] = count
+    for code, count in responder.ede.items():
+        out[f"ede.{code}"] = count
+    if responder.cookies is not None:
+        for verdict, count in zip(
+            ("client-only", "valid", "bad"), responder.cookies.counts, strict=True
+        ):
+            out[f"cookie.{verdict}"] = count
     for origin, count in responder.zone_queries.items():
         out[f"zone.{names.to_text(origin).rstrip('.') or '.'}"] = count
     return out

@@ -49,6 +49,7 @@ class ApplyDiff:
 class SetState:
     origin: bytes
     servfail: bool
+    expired_at: float | None = None  # set while the zone is past expire
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,8 @@ def apply_update(message: object, table: ZoneTable) -> None:
             if current.serial != to_serial:
                 raise UpdateError(f"diff ends at serial {current.serial}, expected {to_serial}")
             table.publish(origin, current)
-        case SetState(origin, servfail):
-            table.set_state(origin, servfail)
+        case SetState(origin, servfail, expired_at):
+            table.set_state(origin, servfail, expired_at)
         case AddZone(origin):
             table.add_zone(origin)
         case RemoveZone(origin):

@@ -20,6 +20,7 @@ class PublishedZone:
     snapshot: Snapshot | None  # None: configured, never loaded
     servfail: bool  # answer SERVFAIL (not loaded, or expired with on-expire = servfail)
     cache: ResponseCache = field(default_factory=ResponseCache)
+    expired_at: float | None = None  # past expire (UNIX time it expired): answers are stale
 
 
 class ZoneTable:
@@ -27,8 +28,15 @@ class ZoneTable:
         self._zones: dict[bytes, PublishedZone] = {}
         self.cache_entries = cache_entries
 
-    def _new(self, origin: bytes, snapshot: Snapshot | None, servfail: bool) -> PublishedZone:
-        return PublishedZone(origin, snapshot, servfail, ResponseCache(self.cache_entries))
+    def _new(
+        self,
+        origin: bytes,
+        snapshot: Snapshot | None,
+        servfail: bool,
+        expired_at: float | None = None,
+    ) -> PublishedZone:
+        cache = ResponseCache(self.cache_entries)
+        return PublishedZone(origin, snapshot, servfail, cache, expired_at)
 
     def add_zone(self, origin_key: bytes) -> None:
         """A configured zone: SERVFAIL until a version is published."""
@@ -44,15 +52,16 @@ class ZoneTable:
             raise ValueError("snapshot origin does not match the zone")
         self._zones[origin_key] = self._new(origin_key, snapshot, False)
 
-    def set_state(self, origin_key: bytes, servfail: bool) -> None:
-        """Switch SERVFAIL on or off, keeping the current version (if any)."""
+    def set_state(self, origin_key: bytes, servfail: bool, expired_at: float | None = None) -> None:
+        """Switch SERVFAIL on or off, keeping the current version (if any); `expired_at`
+        marks the version as served past its expiry (EDE 3/24 in answers)."""
         current = self._zones.get(origin_key)
         if current is None:
             raise KeyError(origin_key)
         loaded = current.snapshot is not None
         servfail = servfail or not loaded
-        if servfail != current.servfail:
-            self._zones[origin_key] = self._new(origin_key, current.snapshot, servfail)
+        if servfail != current.servfail or expired_at != current.expired_at:
+            self._zones[origin_key] = self._new(origin_key, current.snapshot, servfail, expired_at)
 
     def get(self, origin_key: bytes) -> PublishedZone | None:
         return self._zones.get(origin_key)

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 import dns.tsig
 
 from authd.config import Config
+from authd.serve import edns
 from authd.serve.sockets import client_address
 from authd.wire import Query, opt_record
 from authd.xfr.notify import AllowedSource, RateLimitedLog, handle_notify
 
 log = logging.getLogger("authd.notify")
+REFUSED, NOTAUTH = 5, 9
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,9 @@ class NotifyEndpoint:
         """
         if response is None or query.edns is None or response[10:12] != b"\x00\x00":
             return response
-        opt = opt_record(self.udp_payload, 0, query.edns.do)
+        refused = response[3] & 0x0F in (REFUSED, NOTAUTH)
+        options = edns.ede(edns.EDE_PROHIBITED) if refused else b""  # RFC 8914 18
+        opt = opt_record(self.udp_payload, 0, query.edns.do, options)
         return response[:10] + b"\x00\x01" + response[12:] + opt
 
     def counters(self) -> dict[str, int]:

@@ -251,7 +251,8 @@ class SecondaryZone:
                     else "no longer expired",
                     extra={"zone": self.name, "serial": self.timers.served_serial},
                 )
-                self.host.set_servfail(self.config.origin, servfail)
+                expired_at = self.timers.expires_at if expired else None
+                self.host.set_servfail(self.config.origin, servfail, expired_at)
             case machine.Persist():
                 self._persist()
             case machine.Log(level, message):

@@ -22,7 +22,14 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.zone
 
-from tests.fuzz.targets import EXAMPLE_ZONE, ORIGIN_TEXT, STREAM_QUERY_ID
+from authd.serve import cookies
+from tests.fuzz.targets import (
+    COOKIE_SECRET,
+    COOKIE_TIME,
+    EXAMPLE_ZONE,
+    ORIGIN_TEXT,
+    STREAM_QUERY_ID,
+)
 
 QUESTIONS = [
     ("example.test.", "SOA"),
@@ -63,6 +70,28 @@ def responder_seeds() -> Iterator[bytes]:
         options=[dns.edns.GenericOption(dns.edns.OptionType.NSID, b"")],
     )
     yield _query("example.test.", "SOA", use_edns=1)
+    client = bytes.fromhex("0102030405060708")
+    valid = client + cookies.server_cookie(
+        COOKIE_SECRET, client, bytes((192, 0, 2, 1)), COOKIE_TIME
+    )
+    for options in (
+        [(10, client)],  # a client cookie alone
+        [(10, valid)],  # a server cookie that verifies for the fuzz client
+        [(10, client + bytes(16))],  # one that does not
+        [(10, client[:5])],  # malformed: FORMERR
+        [(11, b"")],  # TCP keepalive
+        [(11, b"\x00\x10")],  # keepalive with a timeout: FORMERR over TCP
+        [(19, b"")],  # ZONEVERSION
+        [(3, b""), (10, valid), (11, b""), (19, b""), (100, b"x")],  # all at once
+        [(100, b"")] * 200 + [(10, client)],  # an option storm
+    ):
+        for name, rdtype in (("www.example.test.", "A"), ("nope.example.test.", "A")):
+            yield _query(
+                name,
+                rdtype,
+                use_edns=0,
+                options=[dns.edns.GenericOption(code, value) for code, value in options],
+            )
     yield _query("example.test.", "AXFR")
     yield _query("example.test.", "IXFR")
     yield _query("id.server.", "TXT", rdclass="CH")

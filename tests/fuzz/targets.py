@@ -26,8 +26,10 @@ from pathlib import Path
 import dns.exception
 import dns.message
 
+from authd.clock import FakeClock
 from authd.config import RrlConfig
 from authd.serve import rrl
+from authd.serve.cookies import CookieJar
 from authd.serve.responder import Responder
 from authd.serve.zonetable import ZoneTable
 from authd.xfr.stream import (
@@ -49,6 +51,8 @@ EXAMPLE_ZONE = ROOT / "zones" / "example.test.zone"
 ORIGIN_TEXT = "example.test."
 ORIGIN = names.key_from_text(ORIGIN_TEXT)
 UDP_PAYLOAD = 1232
+COOKIE_SECRET = bytes(range(16))
+COOKIE_TIME = 1_765_000_000
 STREAM_QUERY_ID = 0x1234
 
 MAX_QUERY = 4096  # larger queries only repeat the same structures
@@ -71,7 +75,13 @@ def _responder() -> tuple[Responder, rrl.RateLimiter]:
     table = ZoneTable()
     table.publish(ORIGIN, example_snapshot())
     responder = Responder(
-        table, identity="fuzz.test", version="authd fuzz", nsid=b"fz", udp_payload=UDP_PAYLOAD
+        table,
+        identity="fuzz.test",
+        version="authd fuzz",
+        nsid=b"fz",
+        udp_payload=UDP_PAYLOAD,
+        cookies=CookieJar(COOKIE_SECRET),  # a fixed secret and time: a seed's cookie verifies
+        clock=FakeClock(now=COOKIE_TIME),
     )
     # rate 1: almost every response goes through the limited path (drop or slip).
     limiter = rrl.RateLimiter(responder.respond, RrlConfig(rate=1, slip=1))

@@ -10,6 +10,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.edns
+import dns.message
+import dns.query
 import dns.rcode
 import pytest
 
@@ -229,11 +232,23 @@ def test_expire_then_recover(
         assert answer.rcode() == dns.rcode.NOERROR and authd.serial(ZONE) == 1
     else:
         assert answer.rcode() == dns.rcode.SERVFAIL
+    # Under EDNS the answer says why (RFC 8914): 3 Stale Answer or 24 Invalid Data.
+    code = 3 if on_expire == "serve-stale" else 24
+    assert ede_codes(HOST, authd.port) == [code]
+    assert wait_for(lambda: authd.metric("authd_responses_ede_total", code=str(code)) >= 1, 5)
 
     knot.start()
     assert wait_for(lambda: authd.status(ZONE)["state"] == "ok", 10), authd.log()
     assert authd.wait_serial(ZONE, 1, 5)
     assert authd.metric("authd_zone_expired", zone=ZONE) == 0
+    assert ede_codes(HOST, authd.port) == []
+
+
+def ede_codes(host: str, port: int) -> list[int]:
+    """The Extended DNS Error codes of the zone's SOA answer to an EDNS query."""
+    message = dns.message.make_query(ZONE + ".", "SOA", use_edns=0)
+    answer = dns.query.udp(message, host, port=port, timeout=2)
+    return [option.code for option in answer.options if option.otype == dns.edns.EDE]
 
 
 # --- 6. NOTIFY: a stranger gets NOTAUTH; a burst from the primary makes one transfer ---------

@@ -13,6 +13,7 @@ from authd.config import (
     Config,
     ConfigError,
     ConfigIssue,
+    CookiesConfig,
     Endpoint,
     load_config,
     parse_duration,
@@ -404,6 +405,20 @@ ERROR_CASES: list[tuple[str, str, str]] = [
     ('[rrl]\nexempt = ["10.0.0.1/8"]\n' + ZONE, "rrl.exempt[0]", "host bits set"),
     ("[rrl]\nrate = -1\n" + ZONE, "rrl.rate", "out of range"),
     ("[log]\nquery-sample-rate = 2\n" + ZONE, "log.query-sample-rate", "out of range"),
+    ('[cookies]\nsecret = "00ff"\n' + ZONE, "cookies.secret", "32 hex digits (16 octets), got 2"),
+    ('[cookies]\nsecret = "zz" \n' + ZONE, "cookies.secret", "not hex"),
+    (
+        '[cookies]\nprevious-secret = "' + "00" * 16 + '"\n' + ZONE,
+        "cookies.previous-secret",
+        "needs a secret",
+    ),
+    (
+        '[cookies]\nsecret = "' + "00" * 16 + '"\nsecret-file = "s"\n' + ZONE,
+        "cookies.secret-file",
+        "not both",
+    ),
+    ('[cookies]\nsecret-file = "missing"\n' + ZONE, "cookies.secret-file", "cannot read"),
+    ("[cookies]\nenable = true\n" + ZONE, "cookies.enable", "unknown key"),
     ("[logging]\nlevel = 1\n" + ZONE, "logging", "unknown key"),
     # remotes
     ('[[remote]]\naddresses = ["192.0.2.1"]\n' + ZONE, "remote[2].id", "needs an id"),
@@ -616,3 +631,20 @@ def test_config_is_frozen(tmp_path: Path) -> None:
     assert isinstance(config, Config)
     with pytest.raises(AttributeError):
         config.server.workers = 3  # type: ignore[misc]
+
+
+def test_cookies_section(tmp_path: Path) -> None:
+    default = load_config(write_config(tmp_path, PREAMBLE + ZONE))
+    assert default.cookies == CookiesConfig(enabled=True, secret=None, previous_secret=None)
+    (tmp_path / "cookie.secret").write_text("e5e973e5a6b2a43f48e7dc849e37bfcf\nnext line ignored\n")
+    text = (
+        PREAMBLE
+        + '[cookies]\nsecret-file = "cookie.secret"\n'
+        + 'previous-secret = "0x000102030405060708090A0B0C0D0E0F"\n'
+        + ZONE
+    )
+    config = load_config(write_config(tmp_path, text))
+    assert config.cookies.secret == bytes.fromhex("e5e973e5a6b2a43f48e7dc849e37bfcf")
+    assert config.cookies.previous_secret == bytes(range(16))
+    off = load_config(write_config(tmp_path, PREAMBLE + "[cookies]\nenabled = false\n" + ZONE))
+    assert not off.cookies.enabled

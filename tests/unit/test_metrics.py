@@ -44,7 +44,14 @@ async def test_endpoints_expose_live_state() -> None:
     collector = AuthdCollector(
         stats,
         lambda: facts,
-        lambda: {"queries.udp": 3, "rcode.NOERROR": 2, "tcp.open_connections": 4, "udp.sent": 9},
+        lambda: {
+            "queries.udp": 3,
+            "rcode.NOERROR": 2,
+            "tcp.open_connections": 4,
+            "udp.sent": 9,
+            "ede.20": 5,
+            "cookie.bad": 6,
+        },
         now=lambda: 1600.0,
     )
     server = HealthServer(
@@ -70,6 +77,8 @@ async def test_endpoints_expose_live_state() -> None:
         assert samples[("authd_responses_total", (("rcode", "NOERROR"),))] == 2
         assert samples[("authd_udp_events_total", (("event", "sent"),))] == 9
         assert samples[("authd_tcp_open_connections", ())] == 4
+        assert samples[("authd_responses_ede_total", (("code", "20"),))] == 5
+        assert samples[("authd_cookies_total", (("result", "bad"),))] == 6
         assert ("authd_zone_serial", (("zone", "never.test"),)) not in samples
 
         assert (await _get(server.port, "/healthz"))[0] == 200

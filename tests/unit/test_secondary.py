@@ -45,7 +45,7 @@ class FakeHost:
     async def wait_published(self, seq: int | None) -> bool:
         return True
 
-    def set_servfail(self, origin: bytes, servfail: bool) -> None:
+    def set_servfail(self, origin: bytes, servfail: bool, expired_at: float | None = None) -> None:
         self.servfail.append(servfail)
 
 

@@ -98,7 +98,7 @@ def test_edns_fields() -> None:
             options=[dns.edns.GenericOption(dns.edns.OptionType.NSID, b"")],
         )
     )
-    assert parsed is not None and parsed.edns == wire.Edns(4096, 0, True, True)
+    assert parsed is not None and parsed.edns == wire.Edns(4096, 0, True, True, b"\x00\x03\x00\x00")
     parsed = wire.parse_query(query(use_edns=1, payload=100))
     assert parsed is not None and parsed.edns == wire.Edns(100, 1, False, False)
 

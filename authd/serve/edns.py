@@ -1,0 +1,113 @@
+"""EDNS options of a query, read in one pass, and the options we answer with.
+
+One pass over the OPT RDATA, a few integer operations per option: the cost is linear in
+the packet and nothing is kept but what the answer needs (a 65535-octet OPT of 16k empty
+options costs one loop, no allocation per option). The first occurrence of each option
+counts; repeats are ignored (RFC 7873 and RFC 7828 say nothing of repeats), except that
+any malformed COOKIE makes the query a FORMERR (as knotd 3.2 answers it).
+
+FORMERR, where the RFCs ask for it:
+- a COOKIE whose length is not 8 or 16..40 (RFC 7873 5.2.2), wherever it is;
+- an edns-tcp-keepalive with a TIMEOUT (length not 0) over TCP (RFC 7828 3.2.1); over
+  UDP the option is ignored.
+A non-empty ZONEVERSION is ignored (RFC 9660 3.2). Options we do not know are ignored
+(RFC 6891 6.1.2).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+NSID = 3
+COOKIE = 10
+KEEPALIVE = 11
+EDE = 15
+ZONEVERSION = 19
+
+# Extended DNS Error codes (RFC 8914) we send.
+EDE_STALE_ANSWER = 3
+EDE_NOT_READY = 14
+EDE_PROHIBITED = 18
+EDE_NOT_AUTHORITATIVE = 20
+EDE_NOT_SUPPORTED = 21
+EDE_INVALID_DATA = 24
+
+ZONEVERSION_SOA_SERIAL = 0
+
+_OPTION_HEAD = struct.Struct(">HH")
+
+
+class Options(NamedTuple):
+    nsid: bool
+    cookie: bytes | None  # the first COOKIE's value (length already checked)
+    keepalive: int  # -1 absent, else the option's length (0 = a proper query option)
+    zoneversion: bool  # an empty ZONEVERSION was asked
+    formerr: bool  # a malformed COOKIE
+
+
+NO_OPTIONS = Options(False, None, -1, False, False)
+
+
+def parse(rdata: bytes) -> Options | None:
+    """The options we act on, or None when the RDATA is not a sequence of options."""
+    end = len(rdata)
+    pos = 0
+    nsid = zoneversion = formerr = False
+    cookie: bytes | None = None
+    keepalive = -1
+    while pos < end:
+        if pos + 4 > end:
+            return None
+        code = (rdata[pos] << 8) | rdata[pos + 1]
+        length = (rdata[pos + 2] << 8) | rdata[pos + 3]
+        start = pos + 4
+        pos = start + length
+        if pos > end:
+            return None
+        if code == COOKIE:
+            if length == 8 or 16 <= length <= 40:
+                if cookie is None:
+                    cookie = rdata[start:pos]
+            else:
+                formerr = True
+        elif code == NSID:
+            nsid = True
+        elif code == KEEPALIVE:
+            if keepalive < 0:
+                keepalive = length
+        elif code == ZONEVERSION:
+            zoneversion = zoneversion or length == 0
+    return Options(nsid, cookie, keepalive, zoneversion, formerr)
+
+
+def option(code: int, value: bytes) -> bytes:
+    return _OPTION_HEAD.pack(code, len(value)) + value
+
+
+def ede(code: int, text: str = "") -> bytes:
+    """An Extended DNS Error option (RFC 8914): INFO-CODE and optional EXTRA-TEXT."""
+    return option(EDE, code.to_bytes(2) + text.encode())
+
+
+def keepalive(idle_timeout: float) -> bytes:
+    """edns-tcp-keepalive with the idle timeout in units of 100 ms (RFC 7828 3.1)."""
+    return option(KEEPALIVE, min(0xFFFF, max(0, round(idle_timeout * 10))).to_bytes(2))
+
+
+def zoneversion(origin_key: bytes, serial: int) -> bytes:
+    """ZONEVERSION of type SOA-SERIAL (RFC 9660 2): the zone's label count (root not
+    counted), the type, the serial."""
+    labels = 0
+    pos = 0
+    while origin_key[pos]:
+        labels += 1
+        pos += origin_key[pos] + 1
+    return option(ZONEVERSION, bytes((labels, ZONEVERSION_SOA_SERIAL)) + serial.to_bytes(4))
+
+
+def add_to_opt(response: bytes, opt_rdlen: int, extra: bytes) -> bytes:
+    """`response`, whose last record is an OPT with `opt_rdlen` octets of RDATA, with the
+    options `extra` appended to that OPT (no re-rendering: only its RDLENGTH changes)."""
+    at = len(response) - opt_rdlen - 2
+    return response[:at] + (opt_rdlen + len(extra)).to_bytes(2) + response[at + 2 :] + extra
