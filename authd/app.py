@@ -358,6 +358,8 @@ class App:
             return await self.verify_served(self.zone_named(args.get("zone")))
         if command == "dump":
             return self.dump(self.zone_named(args.get("zone")))
+        if command in ("report", "drill"):
+            return await self.assure(command, self.zone_named(args.get("zone")))
         if command in ("refresh", "retransfer"):
             runtime = self.zone_named(args.get("zone"))
             if runtime.config.file is not None:
@@ -384,6 +386,20 @@ class App:
         result = dataclasses.asdict(verdict)
         result["serial"] = snapshot.serial
         return result
+
+    async def assure(self, command: str, runtime: ZoneRuntime) -> dict[str, Any]:
+        """authd zone report / drill (issue 13): authd/assure/ asks and judges."""
+        from authd.assure import run
+
+        snapshot = runtime.snapshot
+        if snapshot is None:
+            raise ControlError(f"zone {runtime.name}: nothing is served yet")
+        now = self.clock.now()
+        served = {r.name: r.snapshot for r in self.zones.values() if r.snapshot is not None}
+        view = run.ZoneView(
+            self.config, runtime.config, snapshot, runtime.facts(), runtime.status(now), now, served
+        )
+        return await (run.report(view) if command == "report" else run.drill(view))
 
     def dump(self, runtime: ZoneRuntime) -> str:
         """The served version as master-file text (authd zone dump)."""

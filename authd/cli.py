@@ -102,6 +102,11 @@ def daemon_errors() -> Iterator[None]:
 
 def call_daemon(config: Config, command: str, **args: Any) -> Any:
     """Send one control command to the running daemon named by `config`'s control-socket."""
+    return call_daemon_within(config, command, 30.0, args)
+
+
+def call_daemon_within(config: Config, command: str, timeout: float, args: dict[str, Any]) -> Any:
+    """call_daemon for commands that may take longer than the default 30 s to answer."""
     from authd import control
 
     socket_path = config.server.control_socket
@@ -109,7 +114,7 @@ def call_daemon(config: Config, command: str, **args: Any) -> Any:
         raise UserError(f'{config.source}: server.control-socket is "" (control is turned off)')
     try:
         with daemon_errors():
-            return control.call(socket_path, command, **args)
+            return control.call(socket_path, command, timeout=timeout, **args)
     except DaemonUnreachable as exc:
         hint = f"start it with: authd serve -c {config.source}"
         raise DaemonUnreachable(f"{exc.message} ({hint})") from exc.__cause__
@@ -618,6 +623,71 @@ def zone_verify(zone_name: str, config_path: Path, as_json: bool) -> None:
     else:
         click.echo(format_verify(zone_name, result, time.time()))
     if not (isinstance(result, Mapping) and result.get("ok")):
+        sys.exit(EXIT_USER_ERROR)
+
+
+ASSURE_TIMEOUT = 120.0  # seconds: the drill verifies the whole zone, then asks (bounded)
+
+
+@zone.command("report")
+@zone_argument
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the daemon's raw report.")
+def zone_report(zone_name: str, config_path: Path, as_json: bool) -> None:
+    """Would the domain survive the provider's loss? The provider-independence report.
+
+    The daemon groups the zone's NS set by operator (registered domain, /24 or /48 prefix,
+    [[operator]] labels), checks in which zone each of authd's own NS names lives and who
+    serves that zone (through server.resolver), asks each peer for its SOA and a sample of
+    RRsets (drift), asks the parent servers for the NS set and DS, and prints one verdict
+    line per finding, the overall one first. Exits 0 when independent, 1 otherwise.
+
+    \b
+    Example:
+      authd zone report example.com -c authd.toml
+      authd zone report example.com --json | jq -r '.verdicts[]'
+    """
+    config = load_or_exit(config_path)
+    result = call_daemon_within(config, "report", ASSURE_TIMEOUT, {"zone": zone_name})
+    if not isinstance(result, Mapping):
+        raise UserError(f"the daemon sent no report for {zone_name} (got {result!r})")
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        from authd.assure.text import format_report
+
+        click.echo(format_report(result))
+    if result.get("independent") != "yes":
+        sys.exit(EXIT_USER_ERROR)
+
+
+@zone.command("drill")
+@zone_argument
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the daemon's raw result.")
+def zone_drill(zone_name: str, config_path: Path, as_json: bool) -> None:
+    """A provider-loss drill: would authd's copy alone carry the domain, and until when?
+
+    The served version is verified whole against the parent's DS (parent servers) or the
+    trust-anchor, as if no primary existed; authd's own listening addresses are asked over
+    UDP and TCP for SOA, NS, DNSKEY and a sample of names (AA set, the served data, RRSIGs
+    valid now). Every check is listed with ok/FAIL. Exits 0 when all pass, 1 otherwise.
+
+    \b
+    Example:
+      authd zone drill example.com -c authd.toml || alert "extra NS set would fail"
+    """
+    config = load_or_exit(config_path)
+    result = call_daemon_within(config, "drill", ASSURE_TIMEOUT, {"zone": zone_name})
+    if not isinstance(result, Mapping):
+        raise UserError(f"the daemon sent no drill result for {zone_name} (got {result!r})")
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        from authd.assure.text import format_drill
+
+        click.echo(format_drill(result))
+    if not result.get("ok"):
         sys.exit(EXIT_USER_ERROR)
 
 

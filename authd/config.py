@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import dns.exception
 import dns.name
+import dns.rdatatype
 import dns.tsig
 
 from authd import keys as keyfiles
@@ -163,6 +164,13 @@ class ZoneConfig:
     signature_warning_days: int
     clock_skew: int  # seconds
     unknown_algorithm: str  # reject | warn
+    # Assurance (issue 13): the provider's public servers (None: the zone's other apex NS),
+    # types left out of drift comparisons, the parent's servers, and how a new version's
+    # DNSKEY set is checked against the DS (parent | trust-anchor | off).
+    peers: tuple[Endpoint, ...] | None = None
+    drift_ignore_types: frozenset[int] = frozenset()
+    parent: tuple[Endpoint, ...] = ()
+    ds_check: str = "off"
 
     @property
     def is_secondary(self) -> bool:
@@ -189,6 +197,10 @@ class ServerConfig:
     tcp_max_clients_per_ip: int = 100
     log_format: str = "text"
     log_level: str = "info"
+    # authd's own NS names (the extra NS set): drift, delegation checks and the report
+    # tell authd's servers from the provider's by them. Lowercase, no trailing dot.
+    ns_names: tuple[str, ...] = ()
+    resolver: Endpoint | None = None  # a recursive resolver the report may ask
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +243,15 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Operator:
+    """A label for the report: NS names at or below `ns`, or addresses in `prefixes`."""
+
+    name: str
+    ns: tuple[str, ...] = ()  # lowercase, no trailing dot
+    prefixes: tuple[IPNetwork, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: Path
     server: ServerConfig
@@ -243,6 +264,7 @@ class Config:
     log: LogConfig
     warnings: tuple[str, ...] = ()
     cookies: CookiesConfig = CookiesConfig()
+    operators: tuple[Operator, ...] = ()
 
     def zone(self, name: str) -> ZoneConfig | None:
         """The zone called `name` (case-insensitive, trailing dot optional), if configured."""
@@ -538,6 +560,13 @@ def _read_server(t: _Table) -> ServerConfig:
     nsid_text = t.string("nsid")
     if nsid_text is not None:
         nsid = _parse_nsid(t, nsid_text)
+    resolver = None
+    resolver_text = t.string("resolver")
+    if resolver_text:
+        try:
+            resolver = parse_endpoint(resolver_text, DNS_PORT)
+        except ValueError as exc:
+            t.error("resolver", str(exc))
     control_text = _or(t.string("control-socket"), "authd.sock")
     control_socket = t.ctx.resolve(control_text) if control_text else None
     metrics = d.metrics
@@ -568,6 +597,8 @@ def _read_server(t: _Table) -> ServerConfig:
         log_level=_or(
             t.choice("log-level", ("debug", "info", "warning", "error", "critical")), d.log_level
         ),
+        ns_names=_domain_names(t, "ns-names"),
+        resolver=resolver,
     )
     if server.tcp_max_clients_per_ip > server.tcp_max_clients:
         t.error(
@@ -577,6 +608,78 @@ def _read_server(t: _Table) -> ServerConfig:
         )
     t.finish()
     return server
+
+
+def _domain_names(t: _Table, name: str) -> tuple[str, ...]:
+    """A list of domain names, lowercased, without the trailing dot."""
+    out: list[str] = []
+    for key_path, text in t.string_list(name) or []:
+        try:
+            parsed = dns.name.from_text(text)
+        except dns.exception.DNSException as exc:
+            t.ctx.error(key_path, f'"{text}" is not a valid domain name: {exc}')
+            continue
+        shown = parsed.to_text(omit_final_dot=True).lower() or "."
+        if shown in out:
+            t.ctx.error(key_path, f"{shown} is listed twice")
+            continue
+        out.append(shown)
+    return tuple(out)
+
+
+def _endpoints(t: _Table, name: str) -> tuple[Endpoint, ...] | None:
+    """A list of "IP" or "IP@PORT" (port 53 by default); None when absent."""
+    items = t.string_list(name)
+    if items is None:
+        return None
+    out: list[Endpoint] = []
+    for key_path, text in items:
+        try:
+            endpoint = parse_endpoint(text, DNS_PORT)
+        except ValueError as exc:
+            t.ctx.error(key_path, str(exc))
+            continue
+        if endpoint in out:
+            t.ctx.error(key_path, f"{endpoint} is listed twice")
+            continue
+        out.append(endpoint)
+    return tuple(out)
+
+
+def _rr_types(t: _Table, name: str) -> frozenset[int] | None:
+    """A list of RR type mnemonics ("CAA", "TYPE65534"); None when absent."""
+    items = t.string_list(name)
+    if items is None:
+        return None
+    out: set[int] = set()
+    for key_path, text in items:
+        try:
+            out.add(int(dns.rdatatype.from_text(text)))
+        except dns.exception.DNSException:
+            t.ctx.error(key_path, f'"{text}" is not a DNS record type')
+    return frozenset(out)
+
+
+def _read_operator(t: _Table) -> Operator | None:
+    name = t.string("name")
+    ns = _domain_names(t, "ns")
+    prefixes: list[IPNetwork] = []
+    for key_path, text in t.string_list("prefixes") or []:
+        try:
+            prefixes.append(parse_network(text))
+        except ValueError as exc:
+            t.ctx.error(key_path, str(exc))
+    t.finish()
+    if name is None:
+        if not t.has("name"):
+            t.error("name", "missing: every [[operator]] needs a name")
+        return None
+    if not name:
+        t.error("name", "must not be empty")
+        return None
+    if not ns and not prefixes:
+        t.error("ns", "an operator needs ns names or prefixes to match")
+    return Operator(name, ns, tuple(prefixes))
 
 
 def _parse_nsid(t: _Table, text: str) -> bytes:
@@ -800,6 +903,10 @@ class _Settings:
     signature_warning_days: int | None = None
     clock_skew: int | None = None
     unknown_algorithm: str | None = None
+    peers: tuple[Endpoint, ...] | None = None
+    drift_ignore_types: frozenset[int] | None = None
+    parent: tuple[Endpoint, ...] | None = None
+    ds_check: str | None = None
     # Where each set value came from, for errors found after merging.
     origin: dict[str, str] = field(default_factory=dict)
 
@@ -815,6 +922,7 @@ class _Settings:
 
 
 _TIMER_KEYS = ("refresh", "retry", "expire")
+DS_CHECKS = ("parent", "trust-anchor", "off")
 _LIMIT_MAX = 2**62
 
 
@@ -843,6 +951,10 @@ def _read_settings(
     s.signature_warning_days = t.integer("signature-warning-days", 0, 3650)
     s.clock_skew = t.whole_seconds("clock-skew", 0, 7 * 86400)
     s.unknown_algorithm = t.choice("unknown-algorithm", ("reject", "warn"))
+    s.peers = _endpoints(t, "peers")
+    s.drift_ignore_types = _rr_types(t, "drift-ignore-types")
+    s.parent = _endpoints(t, "parent")
+    s.ds_check = t.choice("ds-check", DS_CHECKS)
     for f in dataclasses.fields(s):
         if f.name != "origin" and getattr(s, f.name) is not None:
             s.origin[f.name] = t.key(f.name.replace("_", "-"))
@@ -1023,6 +1135,11 @@ def _read_zone(
         notify_from = tuple(
             NotifySource(_host_network(a), r.key, r.id) for r in primaries for a in r.addresses
         )
+    ds_check = _or(s.ds_check, "off")
+    if ds_check == "parent" and not s.parent:
+        t.ctx.error(s.origin["ds_check"], 'ds-check = "parent" needs the servers in parent')
+    if ds_check == "trust-anchor" and s.trust_anchor is None:
+        t.ctx.error(s.origin["ds_check"], 'ds-check = "trust-anchor" needs a trust-anchor file')
     limits = ZoneLimits()
     return ZoneConfig(
         name=dns_name.to_text(omit_final_dot=True).lower() or ".",
@@ -1049,6 +1166,10 @@ def _read_zone(
         signature_warning_days=_or(s.signature_warning_days, 3),
         clock_skew=_or(s.clock_skew, 300),
         unknown_algorithm=_or(s.unknown_algorithm, "reject"),
+        peers=s.peers,
+        drift_ignore_types=_or(s.drift_ignore_types, frozenset()),
+        parent=_or(s.parent, ()),
+        ds_check=ds_check,
     )
 
 
@@ -1105,6 +1226,7 @@ _TOP_LEVEL = (
     "rrl",
     "log",
     "cookies",
+    "operator",
 )
 
 
@@ -1174,6 +1296,7 @@ def _build(ctx: _Context, data: dict[str, Any]) -> Config:
     rrl = _read_rrl(_subtable(ctx, root, "rrl"))
     log = _read_log(_subtable(ctx, root, "log"))
     cookies = _read_cookies(_subtable(ctx, root, "cookies"))
+    operators = [_read_operator(t) for t in _array_of_tables(ctx, root, "operator")]
     root.finish()
     if ctx.errors:
         raise ConfigError(ctx.errors, ctx.warnings)
@@ -1189,6 +1312,7 @@ def _build(ctx: _Context, data: dict[str, Any]) -> Config:
         log=log,
         warnings=tuple(ctx.warnings),
         cookies=cookies,
+        operators=tuple(o for o in operators if o is not None),
     )
 
 
