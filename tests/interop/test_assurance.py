@@ -1,0 +1,122 @@
+"""Issue 13, items 5 and 6, against real components: knotd as the parent (test., signed, with
+the DS), knotd as the provider signing example.test online (NOTIFY, TSIG), authd as the extra
+NS set, unbound validating from the parent's DS (authd/bench/hierarchy.py).
+
+Baseline: unbound's answers are secure; `authd zone drill` passes; `authd zone report` says
+independent. Then authd's NS is withdrawn from the parent's delegation: the report names the
+finding own-ns-not-delegated and exits 1. Last, the provider is stopped: unbound still gets
+secure answers, from authd alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from authd.bench.hierarchy import (
+    BINARIES,
+    OWN_NS,
+    PARENT,
+    PROVIDER_NS,
+    ZONE,
+    Hierarchy,
+    can_bind_port_53,
+    start_hierarchy,
+)
+from authd.bench.primaries import wait_for
+from tests.conftest import interop_required, require_binary
+
+
+@pytest.fixture(scope="module")
+def hierarchy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hierarchy]:
+    binaries = {name: require_binary(name) for name in BINARIES}
+    why = can_bind_port_53()
+    if why is not None:
+        if interop_required():
+            pytest.fail(f"{why}; AUTHD_REQUIRE_INTEROP=1 demands it", pytrace=False)
+        print(f"SKIP: {why}")
+        pytest.skip(why)
+    tree = start_hierarchy(binaries, tmp_path_factory.mktemp("hierarchy"))
+    try:
+        yield tree
+    finally:
+        tree.stop()
+
+
+def run_json(tree: Hierarchy, *args: str) -> tuple[int, dict[str, object]]:
+    done = tree.authd.cli(*args, "--json")
+    assert done.stdout.strip(), done.stderr + tree.logs()
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_baseline_answers_are_secure_through_unbound(hierarchy: Hierarchy) -> None:
+    assert hierarchy.resolver.secure(f"{PARENT}.", "SOA"), hierarchy.logs()
+    assert hierarchy.resolver.secure(f"www.{ZONE}.", "A"), hierarchy.logs()
+    assert hierarchy.resolver.secure(f"{ZONE}.", "DNSKEY"), hierarchy.logs()
+
+
+def test_drill_passes(hierarchy: Hierarchy) -> None:
+    code, result = run_json(hierarchy, "zone", "drill", ZONE)
+    print(json.dumps(result, indent=2))
+    failed = [c for c in result["checks"] if not c["ok"]]  # type: ignore[union-attr]
+    assert code == 0 and result["ok"] and not failed, failed
+    names = [c["name"] for c in result["checks"]]  # type: ignore[union-attr]
+    address = f"{hierarchy.layout.authd}@53"
+    for transport in ("udp", "tcp"):
+        for rtype in ("SOA", "NS", "DNSKEY"):
+            assert f"{transport} {address} {ZONE} {rtype}" in names, names
+    assert "parent-ds" in names and "verify against the DS" in names, names
+    assert result["valid_until"] is not None  # knotd's signatures: about 14 days
+    # the text form, as cron would mail it
+    text = hierarchy.authd.cli("zone", "drill", ZONE)
+    assert text.returncode == 0 and "drill passed" in text.stdout, text.stdout + text.stderr
+
+
+def test_report_says_independent(hierarchy: Hierarchy) -> None:
+    code, report = run_json(hierarchy, "zone", "report", ZONE)
+    print("\n".join(report["verdicts"]))  # type: ignore[arg-type]
+    assert report["independent"] == "yes" and code == 0, report["verdicts"]
+    assert report["operators"] == {"example.test": [OWN_NS], "provider.test": [PROVIDER_NS]}
+    own = [s for s in report["ns"] if s["own"]]  # type: ignore[union-attr]
+    assert [s["name"] for s in own] == [OWN_NS], report["ns"]
+    # the peer is the provider, found through the resolver; same serial, no drift
+    [peer] = report["peers"]  # type: ignore[misc]
+    assert peer["address"] == f"{hierarchy.layout.provider}@53", peer
+    assert peer["lag"] == 0 and peer["drift"] == [], peer
+    assert report["delegation"] == {
+        "checked_with": f"parent {hierarchy.layout.parent}@53",
+        "findings": [],
+    }
+    assert report["signatures"]["signed"], report["signatures"]  # type: ignore[index]
+    assert report["queries"] <= 96  # type: ignore[operator]
+
+
+def test_withdrawn_delegation_is_a_finding(hierarchy: Hierarchy) -> None:
+    hierarchy.withdraw_own_ns()
+    code, report = run_json(hierarchy, "zone", "report", ZONE)
+    print("\n".join(report["verdicts"]))  # type: ignore[arg-type]
+    kinds = {f["kind"]: f for f in report["findings"]}  # type: ignore[union-attr]
+    assert code == 1 and report["independent"] == "no", report["verdicts"]
+    assert kinds["own-ns-not-delegated"]["verdict"] == "no", kinds
+    assert OWN_NS in kinds["own-ns-not-delegated"]["detail"], kinds
+    assert any(
+        line.startswith("independent: no: ") and OWN_NS in line
+        for line in report["verdicts"]  # type: ignore[union-attr]
+    ), report["verdicts"]
+
+
+def test_provider_loss_answers_stay_secure(hierarchy: Hierarchy) -> None:
+    """Last (it stops the provider): with authd's NS delegated again, unbound still
+    validates answers it can only get from authd."""
+    tree = hierarchy
+    tree.parent.change(
+        PARENT,
+        ("set", f"{ZONE}.", "60", "NS", f"{OWN_NS}."),
+        ("set", f"{OWN_NS}.", "60", "A", tree.layout.authd),
+    )
+    tree.provider.stop()
+    assert wait_for(lambda: tree.resolver.secure(f"h3.{ZONE}.", "A"), 20, 0.5), tree.logs()
+    code, result = run_json(tree, "zone", "drill", ZONE)
+    assert code == 0 and result["ok"], result
