@@ -373,7 +373,11 @@ async def drill(
     run = verify_in or asyncio.to_thread
     verdict = await run(verify, snapshot, policy, now)
     detail = (
-        f"{'signed' if verdict.signed else 'unsigned'}, {verdict.rrsets_checked} RRsets"
+        (
+            f"signed, {verdict.rrsets_checked} RRsets validated"
+            if verdict.signed
+            else "unsigned: structure and limits checked"
+        )
         if verdict.ok
         else f"{verdict.check}: {verdict.reason}"
     )
