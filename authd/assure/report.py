@@ -13,7 +13,7 @@ ns-zone-unchecked, own-ns-unknown, signatures-depend-on-provider, signatures-exp
 expired, never-refreshed, the peer kinds of drift.py (serial-behind, serial-ahead,
 rrset-differs, ns-set-differs, dnskey-differs, unreachable), the kinds of delegation.py
 (own-ns-not-delegated, own-ns-not-in-zone, glue-differs, ds-mismatch, ds-without-keys,
-cds-disagrees) and parent-unchecked.
+cds-disagrees), peers-unchecked and parent-unchecked.
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ class ReportInput:
     last_success: float | None = None
     secondary: bool = True
     delegation: Delegation = field(default_factory=lambda: Delegation(None))
+    peers_unchecked: str = ""  # why no peer was asked, when none was found to ask
 
 
 def operator_findings(servers: Sequence[NsServer]) -> list[Finding]:
@@ -220,6 +221,8 @@ def findings_of(inp: ReportInput) -> list[Finding]:
     findings += signature_findings(inp.signatures, inp.now, inp.secondary)
     findings += refresh_findings(inp)
     findings += peer_findings(inp.peers)
+    if inp.peers_unchecked:
+        findings.append(Finding("peers-unchecked", UNKNOWN, inp.peers_unchecked))
     findings += delegation_findings(inp.delegation)
     return findings
 

@@ -36,6 +36,7 @@ from authd.zone.verify import DS_TYPE, verify
 A, AAAA = 1, 28
 MAX_QUERIES = 96
 MAX_PEERS = 4
+MAX_OWN_ADDRESSES = 4  # the drill asks at most this many of authd's listening addresses
 DRIFT_SAMPLE = 3  # names beyond the apex set asked of each peer
 DRILL_SAMPLE = 5  # names beyond SOA, NS, DNSKEY asked of each own address
 IN_FLIGHT = 8
@@ -284,6 +285,11 @@ async def report(view: ZoneView) -> dict[str, Any]:
         ns_zones.append(reports.NsZone(name, zone_name, members, how))
 
     peer_addresses = _peers(view, servers)
+    peers_unchecked = ""
+    if not peer_addresses and view.zone.peers is None:
+        peers_unchecked = (
+            "no address found for the provider's NS names: set peers, or server.resolver"
+        )
     asked = drift.questions(snapshot, 0, DRIFT_SAMPLE)
     peers = await _bounded(gather.peer(p, asked) for p in peer_addresses[:MAX_PEERS])
 
@@ -327,6 +333,7 @@ async def report(view: ZoneView) -> dict[str, Any]:
             last_success=facts.last_success,
             secondary=zone.is_secondary,
             delegation=reports.Delegation(checked_with, tuple(found), unchecked),
+            peers_unchecked=peers_unchecked,
         )
     )
     result["queries"] = gather.budget.used
@@ -385,12 +392,18 @@ async def drill(
     checks.append(drills.Check(f"verify{anchor}", verdict.ok, detail))
 
     questions = drills.questions(snapshot, DRILL_SAMPLE)
-    jobs = [
-        (address, tcp, q)
-        for address in own_addresses(view.config)
-        for tcp in (False, True)
-        for q in questions
-    ]
+    addresses = own_addresses(view.config)
+    if len(addresses) > MAX_OWN_ADDRESSES:
+        asked = ", ".join(str(a) for a in addresses[:MAX_OWN_ADDRESSES])
+        checks.append(
+            drills.Check(
+                "addresses",
+                True,
+                f"{MAX_OWN_ADDRESSES} of {len(addresses)} listening addresses asked: {asked}",
+            )
+        )
+        addresses = addresses[:MAX_OWN_ADDRESSES]
+    jobs = [(address, tcp, q) for address in addresses for tcp in (False, True) for q in questions]
     answers = await _bounded(
         ask(a, names.to_name(q[0]), q[1], gather.budget, tcp=tcp) for a, tcp, q in jobs
     )

@@ -307,6 +307,14 @@ class HierarchyAuthd(AuthdSecondary):
     def serial(self, zone: str) -> int | None:
         return served_serial(self.host, self.port, zone)
 
+    def reconfigure(self, **server_extra: Any) -> None:
+        """New [server] keys (e.g. ns_names=[...] for ns-names), applied by `authd reload`."""
+        self.server_extra.update({k.replace("_", "-"): v for k, v in server_extra.items()})
+        (self.workdir / "authd.toml").write_text(self.config_text())
+        done = self.cli("reload")
+        if done.returncode != 0:
+            raise RuntimeError(f"authd reload: {done.stdout}{done.stderr}")
+
     def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """`authd <args> -c <config>` as an operator runs it."""
         return subprocess.run(

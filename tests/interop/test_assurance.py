@@ -4,8 +4,9 @@ NS set, unbound validating from the parent's DS (authd/bench/hierarchy.py).
 
 Baseline: unbound's answers are secure; `authd zone drill` passes; `authd zone report` says
 independent. Then authd's NS is withdrawn from the parent's delegation: the report names the
-finding own-ns-not-delegated and exits 1. Last, the provider is stopped: unbound still gets
-secure answers, from authd alone.
+finding own-ns-not-delegated and exits 1. An own NS name inside provider.test (a zone only the
+provider serves) is found through unbound and reported as ns-inside-provider-zone. Last, the
+provider is stopped: unbound still gets secure answers, from authd alone.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from authd.bench.hierarchy import (
     OWN_NS,
     PARENT,
     PROVIDER_NS,
+    PROVIDER_ZONE,
     ZONE,
     Hierarchy,
     can_bind_port_53,
@@ -105,6 +107,31 @@ def test_withdrawn_delegation_is_a_finding(hierarchy: Hierarchy) -> None:
         line.startswith("independent: no: ") and OWN_NS in line
         for line in report["verdicts"]  # type: ignore[union-attr]
     ), report["verdicts"]
+
+
+def test_own_ns_name_in_a_provider_zone_is_a_finding(hierarchy: Hierarchy) -> None:
+    """The issue's example: an extra NS name inside a zone that only the provider serves
+    (here provider.test) is unresolvable once the provider is gone. The resolver finds out."""
+    tree = hierarchy
+    extra = f"authd.{PROVIDER_ZONE}"
+    tree.provider.change(PROVIDER_ZONE, ("set", f"{extra}.", "60", "A", tree.layout.authd))
+    before = tree.provider.serial(ZONE) or 0
+    tree.provider.change(ZONE, ("set", f"{ZONE}.", "60", "NS", f"{extra}."))
+    assert wait_for(lambda: (tree.provider.serial(ZONE) or 0) > before, 10), tree.logs()
+    serial = tree.provider.serial(ZONE)
+    assert serial is not None and tree.authd.wait_serial(ZONE, serial, 10), tree.logs()
+    tree.authd.reconfigure(ns_names=[OWN_NS, extra])
+
+    code, report = run_json(tree, "zone", "report", ZONE)
+    print("\n".join(report["verdicts"]))  # type: ignore[arg-type]
+    assert code == 1 and report["independent"] == "no", report["verdicts"]
+    line = f"independent: no: {extra} is inside {PROVIDER_ZONE}, served only by {PROVIDER_NS}"
+    assert line in report["verdicts"], report["verdicts"]  # type: ignore[operator]
+    [entry] = [z for z in report["ns_zones"] if z["name"] == extra]  # type: ignore[union-attr]
+    assert entry["how"] == f"via resolver {tree.layout.resolver}@53", entry
+    kinds = {f["kind"] for f in report["findings"]}  # type: ignore[union-attr]
+    assert "shared-operator" in kinds, kinds  # run under the provider's own domain, too
+    tree.authd.reconfigure(ns_names=[OWN_NS])
 
 
 def test_provider_loss_answers_stay_secure(hierarchy: Hierarchy) -> None:
