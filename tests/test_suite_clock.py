@@ -31,6 +31,7 @@ SIGNING_FILES = [
     "tests/unit/test_cli.py",
     "tests/unit/test_delegation.py",
     "tests/unit/test_horizon.py",
+    "tests/unit/test_assure_drill.py",
 ]
 
 PROBE = """
