@@ -396,9 +396,7 @@ class App:
             raise ControlError(f"zone {runtime.name}: nothing is served yet")
         now = self.clock.now()
         served = {r.name: r.snapshot for r in self.zones.values() if r.snapshot is not None}
-        view = run.ZoneView(
-            self.config, runtime.config, snapshot, runtime.facts(), runtime.status(now), now, served
-        )
+        view = run.ZoneView(self.config, runtime.config, snapshot, runtime.facts(), now, served)
         return await (run.report(view) if command == "report" else run.drill(view))
 
     def dump(self, runtime: ZoneRuntime) -> str:

@@ -53,7 +53,6 @@ class ZoneView:
     zone: ZoneConfig
     snapshot: Snapshot
     facts: ZoneFacts
-    status: Mapping[str, Any]
     now: float
     served: Mapping[str, Snapshot] = field(default_factory=dict)  # every zone authd serves
 
@@ -106,6 +105,13 @@ def _served_addresses(snapshots: Iterable[Snapshot], name: str) -> list[str]:
     return found
 
 
+def _delegated(snapshot: Snapshot, key: bytes) -> bool:
+    """The name is at or below a zone cut of this version: it lives in a child zone."""
+    return key in snapshot.cuts or any(
+        a in snapshot.cuts for a in names.ancestors(key, snapshot.origin)
+    )
+
+
 def _rrset_of(
     response: dns.message.Message | str, name: dns.name.Name, rtype: int
 ) -> list[Any] | None:
@@ -150,7 +156,7 @@ class Gatherer:
         """The zone holding `name` and its NS names, and how that was learned."""
         key = names.key_from_text(name)
         for zone_name, snapshot in self.view.served.items():
-            if names.is_subdomain(key, snapshot.origin):
+            if names.is_subdomain(key, snapshot.origin) and not _delegated(snapshot, key):
                 return zone_name, apex_ns(snapshot), "served by authd"
         if self.resolver is None:
             return None, None, "outside the zones authd serves and no server.resolver configured"

@@ -23,8 +23,8 @@ www A 192.0.2.80
 """
 
 
-def view(tmp_path: Path, extra: str = "") -> run.ZoneView:
-    (tmp_path / "example.com.zone").write_text(ZONE_TEXT)
+def view(tmp_path: Path, extra: str = "", zone_text: str = ZONE_TEXT) -> run.ZoneView:
+    (tmp_path / "example.com.zone").write_text(zone_text)
     (tmp_path / "authd.toml").write_text(
         '[server]\nlisten = ["127.0.0.1@5399"]\n'
         + extra
@@ -34,7 +34,7 @@ def view(tmp_path: Path, extra: str = "") -> run.ZoneView:
     [zone] = config.zones
     snapshot = load_zone_file(tmp_path / "example.com.zone", "example.com")
     facts = ZoneFacts("example.com", "ok", 7, None, NOW - 60, None, None)
-    return run.ZoneView(config, zone, snapshot, facts, {}, NOW, {"example.com": snapshot})
+    return run.ZoneView(config, zone, snapshot, facts, NOW, {"example.com": snapshot})
 
 
 async def test_nothing_configured_nothing_asked(tmp_path: Path) -> None:
@@ -83,3 +83,10 @@ def test_own_addresses_replace_wildcards(tmp_path: Path) -> None:
         "192.0.2.7@5300",
         "127.0.0.1@5300",
     ]
+
+
+async def test_own_name_below_a_delegation_is_not_in_the_served_zone(tmp_path: Path) -> None:
+    delegated = ZONE_TEXT + "sub NS ns.sub\nns.sub A 192.0.2.9\n"
+    report = await run.report(view(tmp_path, 'ns-names = ["ns.sub.example.com"]\n', delegated))
+    [entry] = report["ns_zones"]
+    assert entry["zone"] is None and "no server.resolver" in entry["how"], entry
