@@ -30,6 +30,8 @@ from authd.bench.hierarchy import (
 from authd.bench.primaries import wait_for
 from tests.conftest import interop_required, require_binary
 
+pytestmark = pytest.mark.interop
+
 
 @pytest.fixture(scope="module")
 def hierarchy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hierarchy]:
