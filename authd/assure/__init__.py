@@ -1,9 +1,10 @@
 """Assurance on demand (issue 13): would the extra NS set carry the domain without the provider?
 
-operators.py  NS names grouped by operator (registered domain, address prefix, labels)
-report.py     the provider-independence report: findings and verdict lines (pure)
-drill.py      the provider-loss drill's checks on answers from authd's own addresses (pure)
-text.py       the text forms the CLI prints
-probe.py      bounded DNS queries to configured addresses only (the I/O)
-run.py        gathers the answers and runs both (the daemon's `report` and `drill` commands)
+- operators.py: NS names grouped by operator (registered domain, address prefix, labels)
+- report.py: the provider-independence report: findings and verdict lines (pure)
+- drill.py: the provider-loss drill's checks on answers from authd's own addresses (pure)
+- text.py: the text forms the CLI prints
+- probe.py: one bounded DNS query, under a per-run budget (the I/O)
+- gather.py: what to ask whom (peers, parent, resolver, own addresses), answers as values
+- run.py: runs both, gather then judge (the daemon's `report` and `drill` commands)
 """
