@@ -48,6 +48,11 @@ def format_drill(result: Mapping[str, Any]) -> str:
         f"{result.get('zone')} serial {result.get('serial')}: drill "
         f"{'passed' if result.get('ok') else 'FAILED'} ({passed}/{total} checks)"
     )
-    until = result.get("valid_until")
-    tail = f"the copy would carry the domain until {until or 'no limit'}"
+    until = result.get("valid_until") or "no limit"
+    tail = (
+        f"the copy would carry the domain until {until}"
+        if result.get("ok")
+        else f"the copy would not carry the domain: {total - passed} check(s) failed "
+        f"(its horizon is {until})"
+    )
     return "\n".join([head, *lines, tail])

@@ -365,6 +365,7 @@ class Unbound:
     cache-max-ttl: 5
     cache-max-negative-ttl: 5
     infra-host-ttl: 60
+    val-bogus-ttl: 2  # tests break and repair the chain: forget bogus fast
     local-zone: "{PARENT}." nodefault  # unbound answers test. itself by default (RFC 6761)
 stub-zone:
     name: "{PARENT}."
@@ -455,6 +456,20 @@ class Hierarchy:
             ("unbound", self.resolver.log()),
         ]
         return "\n".join(f"--- {name}\n{text[-4000:]}" for name, text in parts)
+
+    def set_parent_ds(self, ds_lines: str) -> None:
+        """Replace example.test's DS at the parent (e.g. with one matching no key)."""
+        before = self.parent.serial(PARENT) or 0
+        records = [
+            line.split(" DS ", 1)[1].strip() for line in ds_lines.splitlines() if " DS " in line
+        ]
+        self.parent.change(
+            PARENT,
+            ("unset", f"{ZONE}.", "DS"),
+            *(("set", f"{ZONE}.", "60", "DS", rdata) for rdata in records),
+        )
+        if not wait_for(lambda: (self.parent.serial(PARENT) or 0) > before, 10):
+            raise RuntimeError(f"the parent did not publish the DS:\n{self.parent.log()}")
 
     def withdraw_own_ns(self) -> int:
         """Remove authd's NS (and its glue) from the parent's delegation; the new serial."""

@@ -3,7 +3,8 @@ the DS), knotd as the provider signing example.test online (NOTIFY, TSIG), authd
 NS set, unbound validating from the parent's DS (authd/bench/hierarchy.py).
 
 Baseline: unbound's answers are secure; `authd zone drill` passes; `authd zone report` says
-independent. Then authd's NS is withdrawn from the parent's delegation: the report names the
+independent. A DS at the parent that matches no key fails the drill and is ds-mismatch in the
+report. Then authd's NS is withdrawn from the parent's delegation: the report names the
 finding own-ns-not-delegated and exits 1. An own NS name inside provider.test (a zone only the
 provider serves) is found through unbound and reported as ns-inside-provider-zone. Last, the
 provider is stopped: unbound still gets secure answers, from authd alone.
@@ -76,6 +77,33 @@ def test_drill_passes(hierarchy: Hierarchy) -> None:
     # the text form, as cron would mail it
     text = hierarchy.authd.cli("zone", "drill", ZONE)
     assert text.returncode == 0 and "drill passed" in text.stdout, text.stdout + text.stderr
+
+
+def test_drill_and_report_catch_a_ds_that_matches_no_key(hierarchy: Hierarchy) -> None:
+    """The registrar holds a DS for a key the zone does not use: validating resolvers would
+    SERVFAIL. The drill's verification against the parent's DS fails, and the report says
+    ds-mismatch. The right DS is put back afterwards."""
+    tree = hierarchy
+    tag, algorithm, digest_type, digest = tree.zone_ds.split(" DS ", 1)[1].split()[:4]
+    wrong = f"{ZONE}. DS {tag} {algorithm} {digest_type} {'0' * len(digest)}\n"
+    tree.set_parent_ds(wrong)
+    try:
+        code, result = run_json(tree, "zone", "drill", ZONE)
+        checks = {c["name"]: c for c in result["checks"]}  # type: ignore[union-attr]
+        assert code == 1 and not result["ok"], checks
+        assert checks["parent-ds"]["ok"], checks  # the parent answered, with one DS
+        assert not checks["verify against the DS"]["ok"], checks
+        assert "anchor" in checks["verify against the DS"]["detail"], checks
+        text = tree.authd.cli("zone", "drill", ZONE)
+        assert text.returncode == 1 and "FAIL verify against the DS" in text.stdout, text.stdout
+
+        code, report = run_json(tree, "zone", "report", ZONE)
+        kinds = {f["kind"]: f["verdict"] for f in report["findings"]}  # type: ignore[union-attr]
+        assert code == 1 and kinds.get("ds-mismatch") == "no", report["verdicts"]
+    finally:
+        tree.set_parent_ds(tree.zone_ds)
+    code, result = run_json(tree, "zone", "drill", ZONE)
+    assert code == 0 and result["ok"], result
 
 
 def test_report_says_independent(hierarchy: Hierarchy) -> None:

@@ -157,3 +157,29 @@ def test_verdict_needs_every_check() -> None:
     assert drill.verdict([drill.Check("a", True), drill.Check("b", True)])
     assert not drill.verdict([drill.Check("a", True), drill.Check("b", False, "why")])
     assert not drill.verdict([])
+
+
+def test_text_form_says_whether_the_copy_carries_the_domain() -> None:
+    from authd.assure.text import format_drill
+
+    result = {
+        "zone": "example",
+        "serial": 7,
+        "ok": False,
+        "valid_until": "2030-01-15T00:00:00Z",
+        "checks": [
+            {"name": "verify", "ok": True, "detail": "signed, 3 RRsets validated"},
+            {"name": "udp 127.0.0.1@53 example SOA", "ok": False, "detail": "AA not set"},
+        ],
+    }
+    assert format_drill(result).splitlines() == [
+        "example serial 7: drill FAILED (1/2 checks)",
+        "ok   verify: signed, 3 RRsets validated",
+        "FAIL udp 127.0.0.1@53 example SOA: AA not set",
+        "the copy would not carry the domain: 1 check(s) failed (its horizon is "
+        "2030-01-15T00:00:00Z)",
+    ]
+    result["ok"] = True
+    assert format_drill(result).splitlines()[-1] == (
+        "the copy would carry the domain until 2030-01-15T00:00:00Z"
+    )

@@ -211,3 +211,23 @@ def test_lag_is_serial_arithmetic() -> None:
     assert report.lag(10, 7) == -3
     assert report.lag(4294967295, 2) == 3  # the peer wrapped past 2^32
     assert report.lag(7, None) is None
+
+
+def test_text_form_puts_the_verdicts_first() -> None:
+    from authd.assure.text import format_report
+
+    inp = ReportInput(
+        "example.com",
+        7,
+        NOW,
+        tuple(servers()),
+        "server.ns-names",
+        peers=(PeerState("192.0.2.1@53", 9),),
+        last_success=NOW - 60,
+        delegation=Delegation("parent 192.0.2.200@53"),
+    )
+    lines = format_report(report.build(inp)).splitlines()
+    assert lines[0] == "independent: yes"
+    assert "  operator provider.example: ns1.provider.example, ns2.provider.example" in lines
+    assert "  peer 192.0.2.1@53: serial 9 (lag 2)" in lines
+    assert "  delegation checked with parent 192.0.2.200@53" in lines
