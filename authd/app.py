@@ -121,9 +121,9 @@ class ZoneRuntime:
         )
 
 
-# Versions at least this large are compacted in the main process (snapshot.build_compact);
-# the workers are re-forked from it after such a version replaced a zone.
+# Versions at least this large are compacted in the main process (snapshot.build_compact).
 RECYCLE_FROM_RECORDS = COMPACT_FROM_RECORDS
+PUBLISH_TIMEOUT = 60.0  # seconds wait_published waits for every worker to be re-forked
 
 
 class App:
@@ -142,35 +142,25 @@ class App:
         self.stopping = asyncio.Event()
         self.cookie_secret = cookies.random_secret()  # used when [cookies] gives none
         self._background: set[asyncio.Task[None]] = set()
-        self.last_file_publish: int | None = None  # update sequence of the last file load
-        self._recycle_wanted = 0  # update sequence after which the workers should be re-forked
-        self._recycle_task: asyncio.Task[None] | None = None
-        self.recycles = 0
+        self.last_file_publish: int | None = None  # publish ticket of the last file load
+        self._published: dict[bytes, int] = {}  # origin -> pool generation of its version
 
     # -- zones ------------------------------------------------------------------------
 
-    def publish(
-        self,
-        runtime: ZoneRuntime,
-        snapshot: Snapshot,
-        meta: VersionMeta,
-        message: object | None = None,
-    ) -> int | None:
-        """Make a version visible: one reference swap here, then in every worker.
+    def publish(self, runtime: ZoneRuntime, snapshot: Snapshot, meta: VersionMeta) -> int | None:
+        """Make a version visible: one reference swap in the main's table, then every worker
+        is re-forked from it (coalesced; workers.WorkerPool.publish). No worker rebuilds it.
 
-        `message` tells the workers how to get the same version (updates.py); the
-        returned sequence number can be awaited with `self.pool.wait_applied`.
+        Returns the ticket for wait_published (None before the workers exist).
         """
         previous = runtime.serial
         runtime.snapshot = snapshot
         runtime.meta = meta
         self.table.publish(runtime.config.origin, snapshot)
-        seq = None
-        if self.pool is not None and message is not None:
-            seq = self.pool.broadcast(message)
-            full = isinstance(message, updates.LoadStored | updates.LoadFile)
-            if full and snapshot.record_count >= RECYCLE_FROM_RECORDS:
-                self._recycle_workers_after(seq)
+        ticket = None
+        if self.pool is not None:
+            ticket = self.pool.publish()
+        self._published[runtime.config.origin] = ticket or 0
         origin = meta.primary or str(runtime.config.file or "the store")
         log.info(
             "zone %s: serving serial %d (%s) from %s via %s, %d records",
@@ -181,33 +171,18 @@ class App:
             meta.transfer,
             snapshot.record_count,
         )
-        return seq
+        return ticket
 
-    def _recycle_workers_after(self, seq: int) -> None:
-        """Once every worker has update `seq` (a large full version), re-fork them all.
-
-        Each worker decoded (or parsed) that version into a private copy; a fresh fork
-        shares the main process's compact copy instead. A burst of updates gives one pass.
-        """
-        self._recycle_wanted = max(self._recycle_wanted, seq)
-        if self._recycle_task is None or self._recycle_task.done():
-            self._recycle_task = asyncio.get_running_loop().create_task(self._recycle_workers())
-
-    async def _recycle_workers(self) -> None:
-        pool = self.pool
-        assert pool is not None
-        done = 0
-        while done < self._recycle_wanted and not self.stopping.is_set():
-            target = self._recycle_wanted
-            if not await pool.wait_applied(target, timeout=60.0):
-                log.warning("workers not re-forked: update %d not confirmed by all", target)
-                return
-            if not await pool.recycle():
-                log.warning("workers not re-forked; they keep their own copies of the zones")
-                return
-            done = target
-            self.recycles += 1
-            log.info("workers re-forked to share the zones' memory (after update %d)", target)
+    def workers_state(self, origin: bytes) -> str | None:
+        """Whether the workers answer for a zone's published version: None when they do,
+        else "publishing" (not every worker has it yet) or "not-answering" (a worker slot
+        has no serving worker: crashed or starting)."""
+        if self.pool is None:
+            return "not-answering"
+        served = self.pool.served_generation()
+        if served is None:
+            return "not-answering"
+        return None if served >= self._published.get(origin, 0) else "publishing"
 
     def add_zone(self, config: ZoneConfig) -> ZoneRuntime:
         runtime = ZoneRuntime(config)
@@ -235,9 +210,8 @@ class App:
             return False
         runtime.file_mtime = mtime
         runtime.last_error = None
-        update = updates.LoadFile(runtime.config.origin, runtime.name, str(path), snapshot.serial)
         self.last_file_publish = self.publish(
-            runtime, snapshot, VersionMeta("file", self.clock.now(), None), update
+            runtime, snapshot, VersionMeta("file", self.clock.now(), None)
         )
         return True
 
@@ -257,9 +231,7 @@ class App:
     def _adopt_loaded(self, runtime: ZoneRuntime, loaded: LoadedZone) -> None:
         for warning in loaded.warnings:
             log.warning("zone %s: stored copy: %s", runtime.name, warning)
-        state_dir = str(self.config.server.state_dir)
-        message = updates.LoadStored(runtime.config.origin, loaded.snapshot.serial, state_dir)
-        self.publish(runtime, loaded.snapshot, loaded.meta, message)
+        self.publish(runtime, loaded.snapshot, loaded.meta)
 
     # -- what secondaries need (xfr/secondary.py Host) ----------------------------------
 
@@ -273,21 +245,18 @@ class App:
     def publish_version(
         self, origin: bytes, snapshot: Snapshot, meta: VersionMeta, steps: DiffSteps | None
     ) -> int | None:
-        """The Publisher port (authd/publish.py): how the workers get the version is ours."""
-        runtime = self.zones[origin]
-        old = runtime.snapshot
-        state_dir = str(self.store.state_dir)
-        message: object
-        if steps is None or old is None:
-            message = updates.LoadStored(origin, snapshot.serial, state_dir)
-        else:
-            message = updates.diff_message(origin, old, snapshot, steps, state_dir)
-        return self.publish(runtime, snapshot, meta, message)
+        """The Publisher port (authd/publish.py): how the workers get the version is ours.
+
+        `steps` is not needed: the version is built once (here) and the workers are
+        re-forked from this process, so no worker re-applies the diff.
+        """
+        return self.publish(self.zones[origin], snapshot, meta)
 
     async def wait_published(self, seq: int | None) -> bool:
+        """True once every worker serves the version behind ticket `seq`."""
         if seq is None or self.pool is None:
             return True
-        return await self.pool.wait_applied(seq, timeout=30.0)
+        return await self.pool.wait_published(seq, timeout=PUBLISH_TIMEOUT)
 
     def set_servfail(self, origin: bytes, servfail: bool, expired_at: float | None = None) -> None:
         self.table.set_state(origin, servfail, expired_at)
@@ -347,7 +316,13 @@ class App:
     def status(self, zone: object = None) -> list[dict[str, Any]]:
         now = self.clock.now()
         selected = [self.zone_named(zone)] if zone else list(self.zones.values())
-        return [runtime.status(now) for runtime in selected]
+        statuses = [runtime.status(now) for runtime in selected]
+        for runtime, status in zip(selected, statuses, strict=True):
+            # "ok" only when the workers answer for the zone's version (README, workers).
+            workers = self.workers_state(runtime.config.origin)
+            if status.get("state") == "ok" and workers is not None:
+                status["state"] = workers
+        return statuses
 
     async def handle_control(self, command: str, args: dict[str, Any]) -> Any:
         if command == "status":
@@ -448,6 +423,10 @@ class App:
                 else:
                     self.start_secondary(runtime)
                 changed += 1
+        if self.pool is not None:
+            # Workers build their NOTIFY ACL, keyring, RRL and identity from self.config at
+            # fork: re-fork them so the reloaded config (and zones it added) take effect.
+            self.pool.publish()
         summary = (
             f"reloaded {self.config.source}: {plural(len(new), 'zone')} "
             f"({added} added, {len(old.keys() - new.keys())} removed, {changed} changed)"
@@ -562,10 +541,6 @@ class App:
                 await runtime.secondary.stop()
         if self.validation is not None:
             self.validation.close()
-        if self._recycle_task is not None:
-            self._recycle_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._recycle_task
         if self.pool is not None:
             await self.pool.stop(timeout=3.0)
         if self.control is not None:

@@ -1,8 +1,16 @@
 """Worker processes: one event loop per core, each on its own SO_REUSEPORT sockets.
 
-The main process loads the zones, calls gc.freeze() and forks; the zone data is shared
-copy-on-write (frozen objects are never touched by the collector, so their pages stay
-shared). Each worker builds its responder and serves with uvloop.
+The main process loads and builds every zone version, calls gc.freeze() and forks; the zone
+data is shared copy-on-write (frozen objects are never touched by the collector, so their
+pages stay shared). Each worker builds its responder and serves with uvloop.
+
+One publish per process: a worker never rebuilds a version. The application publishes a
+version in the main process's zone table, then calls `publish()`, which returns a
+generation number G and re-forks every slot's worker from the main process (`recycle()`);
+`wait_published(G)` returns once every slot's worker was forked after G and nothing older
+answers. Publishes are coalesced: a pass re-forks each slot whose worker is older than the
+newest generation wanted when the slot's turn comes, and passes run back to back, so a
+version waits at most for the pass in progress and one more, however many zones change.
 
 Sockets belong to slots, not to processes. Before forking, the main process binds one UDP
 and one listening TCP socket per listen address for every worker slot, all with
@@ -10,22 +18,16 @@ SO_REUSEPORT (the kernel spreads clients over the slots), and keeps them open, n
 them, until stop(). The worker of slot i serves slot i's sockets only. So a worker that
 crashes is replaced on the very same sockets: what the kernel queued for its slot meanwhile
 (datagrams, TCP connections in the backlog) is answered by its successor, and there is no
-bind race. `recycle()` uses the same property to replace every worker by a fresh fork of the
-main process with zero lost queries: old and new worker read the same sockets for a moment,
-each datagram goes to one of them, and the old one stops reading before it exits.
+bind race. A re-fork has the same property: old and new worker read the same sockets for a
+moment, each datagram goes to one of them, and the old one stops reading before it exits,
+so no query is lost.
 
-After that the pool knows nothing about zones. The application broadcasts small picklable
-messages ("zone X now has the stored version with serial N", an IXFR diff, ...); each worker
-runs `apply_update(message, zones)` on its own copy of the zone table and acknowledges.
-`broadcast_and_wait()` returns True once every worker has applied a message.
+Small state changes that rebuild nothing (SERVFAIL on/off, a zone added or removed) are
+broadcast as messages (updates.py); each worker applies them to its own table and
+acknowledges; `broadcast_and_wait()` returns True once every worker has applied one.
 
-A worker that dies is forked again from the main process; it inherits the main process's
-zone table as it is then, so the application publishes a version in the main process
-before broadcasting it (or passes `catch_up`, the messages a fresh worker must apply).
-The same holds for the workers `recycle()` forks: a new worker is current when forked, and
-gets every broadcast sent after its fork, even before it serves.
-
-Control channel: one socketpair per worker, frames of a 4-byte length and a pickle.
+Control channel: one socketpair per worker, frames of a 4-byte length and a pickle, written
+without blocking from a per-process outgoing buffer (loop.add_writer) and always read.
   main -> worker: ("update", seq, message) | ("stop",)
   worker -> main: ("ready",) | ("failed", text) | ("ack", seq, error or None)
                   | ("counters", {name: int}) | ("event", payload)
@@ -33,6 +35,30 @@ Control channel: one socketpair per worker, frames of a 4-byte length and a pick
 Workers ignore SIGINT (the main process handles it), stop gracefully on SIGTERM, and exit
 when the channel to the main process closes or the main process dies (PR_SET_PDEATHSIG), so
 they never outlive it.
+
+Worker processes as a transition table (`TRANSITIONS`, `step`):
+
+    fork ──▶ STARTING ──ready──▶ SERVING
+               │  │                │  │
+               │  └─────stop───────┼──┴──stop──▶ DRAINING ──quiet/exited──▶ STOPPED
+               │                   │
+               └──failed/exited────┴──exited──▶ CRASHED ──(slot worker: re-forked)
+
+Invariants:
+  1. Each slot has at most one slot worker (`_slot_workers[i]`), STARTING or SERVING; it is
+     the one re-forked when it crashes. A re-fork candidate is STARTING and not the slot
+     worker until it is SERVING; then it becomes the slot worker and the old one is sent
+     "stop" (DRAINING).
+  2. Processes that may answer a query: STARTING, SERVING, DRAINING. STOPPED and CRASHED
+     ones answer nothing; they are forgotten once reaped (waitpid), their counters kept.
+  3. A slot whose worker crashed always gets a new one, after a damped backoff (doubling per
+     quick crash, capped), unless the pool is stopping or start() is failing. The
+     supervisor tick reaps and restarts even when no channel event arrives.
+  4. The main process never blocks on a worker's socket: frames queue in the worker's
+     outgoing buffer; one whose buffer exceeds _MAX_BACKLOG is killed (then re-forked).
+  5. A worker holds every version published up to its `generation` (the pool's generation
+     at its fork); every message broadcast after its fork reaches it.
+  6. Unlisted (state, event) pairs leave the state unchanged.
 """
 
 from __future__ import annotations
@@ -42,9 +68,9 @@ import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
+import enum
 import gc
 import logging
-import math
 import os
 import pickle
 import signal
@@ -52,7 +78,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from authd.serve import sockets
@@ -65,12 +91,51 @@ log = logging.getLogger(__name__)
 Z = TypeVar("Z")
 _HEADER = 4
 _MAX_FRAME = 1 << 30
-_CONTROL_TIMEOUT = 5.0  # a worker that cannot take a message in this long is killed
+_MAX_BACKLOG = 64 << 20  # bytes queued for a worker that does not read: it is stuck, kill it
+_TICK = 0.1  # seconds between supervisor passes (reap, restart, kill stragglers)
+_QUICK_CRASH = 5.0  # a worker that dies sooner after its fork counts as a crash loop
+_MAX_RESTART_DELAY = 10.0
 _GAUGES = frozenset({"tcp.open_connections"})  # not summed into the totals of exited workers
 # Held back around fork(): until the child has reset their handlers, a signal to it would run
 # the main process's handlers, which write to the main's event loop (shared wakeup fd).
 _FORK_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD})
 _Slot = list[tuple[socket.socket, socket.socket]]  # (UDP, listening TCP) per listen address
+
+
+class State(enum.Enum):
+    STARTING = "starting"  # forked; builds its responder (reads its slot's sockets once built)
+    SERVING = "serving"  # reported ready
+    DRAINING = "draining"  # told to stop: finishes its TCP queries, may still answer
+    STOPPED = "stopped"  # answers nothing any more (exiting or exited as asked)
+    CRASHED = "crashed"  # failed or exited without being asked
+
+
+class Event(enum.Enum):
+    READY = "ready"
+    FAILED = "failed"  # it reported it cannot start
+    STOP = "stop"  # the main process asked it to stop
+    QUIET = "quiet"  # it reported that it answers no query any more
+    EXITED = "exited"  # its channel closed or the process was reaped
+
+
+TRANSITIONS: Mapping[tuple[State, Event], State] = {
+    (State.STARTING, Event.READY): State.SERVING,
+    (State.STARTING, Event.FAILED): State.CRASHED,
+    (State.STARTING, Event.EXITED): State.CRASHED,
+    (State.STARTING, Event.STOP): State.DRAINING,
+    (State.SERVING, Event.EXITED): State.CRASHED,
+    (State.SERVING, Event.FAILED): State.CRASHED,
+    (State.SERVING, Event.STOP): State.DRAINING,
+    (State.DRAINING, Event.QUIET): State.STOPPED,
+    (State.DRAINING, Event.FAILED): State.STOPPED,
+    (State.DRAINING, Event.EXITED): State.STOPPED,
+}
+ANSWERING = frozenset({State.STARTING, State.SERVING, State.DRAINING})
+
+
+def step(state: State, event: Event) -> State:
+    """The next state; unlisted pairs keep the state (invariant 6)."""
+    return TRANSITIONS.get((state, event), state)
 
 
 class ResponderLike(Protocol):
@@ -85,6 +150,11 @@ def worker_count(configured: int) -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
         return max(1, os.cpu_count() or 1)
+
+
+def restart_delay(base: float, quick_crashes: int) -> float:
+    """Damped backoff: base, doubled per crash in a row of workers that died young, capped."""
+    return float(min(_MAX_RESTART_DELAY, base * (2 ** min(quick_crashes, 16))))
 
 
 def _encode(message: object) -> bytes:
@@ -114,8 +184,6 @@ class _FrameReader:
                 eof = True
                 break
             self._buf += chunk
-            if len(chunk) < 1 << 20:
-                break
         messages: list[object] = []
         while len(self._buf) >= _HEADER:
             size = int.from_bytes(self._buf[:_HEADER], "big")
@@ -128,6 +196,48 @@ class _FrameReader:
         return messages, eof
 
 
+class _Outbox:
+    """Frames for one peer, written without blocking as the socket takes them."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.broken = False  # the peer is gone: frames are dropped
+        self._watching: asyncio.AbstractEventLoop | None = None
+
+    def put(self, frame: bytes, loop: asyncio.AbstractEventLoop | None) -> None:
+        if self.broken:
+            return
+        self.buf += frame
+        self.flush()
+        if self.buf and not self.broken and loop is not None and self._watching is None:
+            loop.add_writer(self.sock.fileno(), self._on_writable)
+            self._watching = loop
+
+    def flush(self) -> None:
+        while self.buf and not self.broken:
+            try:
+                sent = self.sock.send(self.buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.broken = True
+                self.buf.clear()
+                return
+            del self.buf[:sent]
+
+    def _on_writable(self) -> None:
+        self.flush()
+        if not self.buf or self.broken:
+            self.unwatch()
+
+    def unwatch(self) -> None:
+        if self._watching is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self._watching.remove_writer(self.sock.fileno())
+            self._watching = None
+
+
 def _set_parent_death_signal() -> None:
     """Linux: SIGTERM this process when the main process dies, even by SIGKILL."""
     if not sys.platform.startswith("linux"):
@@ -137,30 +247,32 @@ def _set_parent_death_signal() -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class _Worker:
-    index: int
+    """One forked process; its lifecycle is `state` (see TRANSITIONS)."""
+
+    index: int  # its slot
     pid: int
     channel: socket.socket
     reader: _FrameReader
-    started: float
+    outbox: _Outbox
+    forked_at: float  # monotonic
+    generation: int  # the pool's generation at its fork (invariant 5)
+    state: State = State.STARTING
     acked: int = 0
-    ready: bool = False
     failure: str | None = None
     counters: dict[str, int] = dataclasses.field(default_factory=dict)
     errors: dict[int, str] = dataclasses.field(default_factory=dict)
-    closed: bool = False  # its channel reached EOF: the process is exiting
-    draining: bool = False  # stopping: answers no new query, so needs no more updates
-    retired: bool = False  # reaped, its counters moved into the totals
+    kill_at: float | None = None  # DRAINING: SIGKILL when still alive then (monotonic)
+    status: int | None = None  # wait status once reaped
+    reaped: bool = False
 
 
 class WorkerPool(Generic[Z]):
-    """Fork `count` workers serving `listen`; deliver zone updates to all of them.
+    """Fork `count` workers serving `listen`; re-fork them to publish; deliver small updates.
 
     make_responder(zones) runs in each worker and returns its responder.
     apply_update(message, zones) runs in each worker for every broadcast message.
-    catch_up() runs in the main process when a worker is (re)started and returns the
-    messages it must apply on top of the inherited table (default: none).
     read_counters(responder) runs in each worker and returns extra counters to report.
     on_event(payload) runs in the main process for every send_event(payload) a worker makes
     (e.g. an accepted NOTIFY).
@@ -174,13 +286,13 @@ class WorkerPool(Generic[Z]):
         make_responder: Callable[[Z], ResponderLike],
         apply_update: Callable[[object, Z], None],
         *,
-        catch_up: Callable[[], Iterable[object]] | None = None,
         on_event: Callable[[object], None] | None = None,
         read_counters: Callable[[ResponderLike], Mapping[str, int]] | None = None,
         tcp_limits: TcpLimits | None = None,
         counter_interval: float = 1.0,
         restart_delay: float = 0.2,
         stop_timeout: float = 3.0,
+        ready_timeout: float = 30.0,
     ) -> None:
         self.count = worker_count(count)
         self.listen = list(listen)
@@ -188,32 +300,42 @@ class WorkerPool(Generic[Z]):
         self.zones = zones
         self._make_responder = make_responder
         self._apply_update = apply_update
-        self._catch_up = catch_up
         self._on_event = on_event
         self._read_counters = read_counters
         self._tcp_limits = tcp_limits
         self._counter_interval = counter_interval
         self._restart_delay = restart_delay
         self._stop_timeout = stop_timeout
+        self._ready_timeout = ready_timeout
         self._slots: list[_Slot] = []  # by index; open in the main process until stop()
-        self._workers: dict[int, _Worker] = {}  # by index: THE worker serving each slot
-        self._candidates: dict[int, _Worker] = {}  # by index: forked by recycle(), not ready
-        self._retiring: dict[int, _Worker] = {}  # by pid: replaced, told to stop, not reaped
-        self._seq = 0
+        self._procs: dict[int, _Worker] = {}  # by pid: every forked process not reaped yet
+        self._slot_workers: dict[int, _Worker] = {}  # by index (invariant 1)
+        self._restart_at: dict[int, float] = {}  # slot -> when its crashed worker is re-forked
+        self._quick_crashes: dict[int, int] = {}  # slot -> crashes in a row of young workers
+        self._seq = 0  # broadcast messages
+        self.generation = 0  # publishes (and recycle() calls)
+        self._wanted = 0  # the generation every slot should have reached
         self._retired: dict[str, int] = {}  # counters of workers that have exited
         self._changed: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._recycling = asyncio.Lock()
+        self._refork_task: asyncio.Task[None] | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._started = False
         self._stopping = False
         self._start_failure = ""  # a worker that could not start (e.g. bind), for start()
-        self.restarts = 0
-        self.recycles = 0  # completed recycle() passes
+        self.restarts = 0  # slot workers re-forked after a crash
+        self.recycles = 0  # completed re-fork passes
 
     # -- main process: lifecycle ------------------------------------------------------
     @property
     def pids(self) -> list[int]:
-        """The worker serving each slot (not one being started or stopped by recycle())."""
-        return [w.pid for w in self._workers.values()]
+        """The worker of each slot (not a re-fork candidate, not one being stopped)."""
+        return [w.pid for w in self._slot_workers.values()]
+
+    def states(self) -> dict[int, str]:
+        """{pid: state} of every process not reaped yet."""
+        return {pid: w.state.value for pid, w in self._procs.items()}
 
     async def start(self, ready_timeout: float = 10.0) -> None:
         """Bind every slot's sockets, fork every worker and wait until all serve.
@@ -225,19 +347,17 @@ class WorkerPool(Generic[Z]):
         self._changed = asyncio.Event()
         self._bind_slots()
         for index in range(self.count):
-            self._spawn(index)
+            self._slot_workers[index] = self._fork(index)
+        self._tick_handle = self._loop.call_later(_TICK, self._tick)
         deadline = self._loop.time() + ready_timeout
         while True:
-            failed = [w for w in self._workers.values() if w.failure]
-            if failed or self._start_failure:
-                reason = (
-                    f"worker {failed[0].index} failed: {failed[0].failure}"
-                    if failed
-                    else self._start_failure
-                )
+            if self._start_failure:
+                reason = self._start_failure
                 await self.stop()
                 raise RuntimeError(reason)
-            if len(self._workers) == self.count and all(w.ready for w in self._workers.values()):
+            workers = list(self._slot_workers.values())
+            if len(workers) == self.count and all(w.state is State.SERVING for w in workers):
+                self._started = True
                 return
             remaining = deadline - self._loop.time()
             if remaining <= 0:
@@ -251,55 +371,178 @@ class WorkerPool(Generic[Z]):
         Also ends a recycle() in progress (it returns False) and closes the slots' sockets.
         """
         self._stopping = True
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        if self._refork_task is not None:
+            self._refork_task.cancel()
         timeout = self._stop_timeout if timeout is None else timeout
-        for worker in self._everyone():
+        for worker in list(self._procs.values()):
+            self._event(worker, Event.STOP)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while self._everyone() and time.monotonic() < deadline:
-            for worker in self._everyone():
-                if self._reap(worker.pid, block=False) is not None:  # 0 is a clean exit
-                    self._retire(worker)
+        while self._procs and time.monotonic() < deadline:
+            for worker in list(self._procs.values()):
+                self._try_reap(worker)
             await asyncio.sleep(0.02)
-        for worker in self._everyone():
+        for worker in list(self._procs.values()):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.pid, signal.SIGKILL)
-            self._reap(worker.pid, block=True)
-            self._retire(worker)
+            self._try_reap(worker, block=True)
         self._close_slots()
 
-    async def recycle(self, ready_timeout: float = 10.0) -> bool:
+    # -- main process: publishing by re-fork ------------------------------------------
+    def publish(self) -> int:
+        """The main's table has changed: re-fork every worker (coalesced); returns the
+        generation to pass to wait_published()."""
+        self.generation += 1
+        self._wanted = self.generation
+        if self._loop is not None and not self._stopping:
+            if self._refork_task is None or self._refork_task.done():
+                self._refork_task = self._loop.create_task(self._refork_loop())
+        return self.generation
+
+    async def wait_published(self, generation: int, timeout: float) -> bool:
+        """True once every slot's worker was forked at or after `generation`, serves, and no
+        process forked before it still answers; False on timeout or when stopping."""
+        assert self._loop is not None
+        deadline = self._loop.time() + timeout
+        while not self._stopping:
+            served = self.served_generation()
+            if served is not None and served >= generation:
+                return True
+            remaining = deadline - self._loop.time()
+            if remaining <= 0:
+                return False
+            await self._wait_change(remaining)
+        return False
+
+    def served_generation(self) -> int | None:
+        """The newest generation every answering process holds; None while a slot has no
+        serving worker (then some queries wait in its sockets for its successor)."""
+        workers = [self._slot_workers.get(index) for index in range(self.count)]
+        if not all(w is not None and w.state is State.SERVING for w in workers):
+            return None
+        answering = [w for w in self._procs.values() if w.state in ANSWERING]
+        return min(w.generation for w in answering)
+
+    def status(self) -> dict[str, Any]:
+        """What the pool knows, for `authd zone status` and metrics."""
+        serving = sum(1 for w in self._slot_workers.values() if w.state is State.SERVING)
+        return {
+            "slots": self.count,
+            "serving": serving,
+            "generation": self.generation,
+            "served_generation": self.served_generation(),
+            "restarts": self.restarts,
+            "recycles": self.recycles,
+        }
+
+    async def _refork_loop(self) -> None:
+        """Re-fork passes until every slot has the wanted generation; a failed pass is
+        retried after a damped backoff (a published version must reach the workers)."""
+        failures = 0
+        while not self._stopping:
+            served = self.served_generation()
+            if served is not None and served >= self._wanted:
+                return
+            if not self._outdated():  # only restarts, start-ups or old workers to wait for
+                await self._wait_change(1.0)
+                continue
+            if await self._pass(lambda: self._wanted):
+                failures = 0
+                continue
+            failures += 1
+            delay = restart_delay(self._restart_delay, failures)
+            log.warning("workers not re-forked; trying again in %.1f s", delay)
+            await asyncio.sleep(delay)
+
+    def _outdated(self) -> bool:
+        return any(w.generation < self._wanted for w in self._slot_workers.values())
+
+    async def recycle(self, ready_timeout: float | None = None) -> bool:
         """Replace every worker, one slot at a time, by a fresh fork of the main process.
 
-        The new worker inherits the main's zone table as it is now (shared copy-on-write),
-        so private copies the old workers built since go away with them. Per slot: fork,
-        wait until the new worker serves, make it the slot's worker (broadcasts sent since
-        its fork reach it, wait_applied() counts it), then stop the old one gracefully and
-        wait until it has exited and is reaped, so at most one extra process exists at a
-        time. Both serve the slot's sockets meanwhile: no query is lost.
+        The new worker inherits the main's zone table as it is now (shared copy-on-write).
+        Per slot: fork, wait until the new worker serves, make it the slot's worker
+        (broadcasts sent since its fork reach it), then stop the old one gracefully and
+        wait until it answers no more. Both serve the slot's sockets meanwhile: no query
+        is lost.
 
-        True when every slot was replaced. False when a new worker could not start (it is
-        killed, the old one keeps its slot and later slots are left alone; logged) or the
-        pool is stopping. A call while a recycle runs waits for it, then makes its own full
-        pass: the caller wants forks of the main process as it is at the time of the call.
+        True when every slot's worker was forked after the call. False when a new worker
+        could not start (it is killed, the old one keeps its slot and later slots are left
+        alone; logged) or the pool is stopping. Calls are serialised; a slot re-forked by an
+        earlier pass after this call began is not re-forked again.
         """
         if self._loop is None or self._stopping:
             return False
+        self.generation += 1
+        target = self.generation
+        return await self._pass(lambda: target, ready_timeout)
+
+    async def _pass(self, target: Callable[[], int], ready_timeout: float | None = None) -> bool:
         async with self._recycling:
+            renewed = 0
             for index in range(self.count):
-                if self._stopping or not await self._recycle_slot(index, ready_timeout):
+                if self._stopping:
                     return False
-            self.recycles += 1
-            return True
+                worker = self._slot_workers.get(index)
+                if worker is None or worker.generation >= target():
+                    continue  # current, or crashed: its restart forks from the main as it is
+                if not await self._recycle_slot(index, ready_timeout or self._ready_timeout):
+                    return False
+                renewed += 1
+            if renewed:
+                self.recycles += 1
+                log.info("workers re-forked: %d slots now at generation %d", renewed, target())
+            return not self._stopping
+
+    async def _recycle_slot(self, index: int, ready_timeout: float) -> bool:
+        try:
+            new = self._fork(index)
+        except OSError as exc:
+            log.error("re-fork: cannot fork a new worker %d: %s", index, exc)
+            return False
+        installed = False
+        try:
+            reason = await self._wait_ready(new, ready_timeout)
+            if reason is not None:
+                if not self._stopping:
+                    log.error(
+                        "re-fork: new worker %d (pid %d) did not start (%s); the old one goes on",
+                        index,
+                        new.pid,
+                        reason,
+                    )
+                return False
+            old = self._slot_workers.get(index)  # None when it crashed and awaits a restart
+            self._slot_workers[index] = new  # from now on it is the one re-forked on a crash
+            self._restart_at.pop(index, None)
+            installed = True
+            self._notify()
+            if old is not None:
+                self._dismiss(old)
+                while old.state in ANSWERING and not self._stopping:
+                    await self._wait_change(self._stop_timeout + 2.0)
+            log.debug(
+                "re-fork: worker %d is now pid %d (was %s)",
+                index,
+                new.pid,
+                old.pid if old is not None else "none",
+            )
+            return not self._stopping
+        finally:
+            if not installed and new.state in ANSWERING:  # failed, cancelled or stopping
+                self._kill(new)
 
     # -- main process: updates and counters ------------------------------------------
     def broadcast(self, message: object) -> int:
         """Send `message` to every worker; returns its sequence number."""
         self._seq += 1
         frame = _encode(("update", self._seq, message))
-        # A worker recycle() is starting was forked before this message: it needs it too.
-        for worker in [*self._workers.values(), *self._candidates.values()]:
-            self._send(worker, frame)
+        for worker in self._procs.values():
+            if worker.state in ANSWERING:
+                self._send(worker, frame)
         return self._seq
 
     async def broadcast_and_wait(self, message: object, timeout: float = 5.0) -> bool:
@@ -308,22 +551,17 @@ class WorkerPool(Generic[Z]):
         return await self.wait_applied(seq, timeout)
 
     async def wait_applied(self, seq: int, timeout: float) -> bool:
-        """True once every process that may answer a new query has applied update `seq`.
-
-        That is every slot's worker, and during recycle() also the new worker still starting
-        (it already reads its slot's sockets before it has caught up) and the old one until
-        it stops taking queries.
-        """
+        """True once every process that may answer a new query has applied update `seq`."""
         assert self._loop is not None
         deadline = self._loop.time() + timeout
         while True:
-            workers = list(self._workers.values())
-            answering = workers + self._transitional()
+            answering = [w for w in self._procs.values() if w.state in ANSWERING]
             errors = [w.errors[seq] for w in answering if seq in w.errors]
             if errors:
                 log.error("zone update %d failed in a worker: %s", seq, errors[0])
                 return False
-            if len(workers) == self.count and all(w.acked >= seq for w in answering):
+            serving = [w for w in self._slot_workers.values() if w.state is State.SERVING]
+            if len(serving) == self.count and all(w.acked >= seq for w in answering):
                 return True
             remaining = deadline - self._loop.time()
             if remaining <= 0:
@@ -333,20 +571,135 @@ class WorkerPool(Generic[Z]):
     def collect_counters(self) -> dict[str, int]:
         """Counters summed over all workers, ever: monotonic across restarts and recycles."""
         total = dict(self._retired)
-        for worker in self._everyone():
+        for worker in self._procs.values():
             for name, value in worker.counters.items():
                 total[name] = total.get(name, 0) + value
         return total
 
     # -- main process: internals -----------------------------------------------------
-    def _everyone(self) -> list[_Worker]:
-        """Every forked process not reaped yet: slot workers, recycle's new and old ones."""
-        return [*self._workers.values(), *self._candidates.values(), *self._retiring.values()]
+    def _event(self, worker: _Worker, event: Event) -> None:
+        """Apply one lifecycle event; the consequences of the new state follow here."""
+        before = worker.state
+        worker.state = step(before, event)
+        if worker.state is before:
+            return
+        if worker.state is State.DRAINING:
+            worker.kill_at = time.monotonic() + self._stop_timeout + 1.0
+        elif worker.state is State.CRASHED:
+            self._on_crash(worker)
+        self._notify()
 
-    def _transitional(self) -> list[_Worker]:
-        """recycle()'s new and old workers that may still answer a query."""
-        others = [*self._candidates.values(), *self._retiring.values()]
-        return [w for w in others if not (w.closed or w.draining or w.failure or w.retired)]
+    def _on_crash(self, worker: _Worker) -> None:
+        index = worker.index
+        if self._slot_workers.get(index) is not worker:
+            return  # a re-fork candidate: its _recycle_slot reports it
+        del self._slot_workers[index]
+        if not self._started:
+            reason = worker.failure or "it exited"
+            self._start_failure = self._start_failure or f"worker {index} failed: {reason}"
+            return  # start() reports it; a bind error would only repeat
+        if self._stopping:
+            return
+        young = time.monotonic() - worker.forked_at < _QUICK_CRASH
+        crashes = self._quick_crashes.get(index, 0) + 1 if young else 0
+        self._quick_crashes[index] = crashes
+        delay = restart_delay(self._restart_delay, crashes)
+        log.warning(
+            "worker %d (pid %d) %s; re-forking it in %.2f s",
+            index,
+            worker.pid,
+            f"failed: {worker.failure}" if worker.failure else "exited",
+            delay,
+        )
+        self._restart_at[index] = time.monotonic() + delay
+        if self._loop is not None:
+            self._loop.call_later(delay, self._tick_restarts)
+
+    def _tick(self) -> None:
+        """Supervisor pass: reap exits, kill stragglers, restart crashed slots (invariant 3)."""
+        if self._stopping or self._loop is None:
+            return
+        try:
+            now = time.monotonic()
+            for worker in list(self._procs.values()):
+                if not self._try_reap(worker) and worker.kill_at is not None:
+                    if now >= worker.kill_at:
+                        log.warning("worker pid %d did not stop in time; killing it", worker.pid)
+                        worker.kill_at = None
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(worker.pid, signal.SIGKILL)
+            self._tick_restarts()
+        finally:
+            self._tick_handle = self._loop.call_later(_TICK, self._tick)
+
+    def _tick_restarts(self) -> None:
+        if self._stopping or not self._started:
+            return
+        now = time.monotonic()
+        for index in range(self.count):
+            if index in self._slot_workers:
+                self._restart_at.pop(index, None)
+                continue
+            due = self._restart_at.setdefault(index, now)
+            if now < due or self._candidate(index) is not None:
+                continue  # a re-fork candidate takes the slot when it serves, or fails
+            try:
+                worker = self._fork(index)
+            except OSError as exc:  # e.g. fork: out of memory; the slot's sockets keep queueing
+                log.error("cannot re-fork worker %d: %s; trying again", index, exc)
+                self._restart_at[index] = now + restart_delay(self._restart_delay, 4)
+                continue
+            self._slot_workers[index] = worker
+            del self._restart_at[index]
+            self.restarts += 1
+            self._notify()
+
+    def _candidate(self, index: int) -> _Worker | None:
+        for worker in self._procs.values():
+            if worker.index == index and worker.state is State.STARTING:
+                if self._slot_workers.get(index) is not worker:
+                    return worker
+        return None
+
+    def _try_reap(self, worker: _Worker, block: bool = False) -> bool:
+        """Reap `worker` if it has exited: EXITED, then forget it (invariant 2)."""
+        if worker.reaped:
+            return True
+        try:
+            reaped, status = os.waitpid(worker.pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            reaped, status = worker.pid, 0
+        if reaped != worker.pid:
+            return False
+        worker.status = status
+        worker.reaped = True
+        self._drain(worker)  # its last counters may still wait in the channel
+        self._event(worker, Event.EXITED)
+        self._forget(worker)
+        return True
+
+    def _forget(self, worker: _Worker) -> None:
+        self._procs.pop(worker.pid, None)
+        if self._slot_workers.get(worker.index) is worker:  # cannot be: it is not answering
+            del self._slot_workers[worker.index]
+        worker.outbox.unwatch()
+        if self._loop is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(worker.channel.fileno())
+        worker.channel.close()
+        for name, value in worker.counters.items():
+            if name not in _GAUGES:
+                self._retired[name] = self._retired.get(name, 0) + value
+        worker.counters = {}
+        if worker.status is not None and worker.state is State.CRASHED:
+            log.info("worker pid %d: %s", worker.pid, _describe(worker.status))
+        self._notify()
+
+    def _drain(self, worker: _Worker) -> None:
+        if worker.channel.fileno() < 0:
+            return
+        messages, _ = worker.reader.read()
+        self._handle(worker, messages)
 
     def _bind_slots(self) -> None:
         """Every slot's sockets, bound before any fork; a port 0 becomes one real port."""
@@ -377,14 +730,10 @@ class WorkerPool(Generic[Z]):
                 tcp_sock.close()
         self._slots = []
 
-    def _spawn(self, index: int) -> None:
-        self._workers[index] = self._fork(index)
-
     def _fork(self, index: int) -> _Worker:
-        """Fork a worker for slot `index`; the caller decides what role it has."""
+        """Fork a worker for slot `index`; the caller decides whether it is the slot's."""
         assert self._loop is not None
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        catch_up = list(self._catch_up()) if self._catch_up is not None else []
         gc.collect()
         gc.freeze()  # what exists now stays shared with the children copy-on-write
         main_pid = os.getpid()
@@ -400,116 +749,63 @@ class WorkerPool(Generic[Z]):
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             child_end.close()
-        parent_end.settimeout(_CONTROL_TIMEOUT)
-        worker = _Worker(index, pid, parent_end, _FrameReader(parent_end), time.monotonic())
-        # A fresh fork holds the main's table as of now, i.e. every update so far; with
-        # catch-up messages it is current once it has acknowledged them.
-        worker.acked = self._seq - 1 if catch_up else self._seq
+        parent_end.setblocking(False)
+        worker = _Worker(
+            index,
+            pid,
+            parent_end,
+            _FrameReader(parent_end),
+            _Outbox(parent_end),
+            time.monotonic(),
+            self.generation,
+            acked=self._seq,  # a fresh fork holds the main's table as of now
+        )
+        self._procs[pid] = worker
         self._loop.add_reader(parent_end.fileno(), self._on_message, worker)
-        for message in catch_up:
-            self._send(worker, _encode(("update", self._seq, message)))
         return worker
-
-    async def _recycle_slot(self, index: int, ready_timeout: float) -> bool:
-        try:
-            new = self._fork(index)
-        except OSError as exc:
-            log.error("recycle: cannot fork a new worker %d: %s", index, exc)
-            return False
-        self._candidates[index] = new
-        installed = False
-        try:
-            reason = await self._wait_ready(new, ready_timeout)
-            if reason is not None:
-                if self._stopping:
-                    return False
-                log.error(
-                    "recycle: new worker %d (pid %d) did not start (%s); the old one goes on",
-                    index,
-                    new.pid,
-                    reason,
-                )
-                return False
-            del self._candidates[index]
-            old = self._workers.get(index)  # None when it crashed and awaits its restart
-            self._workers[index] = new  # from now on broadcasts go to it, not to the old one
-            installed = True
-            self._notify()
-            if old is not None:
-                self._dismiss(old, graceful=True)
-                while not old.retired and not self._stopping:
-                    await self._wait_change(self._stop_timeout + 2.0)
-            log.info(
-                "recycle: worker %d is now pid %d (was %s)",
-                index,
-                new.pid,
-                old.pid if old is not None else "none",
-            )
-            return not self._stopping
-        finally:
-            if not installed:  # failed, cancelled or stopping: this process must not linger
-                self._candidates.pop(index, None)
-                if not new.retired:
-                    self._dismiss(new, graceful=False)
 
     async def _wait_ready(self, worker: _Worker, timeout: float) -> str | None:
         """None once `worker` serves; otherwise why it will not."""
         assert self._loop is not None
         deadline = self._loop.time() + timeout
         while True:
-            if worker.failure:
-                return worker.failure
-            if worker.closed:  # even if it was ready: nobody would restart it
-                return "it exited"
+            if worker.state is State.SERVING:
+                return None
+            if worker.state is not State.STARTING:
+                return worker.failure or "it exited"
             if self._stopping:
                 return "the pool is stopping"
-            if worker.ready:
-                return None
             remaining = deadline - self._loop.time()
             if remaining <= 0:
                 return f"not ready within {timeout} s"
             await self._wait_change(remaining)
 
-    def _dismiss(self, worker: _Worker, graceful: bool) -> None:
-        """Take `worker` out of service: stop it (gracefully or not), reap it, keep counters.
+    def _dismiss(self, worker: _Worker) -> None:
+        """Stop `worker` gracefully: it stops reading UDP, finishes its TCP connections
+        within stop_timeout, reports "draining" and exits; the tick SIGKILLs it after
+        that, and reaps it."""
+        self._event(worker, Event.STOP)
+        self._send(worker, _encode(("stop",)))
 
-        Its exit does not start a new worker. Graceful: it stops reading UDP, finishes its
-        TCP connections within stop_timeout and reports its final counters; SIGKILL after
-        that. Reaping runs from loop callbacks, so it finishes even if the caller is
-        cancelled.
-        """
-        self._retiring[worker.pid] = worker
-        grace = self._stop_timeout + 1.0 if graceful else 0.0
-        if graceful and not worker.closed:
-            self._send(worker, _encode(("stop",)))  # it reports "draining" when it has quit
-        elif not graceful:
-            worker.draining = True
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(worker.pid, signal.SIGKILL)
-        self._poll_exit(worker, time.monotonic() + grace)
-
-    def _poll_exit(self, worker: _Worker, kill_at: float) -> None:
-        if worker.retired:
-            return
-        if self._reap(worker.pid, block=False) is not None:
-            self._retire(worker)
-            return
-        if time.monotonic() >= kill_at:
-            log.warning("worker pid %d did not stop in time; killing it", worker.pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(worker.pid, signal.SIGKILL)
-            kill_at = math.inf
-        assert self._loop is not None
-        self._loop.call_later(0.02, self._poll_exit, worker, kill_at)
+    def _kill(self, worker: _Worker) -> None:
+        self._event(worker, Event.STOP)
+        worker.kill_at = None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGKILL)
 
     def _send(self, worker: _Worker, frame: bytes) -> None:
-        try:
-            worker.channel.sendall(frame)
-        except OSError as exc:
-            # Stuck or gone: kill it; its EOF brings a fresh worker with the current table.
+        """Queue `frame`; never blocks (invariant 4)."""
+        worker.outbox.put(frame, self._loop)
+        if len(worker.outbox.buf) > _MAX_BACKLOG:
             log.warning(
-                "worker %d (pid %d) not reachable (%s); killing it", worker.index, worker.pid, exc
+                "worker %d (pid %d) does not read its channel (%d bytes queued); killing it",
+                worker.index,
+                worker.pid,
+                len(worker.outbox.buf),
             )
+            worker.outbox.buf.clear()
+            worker.outbox.broken = True
+            worker.outbox.unwatch()
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.pid, signal.SIGKILL)
 
@@ -518,11 +814,13 @@ class WorkerPool(Generic[Z]):
         self._handle(worker, messages)
         if eof:
             assert self._loop is not None
-            worker.closed = True
-            self._loop.remove_reader(worker.channel.fileno())
-            # Only a slot's worker is restarted; stop() and recycle() reap the others.
-            if self._workers.get(worker.index) is worker and not self._stopping:
-                self._on_exit(worker)
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(worker.channel.fileno())
+            worker.outbox.broken = True
+            worker.outbox.unwatch()
+            # It is exiting: it answers nothing more. The tick reaps it.
+            self._event(worker, Event.EXITED)
+            self._try_reap(worker)
         self._notify()
 
     def _handle(self, worker: _Worker, messages: list[object]) -> None:
@@ -535,98 +833,18 @@ class WorkerPool(Generic[Z]):
                 case ("counters", dict(counters)):
                     worker.counters = {str(k): int(v) for k, v in counters.items()}
                 case ("ready",):
-                    worker.ready = True
+                    self._event(worker, Event.READY)
                 case ("draining",):
-                    worker.draining = True
+                    self._event(worker, Event.QUIET)
                 case ("failed", text):
                     worker.failure = str(text)
+                    self._event(worker, Event.FAILED)
                 case ("event", payload):
                     if self._on_event is not None:
                         try:
                             self._on_event(payload)
                         except Exception:
                             log.exception("handling an event from worker %d failed", worker.index)
-
-    def _on_exit(self, worker: _Worker, waited: float = 0.0) -> None:
-        """The worker's channel closed: reap it (it is exiting) and start a new one."""
-        assert self._loop is not None
-        status = self._reap(worker.pid, block=False)
-        if status is None and not self._stopping:
-            if waited >= _CONTROL_TIMEOUT:  # closed its channel yet lingers: finish it
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(worker.pid, signal.SIGKILL)
-            self._loop.call_later(0.02, self._on_exit, worker, waited + 0.02)
-            return
-        if self._stopping:
-            return
-        replaced = self._workers.get(worker.index) is not worker  # by recycle(), meanwhile
-        self._retire(worker)
-        if replaced:
-            return
-        if worker.failure and not worker.ready:
-            log.error("worker %d failed to start: %s", worker.index, worker.failure)
-            # Retired above, so start() cannot find it among the workers: keep the reason.
-            self._start_failure = f"worker {worker.index} failed: {worker.failure}"
-            self._notify()
-            return  # start() reports it; a bind error would only repeat
-        log.warning(
-            "worker %d (pid %d) exited (%s); restarting",
-            worker.index,
-            worker.pid,
-            _describe(status),
-        )
-        quick = time.monotonic() - worker.started < 5.0
-        delay = self._restart_delay * (10 if quick else 1)  # damp crash loops
-        self._loop.call_later(delay, self._restart, worker.index)
-
-    def _restart(self, index: int) -> None:
-        if self._stopping or index in self._workers:
-            return
-        assert self._loop is not None
-        if index in self._candidates:  # recycle() is starting one: it takes the slot or fails
-            self._loop.call_later(self._restart_delay, self._restart, index)
-            return
-        try:
-            self._spawn(index)
-        except OSError as exc:  # e.g. fork: out of memory; the slot's sockets keep queueing
-            log.error("cannot restart worker %d: %s; trying again", index, exc)
-            self._loop.call_later(self._restart_delay * 10, self._restart, index)
-            return
-        self.restarts += 1
-
-    def _retire(self, worker: _Worker) -> None:
-        """Forget a worker whose process has exited; keep its counters in the totals."""
-        if worker.retired:
-            return
-        worker.retired = True
-        if self._workers.get(worker.index) is worker:
-            del self._workers[worker.index]
-        if self._candidates.get(worker.index) is worker:
-            del self._candidates[worker.index]
-        self._retiring.pop(worker.pid, None)
-        if not worker.closed:  # its last counters may still wait in the channel
-            with contextlib.suppress(OSError):
-                worker.channel.setblocking(False)
-                self._handle(worker, worker.reader.read()[0])
-        if self._loop is not None:
-            with contextlib.suppress(ValueError, OSError):
-                self._loop.remove_reader(worker.channel.fileno())
-        worker.channel.close()
-        for name, value in worker.counters.items():
-            if name in _GAUGES:
-                continue
-            self._retired[name] = self._retired.get(name, 0) + value
-        worker.counters = {}
-        self._notify()
-
-    @staticmethod
-    def _reap(pid: int, block: bool) -> int | None:
-        """The exit status of `pid` once it has exited, else None."""
-        try:
-            reaped, status = os.waitpid(pid, 0 if block else os.WNOHANG)
-        except ChildProcessError:
-            return 0  # already reaped
-        return status if reaped == pid else None
 
     def _notify(self) -> None:
         if self._changed is not None:
@@ -665,9 +883,10 @@ class WorkerPool(Generic[Z]):
             signal.signal(sig, signal.SIG_DFL)
         # Python 3.11 keeps the parent's running loop after fork (3.12 resets it).
         asyncio.events._set_running_loop(None)
-        for other in self._everyone():
+        for other in self._procs.values():
             other.channel.close()
-        self._workers, self._candidates, self._retiring = {}, {}, {}
+        self._procs, self._slot_workers = {}, {}
+        self._refork_task = self._tick_handle = None
         # Only this slot's sockets: the other slots' belong to the main and their workers.
         for other_index, slot in enumerate(self._slots):
             if other_index != index:
@@ -692,28 +911,41 @@ def send_event(payload: object) -> None:
         _CURRENT_WORKER.send(("event", payload))
 
 
+_WORKER_BACKLOG = 8 << 20  # a worker drops counter reports while this much waits for the main
+
+
 class _WorkerMain:  # pragma: no cover - runs in the child; tested through WorkerPool
     def __init__(self, pool: WorkerPool[Any], channel: socket.socket, index: int) -> None:
         self.pool = pool
         self.channel = channel
         self.index = index
+        self.outbox = _Outbox(channel)
         self.stopped = asyncio.Event()
         self.engine: ServingEngine | None = None
         # The engine's listeners, kept here: its stop() forgets them, the final report must not.
         self.udp: list[UdpListener] = []
         self.tcp: list[TcpServer] = []
         self.responder: ResponderLike | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def send(self, message: object) -> None:
+        self.outbox.put(_encode(message), self.loop)
+
+    def finish_sending(self, timeout: float) -> None:
+        """Before exit: hand what is queued to the main process (blocking, bounded)."""
+        self.outbox.unwatch()
+        if self.outbox.broken or not self.outbox.buf:
+            return
         with contextlib.suppress(OSError):
-            self.channel.sendall(_encode(message))
+            self.channel.settimeout(timeout)
+            self.channel.sendall(self.outbox.buf)
 
     async def run(self) -> int:
         global _CURRENT_WORKER
         _CURRENT_WORKER = self
         pool = self.pool
-        loop = asyncio.get_running_loop()
-        self.channel.settimeout(_CONTROL_TIMEOUT)
+        loop = self.loop = asyncio.get_running_loop()
+        self.channel.setblocking(False)
         try:
             self.responder = pool._make_responder(pool.zones)
             self.engine = ServingEngine(
@@ -727,6 +959,7 @@ class _WorkerMain:  # pragma: no cover - runs in the child; tested through Worke
             self.udp, self.tcp = list(self.engine.udp), list(self.engine.tcp)
         except Exception as exc:
             self.send(("failed", f"{type(exc).__name__}: {exc}"))
+            self.finish_sending(2.0)
             return 1
         reader = _FrameReader(self.channel)
         loop.add_reader(self.channel.fileno(), self._on_control, reader)
@@ -742,6 +975,7 @@ class _WorkerMain:  # pragma: no cover - runs in the child; tested through Worke
             loop.remove_reader(self.channel.fileno())
         reporter.cancel()
         self.send(("counters", self.counters()))
+        self.finish_sending(2.0)
         return 0
 
     def _on_control(self, reader: _FrameReader) -> None:
@@ -764,6 +998,7 @@ class _WorkerMain:  # pragma: no cover - runs in the child; tested through Worke
             # The main process is gone: never outlive it (and stop polling a closed channel).
             with contextlib.suppress(ValueError, OSError):
                 asyncio.get_running_loop().remove_reader(self.channel.fileno())
+            self.outbox.broken = True
             self.stopped.set()
 
     def counters(self) -> dict[str, int]:
@@ -785,7 +1020,8 @@ class _WorkerMain:  # pragma: no cover - runs in the child; tested through Worke
     async def _report_counters(self) -> None:
         while True:
             await asyncio.sleep(self.pool._counter_interval)
-            self.send(("counters", self.counters()))
+            if len(self.outbox.buf) < _WORKER_BACKLOG:  # the main is busy: skip, they add up
+                self.send(("counters", self.counters()))
 
 
 def _describe(status: int | None) -> str:

@@ -284,7 +284,7 @@ def test_a_killed_worker_is_reforked_on_its_slot_and_answers_what_queued_meanwhi
             deadline = time.monotonic() + 5
             while not gone(victim) and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
-            # Down for restart_delay x 10 (a crash right after start): 0.5 s. Queries meant
+            # Down for restart_delay x 2 (a crash right after its fork): 0.1 s. Queries meant
             # for its slot wait in the slot's sockets, which the main process keeps open.
             asked = [ask_once_udp(port, qid, 4.0) for qid in range(16)]
             asked += [ask_once_tcp(port, 4.0) for _ in range(8)]
@@ -298,7 +298,7 @@ def test_a_killed_worker_is_reforked_on_its_slot_and_answers_what_queued_meanwhi
                 by_pid.setdefault(answer[0], []).append(answer[2])
             assert set(by_pid) == {survivor, reborn}  # 2**-24 odds that all hash to one slot
             # What went to the dead slot waited for its new worker; nothing was refused.
-            assert min(by_pid[reborn]) > 0.2 > max(by_pid[survivor])
+            assert min(by_pid[reborn]) > max(by_pid[survivor])
             assert reaped(victim) and no_zombie_children()
         finally:
             await pool.stop(timeout=3)
@@ -340,7 +340,7 @@ def test_updates_broadcast_during_a_recycle_reach_the_new_workers() -> None:
 
             new = set(pool.pids)
             assert len(new) == 2 and not new & old
-            assert version >= 5  # several updates went out while the recycle ran
+            assert version >= 3  # updates went out while each slot's new worker started
             seen = await answers_from_every_worker(pool, port)  # type: ignore[arg-type]
             assert seen == {pid: version for pid in new}
             # Once an update was confirmed, no query sent later got an older version.
