@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import socket
 import sys
@@ -28,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dns.exception
 import dns.message
 import dns.rdatatype
 
@@ -121,7 +123,7 @@ def phase(main: int, until: object, timeout: float) -> tuple[Sampler, bool]:
     sampler.sample()
     thread = threading.Thread(target=sampler.run, daemon=True)
     thread.start()
-    ok = wait_for(until, timeout, 0.01)
+    ok = wait_for(until, timeout, 0.02)
     time.sleep(3.0)  # a re-fork after the version, if any, is part of its cost
     sampler.stop.set()
     thread.join()
@@ -130,14 +132,23 @@ def phase(main: int, until: object, timeout: float) -> tuple[Sampler, bool]:
 
 
 def every_worker_serves(port: int, serial: int, sockets: list[socket.socket]) -> bool:
-    query = dns.message.make_query(ZONE + ".", dns.rdatatype.SOA).to_wire()
+    """All 16 sockets get `serial` (replies to earlier rounds are skipped by their ID)."""
+    ident = random.randrange(1 << 16)
+    query = dns.message.make_query(ZONE + ".", dns.rdatatype.SOA)
+    query.id = ident
+    wire = query.to_wire()
     for sock in sockets:
-        sock.sendto(query, (HOST, port))
+        sock.sendto(wire, (HOST, port))
     for sock in sockets:
-        try:
-            reply = dns.message.from_wire(sock.recv(4096))
-        except (OSError, dns.exception.DNSException):
-            return False
+        deadline = time.monotonic() + 1.0
+        while True:
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            try:
+                reply = dns.message.from_wire(sock.recv(4096))
+            except (OSError, dns.exception.DNSException):
+                return False
+            if reply.id == ident:
+                break
         if not reply.answer or int(reply.answer[0][0].serial) != serial:  # type: ignore[attr-defined]
             return False
     return True
@@ -219,11 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, nargs="+", default=[1_000_000, 100])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--workdir", type=Path, default=None, help="kept when given")
     args = parser.parse_args(argv)
     print("command: python -m bench.measure_publish " + " ".join(sys.argv[1:]), flush=True)
     for records in args.records:
-        with tempfile.TemporaryDirectory(prefix="authd-publish-bench-") as tmp:
-            figures = run(records, args.workers, Path(tmp), args.timeout)
+        if args.workdir is not None:
+            figures = run(records, args.workers, args.workdir / str(records), args.timeout)
+        else:
+            with tempfile.TemporaryDirectory(prefix="authd-publish-bench-") as tmp:
+                figures = run(records, args.workers, Path(tmp), args.timeout)
         print(json.dumps(figures), flush=True)
     return 0
 

@@ -27,16 +27,23 @@ with RD clear and with RD set, and everything after the question. `patch`
 puts the query's ID, its header variant and its question (same length, so
 every compression pointer stays valid) around them.
 
-Bounded: at most max_entries per-question entries and max_entries negative
+Bounded per zone: at most max_entries per-question entries and max_entries negative
 ones; when full, the oldest entry of the map being filled goes (insertion
 order), O(1) per insert.
+
+Bounded overall: every cache of one zone table (one worker process) draws on one
+CacheBudget of DEFAULT_TOTAL_ENTRIES entries, so memory does not grow with the number of
+zones. When the budget is spent, a new entry evicts the oldest one of its own cache, or,
+when its cache is empty, one of another cache's (round robin over the caches holding
+entries), O(1) per insert. A cache replaced by a new version gives its entries back.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-DEFAULT_ENTRIES = 100_000
+DEFAULT_ENTRIES = 100_000  # per zone version, per kind (per question / negative)
+DEFAULT_TOTAL_ENTRIES = 200_000  # per process, over every zone (~100 MB at ~500 B an entry)
 
 # Query shapes: index into ResponseCache.udp / .tcp.
 PLAIN, EDNS, NSID = 0, 1, 2
@@ -81,8 +88,59 @@ def patch(entry: Entry, query: bytes, question_end: int) -> bytes:
     )
 
 
+_LOOK = 8  # caches looked at for one above its fair share, per eviction
+
+
+class CacheBudget:
+    """Entries held by all the caches of one zone table, capped at `limit`."""
+
+    __slots__ = ("_holders", "limit", "used")
+
+    def __init__(self, limit: int = DEFAULT_TOTAL_ENTRIES) -> None:
+        if limit < 1:
+            raise ValueError("a cache budget needs at least one entry")
+        self.limit = limit
+        self.used = 0
+        self._holders: dict[int, ResponseCache] = {}  # caches that took entries, round robin
+
+    def admit(self, cache: ResponseCache) -> None:
+        """Count one new entry of `cache`, evicting one first when the budget is spent.
+
+        A cache above its fair share (limit / caches holding entries) evicts its own oldest
+        entry, so a flood of new names in one zone only churns that zone's cache; a cache
+        below it takes one from the next cache above it, round robin (a bounded look).
+        """
+        self._holders.setdefault(id(cache), cache)
+        if self.used >= self.limit:
+            share = self.limit // len(self._holders)
+            if not (cache.held() > share and cache.evict_one()):
+                self._evict_elsewhere(share)
+        self.used += 1
+
+    def _evict_elsewhere(self, share: int) -> None:
+        fallback: tuple[int, ResponseCache] | None = None
+        for _ in range(min(_LOOK, len(self._holders))):
+            key = next(iter(self._holders))
+            victim = self._holders.pop(key)
+            if not victim.held():
+                continue  # it gave everything back: forget it until it takes entries again
+            self._holders[key] = victim  # to the back: the next eviction is elsewhere
+            if victim.held() > share:
+                victim.evict_one()
+                return
+            fallback = fallback or (key, victim)
+        if fallback is not None:
+            fallback[1].evict_one()
+
+    def release(self, cache: ResponseCache, count: int) -> None:
+        self.used -= count
+        if cache.budget is None:
+            self._holders.pop(id(cache), None)
+
+
 class ResponseCache:
     __slots__ = (
+        "budget",
         "evictions",
         "max_entries",
         "negative",
@@ -95,7 +153,10 @@ class ResponseCache:
         "udp_negative",
     )
 
-    def __init__(self, max_entries: int = DEFAULT_ENTRIES) -> None:
+    def __init__(
+        self, max_entries: int = DEFAULT_ENTRIES, budget: CacheBudget | None = None
+    ) -> None:
+        self.budget = budget
         # Per question, by transport and query shape (PLAIN, EDNS, NSID).
         self.udp: tuple[dict[bytes, Entry], ...] = ({}, {}, {})
         self.tcp: tuple[dict[bytes, Entry], ...] = ({}, {}, {})
@@ -120,6 +181,8 @@ class ResponseCache:
         if key not in entries:
             if self.size >= self.max_entries:
                 self._evict(entries)
+            if self.budget is not None:
+                self.budget.admit(self)
             self.size += 1
         entries[key] = entry
 
@@ -128,7 +191,41 @@ class ResponseCache:
         victim = preferred if preferred else max((*self.udp, *self.tcp), key=len)
         del victim[next(iter(victim))]
         self.size -= 1
+        self._evicted()
+
+    def _evicted(self) -> None:
         self.evictions += 1
+        if self.budget is not None:
+            self.budget.release(self, 1)
+
+    def evict_one(self) -> bool:
+        """Drop one entry (for the overall budget): a negative one first, else the oldest
+        of the largest positive map. False when the cache holds nothing."""
+        for maps in (self.udp_negative, self.tcp_negative):
+            victim = max(maps, key=len)
+            if victim:
+                del victim[next(iter(victim))]
+                self.negative_names_size -= 1
+                self._evicted()
+                return True
+        for kind in (self.negative, self.negative_shapes):
+            if kind:
+                del kind[next(iter(kind))]
+                self._evicted()
+                return True
+        if self.size:
+            self._evict({})
+            return True
+        return False
+
+    def held(self) -> int:
+        return self.size + self.negative_names_size + len(self.negative) + len(self.negative_shapes)
+
+    def release(self) -> None:
+        """This cache's version was replaced: give its entries back to the budget."""
+        budget, self.budget = self.budget, None
+        if budget is not None:
+            budget.release(self, self.held())
 
     def negative_maps(self, tcp: bool) -> tuple[dict[bytes, Entry], ...]:
         return self.tcp_negative if tcp else self.udp_negative
@@ -142,15 +239,20 @@ class ResponseCache:
                 )
                 del victim[next(iter(victim))]
                 self.negative_names_size -= 1
-                self.evictions += 1
+                self._evicted()
+            if self.budget is not None:
+                self.budget.admit(self)
             self.negative_names_size += 1
         entries[key] = entry
 
     def put_negative(self, key: object, entry: Entry) -> None:
         negative = self.negative
-        if key not in negative and len(negative) >= self.max_entries:
-            del negative[next(iter(negative))]
-            self.evictions += 1
+        if key not in negative:
+            if len(negative) >= self.max_entries:
+                del negative[next(iter(negative))]
+                self._evicted()
+            if self.budget is not None:
+                self.budget.admit(self)
         negative[key] = entry
 
     def shape_of(self, key: object) -> frozenset[bytes] | None:
@@ -158,8 +260,13 @@ class ResponseCache:
 
     def put_shape(self, key: object, shape: frozenset[bytes]) -> None:
         shapes = self.negative_shapes
-        if key not in shapes and len(shapes) >= self.max_entries:
-            del shapes[next(iter(shapes))]
+        if key not in shapes:
+            if len(shapes) >= self.max_entries:
+                del shapes[next(iter(shapes))]
+                if self.budget is not None:
+                    self.budget.release(self, 1)
+            if self.budget is not None:
+                self.budget.admit(self)
         shapes[key] = shape
 
     def __len__(self) -> int:

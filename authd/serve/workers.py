@@ -8,8 +8,8 @@ One publish per process: a worker never rebuilds a version. The application publ
 version in the main process's zone table, then calls `publish()`, which returns a
 generation number G and re-forks every slot's worker from the main process (`recycle()`);
 `wait_published(G)` returns once every slot's worker was forked after G and nothing older
-answers. Publishes are coalesced: a pass re-forks each slot whose worker is older than the
-newest generation wanted when the slot's turn comes, and passes run back to back, so a
+answers. Publishes are coalesced: a pass re-forks (all slots at once) each slot whose worker
+is older than the newest generation when the pass starts, and passes run back to back, so a
 version waits at most for the pass in progress and one more, however many zones change.
 
 Sockets belong to slots, not to processes. Before forking, the main process binds one UDP
@@ -293,6 +293,7 @@ class WorkerPool(Generic[Z]):
         restart_delay: float = 0.2,
         stop_timeout: float = 3.0,
         ready_timeout: float = 30.0,
+        max_backlog: int = _MAX_BACKLOG,
     ) -> None:
         self.count = worker_count(count)
         self.listen = list(listen)
@@ -307,6 +308,7 @@ class WorkerPool(Generic[Z]):
         self._restart_delay = restart_delay
         self._stop_timeout = stop_timeout
         self._ready_timeout = ready_timeout
+        self._max_backlog = max_backlog
         self._slots: list[_Slot] = []  # by index; open in the main process until stop()
         self._procs: dict[int, _Worker] = {}  # by pid: every forked process not reaped yet
         self._slot_workers: dict[int, _Worker] = {}  # by index (invariant 1)
@@ -333,9 +335,9 @@ class WorkerPool(Generic[Z]):
         """The worker of each slot (not a re-fork candidate, not one being stopped)."""
         return [w.pid for w in self._slot_workers.values()]
 
-    def states(self) -> dict[int, str]:
-        """{pid: state} of every process not reaped yet."""
-        return {pid: w.state.value for pid, w in self._procs.items()}
+    def processes(self) -> list[tuple[int, int, State]]:
+        """(pid, slot, state) of every forked process not reaped yet."""
+        return [(w.pid, w.index, w.state) for w in self._procs.values()]
 
     async def start(self, ready_timeout: float = 10.0) -> None:
         """Bind every slot's sockets, fork every worker and wait until all serve.
@@ -397,9 +399,9 @@ class WorkerPool(Generic[Z]):
         generation to pass to wait_published()."""
         self.generation += 1
         self._wanted = self.generation
-        if self._loop is not None and not self._stopping:
-            if self._refork_task is None or self._refork_task.done():
-                self._refork_task = self._loop.create_task(self._refork_loop())
+        idle = self._refork_task is None or self._refork_task.done()
+        if self._loop is not None and not self._stopping and idle:
+            self._refork_task = self._loop.create_task(self._refork_loop())
         return self.generation
 
     async def wait_published(self, generation: int, timeout: float) -> bool:
@@ -452,6 +454,8 @@ class WorkerPool(Generic[Z]):
             if await self._pass(lambda: self._wanted):
                 failures = 0
                 continue
+            if self._stopping:
+                return
             failures += 1
             delay = restart_delay(self._restart_delay, failures)
             log.warning("workers not re-forked; trying again in %.1f s", delay)
@@ -464,14 +468,14 @@ class WorkerPool(Generic[Z]):
         """Replace every worker, one slot at a time, by a fresh fork of the main process.
 
         The new worker inherits the main's zone table as it is now (shared copy-on-write).
-        Per slot: fork, wait until the new worker serves, make it the slot's worker
-        (broadcasts sent since its fork reach it), then stop the old one gracefully and
-        wait until it answers no more. Both serve the slot's sockets meanwhile: no query
-        is lost.
+        Per slot (every slot at once): fork, wait until the new worker serves, make it the
+        slot's worker (broadcasts sent since its fork reach it), then stop the old one
+        gracefully and wait until it answers no more. Both serve the slot's sockets
+        meanwhile: no query is lost.
 
         True when every slot's worker was forked after the call. False when a new worker
-        could not start (it is killed, the old one keeps its slot and later slots are left
-        alone; logged) or the pool is stopping. Calls are serialised; a slot re-forked by an
+        could not start (it is killed and the old one keeps its slot; logged) or the pool
+        is stopping. Calls are serialised; a slot re-forked by an
         earlier pass after this call began is not re-forked again.
         """
         if self._loop is None or self._stopping:
@@ -481,21 +485,24 @@ class WorkerPool(Generic[Z]):
         return await self._pass(lambda: target, ready_timeout)
 
     async def _pass(self, target: Callable[[], int], ready_timeout: float | None = None) -> bool:
+        """Re-fork, all at once, every slot whose worker is older than target(); True when
+        every one was replaced. A crashed slot is left to its restart (a fork of the main
+        as it is then)."""
         async with self._recycling:
-            renewed = 0
-            for index in range(self.count):
-                if self._stopping:
-                    return False
-                worker = self._slot_workers.get(index)
-                if worker is None or worker.generation >= target():
-                    continue  # current, or crashed: its restart forks from the main as it is
-                if not await self._recycle_slot(index, ready_timeout or self._ready_timeout):
-                    return False
-                renewed += 1
-            if renewed:
+            if self._stopping:
+                return False
+            wanted = target()
+            stale = [
+                index
+                for index, worker in sorted(self._slot_workers.items())
+                if worker.generation < wanted
+            ]
+            timeout = ready_timeout or self._ready_timeout
+            results = await asyncio.gather(*(self._recycle_slot(i, timeout) for i in stale))
+            if stale and all(results):
                 self.recycles += 1
-                log.info("workers re-forked: %d slots now at generation %d", renewed, target())
-            return not self._stopping
+                log.info("workers re-forked: %d slots now at generation %d", len(stale), wanted)
+            return all(results) and not self._stopping
 
     async def _recycle_slot(self, index: int, ready_timeout: float) -> bool:
         try:
@@ -514,6 +521,7 @@ class WorkerPool(Generic[Z]):
                         new.pid,
                         reason,
                     )
+                await self._gone(new)
                 return False
             old = self._slot_workers.get(index)  # None when it crashed and awaits a restart
             self._slot_workers[index] = new  # from now on it is the one re-forked on a crash
@@ -622,12 +630,12 @@ class WorkerPool(Generic[Z]):
         try:
             now = time.monotonic()
             for worker in list(self._procs.values()):
-                if not self._try_reap(worker) and worker.kill_at is not None:
-                    if now >= worker.kill_at:
-                        log.warning("worker pid %d did not stop in time; killing it", worker.pid)
-                        worker.kill_at = None
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(worker.pid, signal.SIGKILL)
+                if self._try_reap(worker) or worker.kill_at is None or now < worker.kill_at:
+                    continue
+                log.warning("worker pid %d did not stop in time; killing it", worker.pid)
+                worker.kill_at = None
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGKILL)
             self._tick_restarts()
         finally:
             self._tick_handle = self._loop.call_later(_TICK, self._tick)
@@ -656,9 +664,9 @@ class WorkerPool(Generic[Z]):
 
     def _candidate(self, index: int) -> _Worker | None:
         for worker in self._procs.values():
-            if worker.index == index and worker.state is State.STARTING:
-                if self._slot_workers.get(index) is not worker:
-                    return worker
+            starting = worker.index == index and worker.state is State.STARTING
+            if starting and self._slot_workers.get(index) is not worker:
+                return worker
         return None
 
     def _try_reap(self, worker: _Worker, block: bool = False) -> bool:
@@ -764,6 +772,14 @@ class WorkerPool(Generic[Z]):
         self._loop.add_reader(parent_end.fileno(), self._on_message, worker)
         return worker
 
+    async def _gone(self, worker: _Worker) -> None:
+        """Kill `worker` if it still runs and wait (bounded) until it is reaped."""
+        if worker.state in ANSWERING:
+            self._kill(worker)
+        deadline = time.monotonic() + self._stop_timeout + 1.0
+        while not self._try_reap(worker) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
     async def _wait_ready(self, worker: _Worker, timeout: float) -> str | None:
         """None once `worker` serves; otherwise why it will not."""
         assert self._loop is not None
@@ -796,7 +812,7 @@ class WorkerPool(Generic[Z]):
     def _send(self, worker: _Worker, frame: bytes) -> None:
         """Queue `frame`; never blocks (invariant 4)."""
         worker.outbox.put(frame, self._loop)
-        if len(worker.outbox.buf) > _MAX_BACKLOG:
+        if len(worker.outbox.buf) > self._max_backlog:
             log.warning(
                 "worker %d (pid %d) does not read its channel (%d bytes queued); killing it",
                 worker.index,
@@ -969,8 +985,9 @@ class _WorkerMain:  # pragma: no cover - runs in the child; tested through Worke
         await self.stopped.wait()
         # Updates are still applied while draining: a TCP connection may send a query in
         # its grace period (tcp.STOP_GRACE), and it must see what the main published.
-        await self.engine.stop(pool._stop_timeout * 0.8)
-        self.send(("draining",))
+        # "draining" once no new query can reach us: the re-fork of this slot goes on while
+        # the answers in flight are written.
+        await self.engine.stop(pool._stop_timeout * 0.8, quiet=lambda: self.send(("draining",)))
         with contextlib.suppress(ValueError, OSError):
             loop.remove_reader(self.channel.fileno())
         reporter.cancel()

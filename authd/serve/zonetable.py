@@ -3,14 +3,15 @@
 Every zone is one PublishedZone reference in a dict; publish() and set_state()
 replace that reference, never mutate it, so a query that already holds a
 PublishedZone answers from one version only (DESIGN.md principle 2), and a new
-version comes with an empty response cache.
+version comes with an empty response cache. All the zones' caches share one budget
+(cache.CacheBudget), so their memory is capped for the table, not per zone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from authd.serve.cache import DEFAULT_ENTRIES, ResponseCache
+from authd.serve.cache import DEFAULT_ENTRIES, DEFAULT_TOTAL_ENTRIES, CacheBudget, ResponseCache
 from authd.zone.snapshot import Snapshot
 
 
@@ -24,9 +25,12 @@ class PublishedZone:
 
 
 class ZoneTable:
-    def __init__(self, cache_entries: int = DEFAULT_ENTRIES) -> None:
+    def __init__(
+        self, cache_entries: int = DEFAULT_ENTRIES, cache_total: int = DEFAULT_TOTAL_ENTRIES
+    ) -> None:
         self._zones: dict[bytes, PublishedZone] = {}
         self.cache_entries = cache_entries
+        self.cache_budget = CacheBudget(cache_total)
 
     def _new(
         self,
@@ -35,7 +39,10 @@ class ZoneTable:
         servfail: bool,
         expired_at: float | None = None,
     ) -> PublishedZone:
-        cache = ResponseCache(self.cache_entries)
+        old = self._zones.get(origin)
+        if old is not None:
+            old.cache.release()  # a query still holding `old` may use it, uncounted
+        cache = ResponseCache(self.cache_entries, self.cache_budget)
         return PublishedZone(origin, snapshot, servfail, cache, expired_at)
 
     def add_zone(self, origin_key: bytes) -> None:
@@ -44,7 +51,9 @@ class ZoneTable:
             self._zones[origin_key] = self._new(origin_key, None, True)
 
     def remove_zone(self, origin_key: bytes) -> None:
-        self._zones.pop(origin_key, None)
+        old = self._zones.pop(origin_key, None)
+        if old is not None:
+            old.cache.release()
 
     def publish(self, origin_key: bytes, snapshot: Snapshot) -> None:
         """Serve `snapshot` from now on (adds the zone if needed)."""

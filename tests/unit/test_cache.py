@@ -5,8 +5,10 @@ from __future__ import annotations
 import dns.flags
 import dns.message
 import dns.rrset
+import pytest
 
 from authd.serve import cache
+from authd.serve.zonetable import ZoneTable
 
 
 def response_for(name: str, ident: int, rd: bool, tc: bool = False) -> bytes:
@@ -102,3 +104,56 @@ def test_negative_names_are_bounded_apart_from_answers() -> None:
     negatives = store.negative_maps(False)[cache.EDNS]
     assert store.negative_names_size == 2 and list(negatives) == [b"\x03", b"\x04"]
     assert b"answer" in store.maps(False)[cache.EDNS]
+
+
+def _entry() -> cache.Entry:
+    response = response_for("a.example.test.", 1, rd=False)
+    return cache.make_entry(response, qend_of(response))
+
+
+def test_the_caches_of_every_zone_share_one_capped_budget() -> None:
+    table = ZoneTable(cache_entries=1_000, cache_total=50)
+    origins = [bytes([1, 0x61 + i % 26, 1, 0x61 + i // 26, 0]) for i in range(200)]
+    entry = _entry()
+    for origin in origins:
+        table.add_zone(origin)
+        zone = table.get(origin)
+        assert zone is not None
+        for n in range(5):
+            zone.cache.put(False, cache.EDNS, bytes([n]), entry)
+            zone.cache.put_negative_name(True, cache.PLAIN, bytes([n]), entry)
+    held = sum(zone.cache.held() for zone in map(table.get, origins) if zone is not None)
+    assert table.cache_budget.used == held <= 50  # 200 zones x 10 entries asked for
+    # Replaced and removed versions give their entries back.
+    table.remove_zone(origins[-1])
+    table.set_state(origins[-2], servfail=True)
+    held = sum(zone.cache.held() for zone in map(table.get, origins) if zone is not None)
+    assert table.cache_budget.used == held
+
+
+def test_a_flood_in_one_zone_churns_its_own_cache_not_the_others() -> None:
+    budget = cache.CacheBudget(100)
+    quiet = cache.ResponseCache(budget=budget)
+    flooded = cache.ResponseCache(budget=budget)
+    entry = _entry()
+    for n in range(20):
+        quiet.put(False, cache.PLAIN, bytes([n]), entry)
+    for n in range(5_000):
+        flooded.put_negative_name(False, cache.PLAIN, n.to_bytes(2, "big"), entry)
+    assert budget.used == 100 == quiet.held() + flooded.held()
+    assert quiet.held() == 20  # under its fair share (50): never a victim
+    assert flooded.evictions >= 5_000 - 80
+
+
+def test_a_cache_under_its_share_takes_room_from_one_above_it() -> None:
+    budget = cache.CacheBudget(10)
+    big = cache.ResponseCache(budget=budget)
+    small = cache.ResponseCache(budget=budget)
+    entry = _entry()
+    for n in range(10):
+        big.put(False, cache.PLAIN, bytes([n]), entry)
+    for n in range(4):
+        small.put(False, cache.PLAIN, bytes([n]), entry)
+    assert (big.held(), small.held(), budget.used) == (6, 4, 10)
+    with pytest.raises(ValueError, match="at least one entry"):
+        cache.CacheBudget(0)
