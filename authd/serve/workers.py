@@ -451,9 +451,12 @@ class WorkerPool(Generic[Z]):
             if not self._outdated():  # only restarts, start-ups or old workers to wait for
                 await self._wait_change(1.0)
                 continue
-            if await self._pass(lambda: self._wanted):
-                failures = 0
-                continue
+            try:
+                if await self._pass(lambda: self._wanted):
+                    failures = 0
+                    continue
+            except Exception:  # a bug must not stop versions from reaching the workers
+                log.exception("re-fork pass failed")
             if self._stopping:
                 return
             failures += 1
@@ -630,7 +633,15 @@ class WorkerPool(Generic[Z]):
         try:
             now = time.monotonic()
             for worker in list(self._procs.values()):
-                if self._try_reap(worker) or worker.kill_at is None or now < worker.kill_at:
+                if self._try_reap(worker):
+                    continue
+                stuck = now - worker.forked_at > self._ready_timeout
+                if self._started and worker.state is State.STARTING and stuck:
+                    log.warning("worker pid %d not ready in time; killing it", worker.pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(worker.pid, signal.SIGKILL)  # a slot worker: crashed, re-forked
+                    continue
+                if worker.kill_at is None or now < worker.kill_at:
                     continue
                 log.warning("worker pid %d did not stop in time; killing it", worker.pid)
                 worker.kill_at = None

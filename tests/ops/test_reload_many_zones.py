@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import dns.exception
 import dns.message
 import dns.query
 import dns.rcode
@@ -37,7 +38,7 @@ def serial(port: int, name: str) -> int | None:
     request = dns.message.make_query(name, "SOA")
     try:
         reply = dns.query.udp(request, "127.0.0.1", port=port, timeout=2)
-    except TimeoutError:
+    except (TimeoutError, dns.exception.Timeout):
         return None
     if reply.rcode() != dns.rcode.NOERROR or not reply.answer:
         return None

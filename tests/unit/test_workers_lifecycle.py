@@ -322,3 +322,26 @@ def test_a_published_generation_is_served_once_every_slot_was_reforked_after_it(
         assert not await pool.wait_published(second + 1, timeout=1)
 
     run(scenario)
+
+
+def test_a_restarted_worker_that_never_gets_ready_is_killed_and_reforked() -> None:
+    port = free_port()
+    table = SlowTable()
+
+    async def scenario() -> None:
+        pool = new_pool(port, table, ready_timeout=0.5)
+        await pool.start()
+        try:
+            table.start_delay = 30.0  # hangs while building its responder
+            victim = pool.pids[0]
+            kill(victim)
+            await until(lambda: pool.restarts == 1)
+            (hung,) = [p for p, i, s in pool.processes() if i == 0 and s is State.STARTING]
+            await until(lambda: reaped(hung))  # killed after ready_timeout, then reaped
+            table.start_delay = 0.0
+            await until(lambda: pool.served_generation() is not None)
+            assert pool.restarts >= 2 and hung not in pool.pids
+        finally:
+            await pool.stop(timeout=3)
+
+    run(scenario)
