@@ -1,7 +1,7 @@
 """What one published version costs the workers: CPU per worker, peak memory, and the time
 from publish in the main process to every worker serving it (issue 11, one publish per process).
 
-    python -m bench.measure_publish [--records 1000000] [--workers 2]
+    python -m authd.bench.measure_publish [--records 1000000] [--workers 2]
 
 authd is a secondary (N workers) of a knotd primary serving a zone of --records A records.
 Phase 1: the first AXFR, until every worker serves serial 1 and the pool has settled.
@@ -149,7 +149,7 @@ def every_worker_serves(port: int, serial: int, sockets: list[socket.socket]) ->
                 return False
             if reply.id == ident:
                 break
-        if not reply.answer or int(reply.answer[0][0].serial) != serial:  # type: ignore[attr-defined]
+        if not reply.answer or int(reply.answer[0][0].serial) != serial:
             return False
     return True
 
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--workdir", type=Path, default=None, help="kept when given")
     args = parser.parse_args(argv)
-    print("command: python -m bench.measure_publish " + " ".join(sys.argv[1:]), flush=True)
+    print("command: python -m authd.bench.measure_publish " + " ".join(sys.argv[1:]), flush=True)
     for records in args.records:
         if args.workdir is not None:
             figures = run(records, args.workers, args.workdir / str(records), args.timeout)

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from authd import control
-from tests.conftest import free_port, require_binary
-from tests.interop.primaries import (
+from authd.bench.primaries import (
     AuthdSecondary,
     KnotPrimary,
     SecondaryZone,
@@ -24,7 +23,8 @@ from tests.interop.primaries import (
     served_serial,
     write_zone,
 )
-from tests.interop.servers import HOST
+from authd.bench.servers import HOST
+from tests.support.system import free_port, require_binary
 
 ADDED = 20  # zones added by the reload (the figure was 100; same defect)
 

@@ -17,7 +17,7 @@ import dns.query
 import dns.rcode
 
 from authd import control
-from bench.zonegen import zone_text
+from authd.bench.zonegen import zone_text
 from tests.ops.conftest import LiveServer, start_server, stop_server
 
 ZONES_PER_STEP = 1_000

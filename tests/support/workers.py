@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -112,3 +113,33 @@ def gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+class SlowTable(Table):
+    """A table whose forks can be told to start slowly or not at all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.main_pid = os.getpid()
+        self.start_delay = 0.0  # seconds a worker sleeps before it serves
+        self.broken = False  # workers forked now fail to build their responder
+
+
+def make_responder(table: SlowTable) -> VersionResponder:
+    if os.getpid() != table.main_pid:
+        if table.broken:
+            raise RuntimeError("responder cannot be built")
+        time.sleep(table.start_delay)
+    return VersionResponder(table)
+
+
+def reaped(pid: int) -> bool:
+    """Exited and reaped: not even a zombie is left."""
+    return not Path(f"/proc/{pid}").exists()
+
+
+def no_zombie_children() -> bool:
+    try:
+        return os.waitpid(-1, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return True  # no children at all

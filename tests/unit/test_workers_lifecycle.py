@@ -25,9 +25,19 @@ from authd.serve.workers import (
     restart_delay,
     step,
 )
-from tests.conftest import free_port
-from tests.unit.test_workers import Table, answered_counter, parse, run
-from tests.unit.test_workers_recycle import SlowTable, make_responder, no_zombie_children, reaped
+from tests.support.system import free_port
+from tests.support.workers import (
+    SlowTable,
+    Table,
+    answered_counter,
+    make_responder,
+    no_zombie_children,
+    parse,
+    reaped,
+    run,
+)
+
+pytestmark = pytest.mark.slow  # real worker processes killed under load
 
 
 def apply_any(message: object, table: Table) -> None:

@@ -13,45 +13,28 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
 from authd.serve.workers import WorkerPool
 from tests.support.system import free_port
 from tests.support.workers import (
-    Table,
-    VersionResponder,
+    SlowTable,
     answered_counter,
     answers_from_every_worker,
     apply_update,
     ask_tcp,
     gone,
+    make_responder,
+    no_zombie_children,
     parse,
+    reaped,
     run,
 )
 
 pytestmark = pytest.mark.slow  # worker processes recycled under load
 
 GAUGES = {"tcp.open_connections"}
-
-
-class SlowTable(Table):
-    """A table whose forks can be told to start slowly or not at all."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.main_pid = os.getpid()
-        self.start_delay = 0.0  # seconds a worker sleeps before it serves
-        self.broken = False  # workers forked now fail to build their responder
-
-
-def make_responder(table: SlowTable) -> VersionResponder:
-    if os.getpid() != table.main_pid:
-        if table.broken:
-            raise RuntimeError("responder cannot be built")
-        time.sleep(table.start_delay)
-    return VersionResponder(table)
 
 
 def new_pool(port: int, table: SlowTable, stop_timeout: float = 2.0) -> WorkerPool[SlowTable]:
@@ -66,18 +49,6 @@ def new_pool(port: int, table: SlowTable, stop_timeout: float = 2.0) -> WorkerPo
         restart_delay=0.05,
         stop_timeout=stop_timeout,
     )
-
-
-def reaped(pid: int) -> bool:
-    """Exited and reaped: not even a zombie is left."""
-    return not Path(f"/proc/{pid}").exists()
-
-
-def no_zombie_children() -> bool:
-    try:
-        return os.waitpid(-1, os.WNOHANG) == (0, 0)
-    except ChildProcessError:
-        return True  # no children at all
 
 
 @dataclass
