@@ -295,6 +295,7 @@ class App:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         self.table.remove_zone(origin)
+        self._published.pop(origin, None)
         if self.pool is not None:
             self.pool.broadcast(updates.RemoveZone(origin))
         log.info("zone %s: removed from the configuration, no longer served", runtime.name)

@@ -178,3 +178,17 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[[str], LiveServer]]:
     finally:
         for server in started:
             stop_server(server)
+
+
+def worker_children(pid: int) -> list[tuple[int, str]]:
+    """(pid, state letter) of the main process's worker children (not validation ones)."""
+    found = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            stat = Path(f"/proc/{child}/stat").read_text()
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"multiprocessing" not in command:
+            found.append((int(child), stat.rsplit(")", 1)[1].split()[0]))
+    return found

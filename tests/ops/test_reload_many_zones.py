@@ -18,7 +18,7 @@ import dns.rcode
 
 from authd import control
 from authd.bench.zonegen import zone_text
-from tests.ops.conftest import LiveServer, start_server, stop_server
+from tests.ops.conftest import LiveServer, start_server, stop_server, worker_children
 
 ZONES_PER_STEP = 1_000
 
@@ -43,20 +43,6 @@ def serial(port: int, name: str) -> int | None:
     if reply.rcode() != dns.rcode.NOERROR or not reply.answer:
         return None
     return int(reply.answer[0][0].serial)  # type: ignore[attr-defined]
-
-
-def children(pid: int) -> list[tuple[int, str]]:
-    """(pid, state letter) of the main process's children."""
-    found = []
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        try:
-            stat = Path(f"/proc/{child}/stat").read_text()
-            command = Path(f"/proc/{child}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"multiprocessing" not in command:
-            found.append((int(child), stat.rsplit(")", 1)[1].split()[0]))
-    return found
 
 
 def refork_passes(server: LiveServer) -> int:
@@ -84,7 +70,7 @@ def test_reload_adding_1000_zones_to_1000_keeps_every_worker_answering(tmp_path:
             # Every worker answers (several source ports per zone), and none is a zombie.
             for name in sample[:20]:
                 assert all(serial(server.port, name) is not None for _ in range(8))
-            workers = children(server.process.pid)
+            workers = worker_children(server.process.pid)
             assert len(workers) == 2 and all(state != "Z" for _, state in workers), workers
             # The 1,000 publishes of one reload reached the workers in a few passes.
             assert 1 <= refork_passes(server) - passes <= 3
