@@ -31,7 +31,7 @@ without blocking from a per-process outgoing buffer (loop.add_writer) and always
   main -> worker: ("update", seq, message) | ("stop",)
   worker -> main: ("ready",) | ("failed", text) | ("ack", seq, error or None)
                   | ("counters", {name: int}) | ("event", payload)
-                  | ("draining",)  (stopped serving: it answers no query any more)
+                  | ("draining",)  (no new query reaches it; answers in flight may follow)
 Workers ignore SIGINT (the main process handles it), stop gracefully on SIGTERM, and exit
 when the channel to the main process closes or the main process dies (PR_SET_PDEATHSIG), so
 they never outlive it.
@@ -53,7 +53,8 @@ Invariants:
      ones answer nothing; they are forgotten once reaped (waitpid), their counters kept.
   3. A slot whose worker crashed always gets a new one, after a damped backoff (doubling per
      quick crash, capped), unless the pool is stopping or start() is failing. The
-     supervisor tick reaps and restarts even when no channel event arrives.
+     supervisor tick reaps and restarts even when no channel event arrives, and kills a
+     restarted worker that is not ready within ready_timeout (it then counts as crashed).
   4. The main process never blocks on a worker's socket: frames queue in the worker's
      outgoing buffer; one whose buffer exceeds _MAX_BACKLOG is killed (then re-forked).
   5. A worker holds every version published up to its `generation` (the pool's generation
@@ -468,7 +469,7 @@ class WorkerPool(Generic[Z]):
         return any(w.generation < self._wanted for w in self._slot_workers.values())
 
     async def recycle(self, ready_timeout: float | None = None) -> bool:
-        """Replace every worker, one slot at a time, by a fresh fork of the main process.
+        """Replace every worker by a fresh fork of the main process.
 
         The new worker inherits the main's zone table as it is now (shared copy-on-write).
         Per slot (every slot at once): fork, wait until the new worker serves, make it the

@@ -30,6 +30,7 @@ from tests.support.workers import (
     SlowTable,
     Table,
     answered_counter,
+    answers_from_every_worker,
     make_responder,
     no_zombie_children,
     parse,
@@ -351,6 +352,35 @@ def test_a_restarted_worker_that_never_gets_ready_is_killed_and_reforked() -> No
             table.start_delay = 0.0
             await until(lambda: pool.served_generation() is not None)
             assert pool.restarts >= 2 and hung not in pool.pids
+        finally:
+            await pool.stop(timeout=3)
+
+    run(scenario)
+
+
+def test_publishes_during_a_pass_are_served_by_the_next_pass_at_the_latest() -> None:
+    port = free_port()
+    table = SlowTable()
+
+    async def scenario() -> None:
+        pool = new_pool(port, table)
+        await pool.start()
+        try:
+            table.start_delay = 0.3  # each pass takes a while
+            first = pool.publish()
+            await until(lambda: any(s is State.STARTING for _p, _i, s in pool.processes()))
+            tickets = []
+            for version in range(2, 12):  # a storm while the first pass runs
+                table.version = version
+                tickets.append(pool.publish())
+                await asyncio.sleep(0.01)
+            assert await pool.wait_published(tickets[-1], timeout=10)
+            assert pool.served_generation() == tickets[-1] > first
+            await until(lambda: pool.recycles == 2)  # the pass in progress and one more
+            await asyncio.sleep(0.5)
+            assert pool.recycles == 2
+            seen = await answers_from_every_worker(pool, port)  # type: ignore[arg-type]
+            assert set(seen.values()) == {11}
         finally:
             await pool.stop(timeout=3)
 
