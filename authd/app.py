@@ -20,7 +20,9 @@ from authd import horizon, metrics, sdnotify
 from authd.clock import Clock, SystemClock
 from authd.config import Config, ZoneConfig
 from authd.control import ControlError, ControlServer
+from authd.export import Exporter
 from authd.publish import DiffSteps
+from authd.recorder import VersionRecorder
 from authd.serve import cookies, rrl, updates
 from authd.serve.querylog import SampledQueryLog
 from authd.serve.responder import Responder
@@ -144,6 +146,9 @@ class App:
         self._background: set[asyncio.Task[None]] = set()
         self.last_file_publish: int | None = None  # publish ticket of the last file load
         self._published: dict[bytes, int] = {}  # origin -> pool generation of its version
+        self.recorder: VersionRecorder | None = None  # history index + ledger (issue 14)
+        self.exporter: Exporter | None = None
+        self._export_task: asyncio.Task[None] | None = None
 
     # -- zones ------------------------------------------------------------------------
 
@@ -157,6 +162,10 @@ class App:
         runtime.snapshot = snapshot
         runtime.meta = meta
         self.table.publish(runtime.config.origin, snapshot)
+        if self.recorder is not None:  # history index + ledger, in a thread
+            self.recorder.published(
+                runtime.config.origin, snapshot, meta, runtime.config.history_versions
+            )
         ticket = None
         if self.pool is not None:
             ticket = self.pool.publish()
@@ -336,6 +345,8 @@ class App:
             return self.dump(self.zone_named(args.get("zone")))
         if command in ("report", "drill"):
             return await self.assure(command, self.zone_named(args.get("zone")))
+        if command in ("history", "diff", "ledger", "export", "promote"):
+            return await self.versions_command(command, self.zone_named(args.get("zone")), args)
         if command in ("refresh", "retransfer"):
             runtime = self.zone_named(args.get("zone"))
             if runtime.config.file is not None:
@@ -374,6 +385,56 @@ class App:
         served = {r.name: r.snapshot for r in self.zones.values() if r.snapshot is not None}
         view = run.ZoneView(self.config, runtime.config, snapshot, runtime.facts(), now, served)
         return await (run.report(view) if command == "report" else run.drill(view))
+
+    # -- version history, ledger, export, promote (issue 14) ------------------------------
+
+    async def versions_command(
+        self, command: str, runtime: ZoneRuntime, args: dict[str, Any]
+    ) -> dict[str, Any]:
+        from authd import versions
+
+        assert self.recorder is not None
+        zone = versions.ZoneVersions(
+            runtime.name,
+            runtime.config,
+            runtime.snapshot,
+            self.recorder,
+            self.config.server.state_dir,
+            self.clock.now,
+        )
+        try:
+            if command == "history":
+                return await zone.history()
+            if command == "diff":
+                return await zone.diff(args.get("from"), args.get("to"))
+            if command == "ledger":
+                return await zone.ledger(bool(args.get("verify")))
+            directory = args.get("dir") or None
+            if command == "export":
+                return await zone.export(directory or self.config.export.dir)
+            return await zone.promote(directory)
+        except versions.VersionsError as exc:
+            raise ControlError(str(exc)) from exc
+
+    async def load_version(self, origin: bytes, serial: int) -> Snapshot:
+        """A version from the zone's history, rebuilt from the store and checked against
+        its recorded digest (for rollback); ControlError when it is not retained."""
+        from authd import versions
+
+        runtime = self.zones[origin]
+        assert self.recorder is not None
+        zone = versions.ZoneVersions(
+            runtime.name,
+            runtime.config,
+            runtime.snapshot,
+            self.recorder,
+            self.config.server.state_dir,
+            self.clock.now,
+        )
+        try:
+            return await zone.load(serial)
+        except versions.VersionsError as exc:
+            raise ControlError(str(exc)) from exc
 
     def dump(self, runtime: ZoneRuntime) -> str:
         """The served version as master-file text (authd zone dump)."""
@@ -462,6 +523,7 @@ class App:
                 else "check that the directory exists and is writable by this user"
             )
             raise StateDirError(f"state-dir unusable: {exc}; {hint}") from exc
+        self.recorder = VersionRecorder(self._store, self.clock.now)
         for zone in self.config.zones:
             self.add_zone(zone)
         limits = TcpLimits(
@@ -508,6 +570,13 @@ class App:
                 lambda: {"zones": self.status()},
             )
             await self.health.start()
+        export = self.config.export
+        if export.dir is not None:
+            self.exporter = Exporter(export.dir, export.interval, self._served, self.clock.now)
+            self._export_task = asyncio.get_running_loop().create_task(self.exporter.run())
+
+    def _served(self) -> list[tuple[str, Snapshot | None]]:
+        return [(runtime.name, runtime.snapshot) for runtime in self.zones.values()]
 
     def _make_responder(self, table: ZoneTable) -> ResponderLike:
         """Runs in each worker: its responder, with the NOTIFY edge for secondary zones."""
@@ -548,6 +617,12 @@ class App:
             await self.control.stop()
         if self.health is not None:
             await self.health.stop()
+        if self._export_task is not None:
+            self._export_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._export_task
+        if self.recorder is not None:
+            await asyncio.to_thread(self.recorder.close)
         if self._store is not None:
             self._store.close()
 

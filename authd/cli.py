@@ -720,6 +720,185 @@ def zone_dump(zone_name: str, config_path: Path, output: Path | None) -> None:
     click.echo(f"wrote {output}", err=True)
 
 
+# --- version history, ledger, export, promote (issue 14) ------------------------------------------
+
+
+def _reply(result: object, what: str, zone_name: str) -> Mapping[str, Any]:
+    if not isinstance(result, Mapping):
+        raise UserError(f"the daemon sent no {what} for {zone_name} (got {result!r})")
+    return result
+
+
+@zone.command("history")
+@zone_argument
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the daemon's raw answer.")
+def zone_history(zone_name: str, config_path: Path, as_json: bool) -> None:
+    """List the last published versions: serial, time, source, records, SHA-384 digest.
+
+    The digest is the one ZONEMD (RFC 8976, SIMPLE, SHA-384) computes over the whole
+    version. [[zone]]/[[template]] history-versions says how many are kept (20).
+
+    \b
+    Example:
+      authd zone history example.com -c authd.toml
+      authd zone history example.com --json | jq -r '.versions[-1].digest'
+    """
+    from authd.zone.history import VersionRecord, format_history
+
+    config = load_or_exit(config_path)
+    result = _reply(call_daemon(config, "history", zone=zone_name), "history", zone_name)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    records = [VersionRecord(**r) for r in result.get("versions", [])]
+    click.echo(format_history(str(result.get("zone")), records, result.get("served")))
+
+
+@zone.command("diff")
+@zone_argument
+@click.argument("serial_a", metavar="SERIAL_A")
+@click.argument("serial_b", metavar="[SERIAL_B]", required=False)
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the daemon's raw answer.")
+def zone_diff(
+    zone_name: str, serial_a: str, serial_b: str | None, config_path: Path, as_json: bool
+) -> None:
+    """Records removed (-) and added (+) from version SERIAL_A to SERIAL_B, as master-file
+    lines. SERIAL_B defaults to the served version; both must be in `zone history`.
+
+    \b
+    Example:
+      authd zone diff example.com 2026120701
+      authd zone diff example.com 2026120701 2026120705 | grep '^-'
+    """
+    config = load_or_exit(config_path)
+    args: dict[str, Any] = {"zone": zone_name, "from": serial_a}
+    if serial_b is not None:
+        args["to"] = serial_b
+    result = _reply(call_daemon(config, "diff", **args), "diff", zone_name)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    lines = [f"--- {result.get('zone')} serial {result.get('from')}"]
+    lines.append(f"+++ {result.get('zone')} serial {result.get('to')}")
+    lines += [f"-{line}" for line in result.get("removed", [])]
+    lines += [f"+{line}" for line in result.get("added", [])]
+    click.echo("\n".join(lines))
+
+
+@zone.command("ledger")
+@zone_argument
+@config_option
+@click.option(
+    "--verify", is_flag=True, help="Check the hash chain; exit 1 naming the first bad entry."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the daemon's raw answer.")
+def zone_ledger(zone_name: str, config_path: Path, verify: bool, as_json: bool) -> None:
+    """Print the zone's ledger: every version published (and, later, held, approved,
+    rejected, rolled back), hash-chained, kept in the state-dir as <zone>.ledger.
+
+    \b
+    Example:
+      authd zone ledger example.com
+      authd zone ledger example.com --verify || alert "ledger changed"
+    """
+    config = load_or_exit(config_path)
+    result = _reply(
+        call_daemon(config, "ledger", zone=zone_name, verify=verify), "ledger", zone_name
+    )
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        for entry in result.get("entries", []):
+            click.echo(format_ledger_entry(entry))
+        if verify:
+            if result.get("ok"):
+                click.echo(
+                    f"ledger of {zone_name}: chain verified, {result.get('checked')} entries"
+                )
+            else:
+                click.echo(f"ledger of {zone_name}: BROKEN: {result.get('problem')}")
+    if verify and not result.get("ok"):
+        sys.exit(EXIT_USER_ERROR)
+
+
+def format_ledger_entry(entry: Mapping[str, Any]) -> str:
+    when = datetime.datetime.fromtimestamp(float(entry.get("time", 0)), datetime.UTC)
+    serial = entry.get("serial")
+    parts = [
+        f"{entry.get('seq'):>6}",
+        f"{when:%Y-%m-%dT%H:%M:%SZ}",
+        f"{entry.get('event')}",
+        f"serial {serial}" if serial is not None else "-",
+    ]
+    if entry.get("source"):
+        parts.append(str(entry["source"]))
+    if entry.get("digest"):
+        parts.append(f"sha384 {str(entry['digest'])[:16]}...")
+    if entry.get("reason"):
+        parts.append(str(entry["reason"]))
+    return "  ".join(parts)
+
+
+def dir_option(help_text: str) -> Callable[[Any], Any]:
+    return click.option(
+        "--dir",
+        "directory",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help=help_text,
+    )
+
+
+@zone.command("export")
+@zone_argument
+@config_option
+@dir_option("Write into this directory (default: [export] dir).")
+def zone_export(zone_name: str, config_path: Path, directory: Path | None) -> None:
+    """Write the served version as DIR/ZONE.zone with its digest (header comment and
+    DIR/ZONE.zone.sha384), atomically.
+
+    \b
+    Example:
+      authd zone export example.com --dir /var/backups/zones
+    """
+    config = load_or_exit(config_path)
+    args: dict[str, Any] = {"zone": zone_name}
+    if directory is not None:
+        args["dir"] = str(directory.absolute())
+    result = _reply(call_daemon(config, "export", **args), "export", zone_name)
+    click.echo(
+        f"zone {result.get('zone')}: serial {result.get('serial')} written to "
+        f"{result.get('path')} ({result.get('records')} records)\n"
+        f"sha384 {result.get('digest')} ({result.get('digest_path')})"
+    )
+
+
+@zone.command("promote")
+@zone_argument
+@config_option
+@dir_option("Write the zone file here (default: STATE-DIR/promoted).")
+def zone_promote(zone_name: str, config_path: Path, directory: Path | None) -> None:
+    """Turn a secondary zone into a file zone from its last good version (the provider
+    is gone): writes the zone file and prints the config change to make, then `authd
+    reload`. The serial stays the same: no gap for clients.
+
+    \b
+    Example:
+      authd zone promote example.com -c authd.toml
+    """
+    config = load_or_exit(config_path)
+    args: dict[str, Any] = {"zone": zone_name}
+    if directory is not None:
+        args["dir"] = str(directory.absolute())
+    result = _reply(call_daemon(config, "promote", **args), "promote", zone_name)
+    click.echo(
+        f"zone {result.get('zone')}: serial {result.get('serial')} written to "
+        f"{result.get('path')}\nsha384 {result.get('digest')}\n\n{result.get('config_change')}"
+    )
+
+
 def write_replacing(path: Path, text: str) -> None:
     """Write through a temporary file and rename, so a reader never sees half a zone."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")

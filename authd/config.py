@@ -171,6 +171,9 @@ class ZoneConfig:
     drift_ignore_types: frozenset[int] = frozenset()
     parent: tuple[Endpoint, ...] = ()
     ds_check: str = "off"
+    # Version history (issue 14): how many published versions are kept to list, diff and
+    # rebuild (authd zone history / diff; rollback later).
+    history_versions: int = 20
 
     @property
     def is_secondary(self) -> bool:
@@ -243,6 +246,14 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ExportConfig:
+    """[export]: regular exports of every served zone as master files (issue 14)."""
+
+    dir: Path | None = None  # None: no regular exports
+    interval: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
 class Operator:
     """A label for the report: NS names at or below `ns`, or addresses in `prefixes`."""
 
@@ -265,6 +276,7 @@ class Config:
     warnings: tuple[str, ...] = ()
     cookies: CookiesConfig = CookiesConfig()
     operators: tuple[Operator, ...] = ()
+    export: ExportConfig = ExportConfig()
 
     def zone(self, name: str) -> ZoneConfig | None:
         """The zone called `name` (case-insensitive, trailing dot optional), if configured."""
@@ -907,6 +919,7 @@ class _Settings:
     drift_ignore_types: frozenset[int] | None = None
     parent: tuple[Endpoint, ...] | None = None
     ds_check: str | None = None
+    history_versions: int | None = None
     # Where each set value came from, for errors found after merging.
     origin: dict[str, str] = field(default_factory=dict)
 
@@ -955,6 +968,7 @@ def _read_settings(
     s.drift_ignore_types = _rr_types(t, "drift-ignore-types")
     s.parent = _endpoints(t, "parent")
     s.ds_check = t.choice("ds-check", DS_CHECKS)
+    s.history_versions = t.integer("history-versions", 0, 10_000)
     for f in dataclasses.fields(s):
         if f.name != "origin" and getattr(s, f.name) is not None:
             s.origin[f.name] = t.key(f.name.replace("_", "-"))
@@ -1170,6 +1184,7 @@ def _read_zone(
         drift_ignore_types=_or(s.drift_ignore_types, frozenset()),
         parent=_or(s.parent, ()),
         ds_check=ds_check,
+        history_versions=_or(s.history_versions, 20),
     )
 
 
@@ -1227,6 +1242,7 @@ _TOP_LEVEL = (
     "log",
     "cookies",
     "operator",
+    "export",
 )
 
 
@@ -1297,6 +1313,7 @@ def _build(ctx: _Context, data: dict[str, Any]) -> Config:
     log = _read_log(_subtable(ctx, root, "log"))
     cookies = _read_cookies(_subtable(ctx, root, "cookies"))
     operators = [_read_operator(t) for t in _array_of_tables(ctx, root, "operator")]
+    export = _read_export(_subtable(ctx, root, "export"))
     root.finish()
     if ctx.errors:
         raise ConfigError(ctx.errors, ctx.warnings)
@@ -1313,6 +1330,7 @@ def _build(ctx: _Context, data: dict[str, Any]) -> Config:
         warnings=tuple(ctx.warnings),
         cookies=cookies,
         operators=tuple(o for o in operators if o is not None),
+        export=export,
     )
 
 
@@ -1367,6 +1385,18 @@ def _read_log(t: _Table) -> LogConfig:
     )
     t.finish()
     return log
+
+
+def _read_export(t: _Table) -> ExportConfig:
+    d = ExportConfig()
+    export = ExportConfig(
+        dir=t.path_value("dir"),
+        interval=_or(t.duration("interval", 1, 365 * 86400), d.interval),
+    )
+    if export.dir is None and t.has("interval"):
+        t.error("interval", "needs [export] dir (where the exports go)")
+    t.finish()
+    return export
 
 
 def _read_cookies(t: _Table) -> CookiesConfig:

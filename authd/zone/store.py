@@ -5,6 +5,8 @@ Layout under `state-dir`, one directory per zone (name from `zone_dir_name`):
     <zone>.zstate/full         the full copy: checksummed header + marshal payload
     <zone>.zstate/journal      IXFR diffs on top of it (format in journal.py)
     <zone>.zstate/timers.json  refresh timers (format in timerstore.py)
+    <zone>.zstate/history/     retired segments (a full copy + its journal, hard links):
+                               what `load_version` rebuilds older versions from
     .authd-store.lock          flock: one process owns a state-dir
 
 Durable before visible: every write is done before the caller publishes. A full
@@ -14,6 +16,14 @@ append + fsync. Compaction (a new full copy, then the journal removed) is safe a
 any crash point because a journal names the generation of the full copy it
 extends; a stale one is skipped whole. Temp files left by a crash are removed
 when the store is opened.
+
+History (issue 14): when a full copy is replaced (AXFR or compaction), the old full copy
+and its journal are first hard-linked into `history/NNNNNNNN.full` / `.journal` (a
+*segment*, numbered in the order retired), so every version the old pair could rebuild
+still can be. `prune_history` drops the segments that hold none of the serials the caller
+still wants (zone/history.py keeps the last `history-versions`). A crash between the
+links and the replacement leaves a segment sharing the live files' inodes: harmless, the
+next retirement sees it is the same file and does not link it twice.
 
 The full copy payload is marshal of the owner -> packed-node dict *and* the
 derived indexes (canonical order, ENTs, cuts, DNAMEs, NSEC3 index): re-deriving the
@@ -69,6 +79,7 @@ LOCK_NAME = ".authd-store.lock"
 FULL_NAME = "full"
 JOURNAL_NAME = "journal"
 TIMERS_NAME = "timers.json"
+HISTORY_DIR = "history"
 
 # magic, format, flags, generation, serial, payload length, payload crc32, origin length
 _FULL_FIXED = struct.Struct(">8sHHQIQIB")
@@ -686,6 +697,8 @@ class Store:
         generation = secrets.randbits(64)
         while previous is not None and generation == previous.generation:
             generation = secrets.randbits(64)
+        if previous is not None:
+            self._retire(zone_dir)
         size = _atomic_replace(
             zone_dir / FULL_NAME, encode_full(snapshot, meta, generation), "full copy"
         )
@@ -819,9 +832,100 @@ class Store:
             self._check_owner(zone_dir, "removing a zone")
             for name in (JOURNAL_NAME, FULL_NAME, TIMERS_NAME):
                 self._unlink(zone_dir / name, f"removing {name}")
+            for segment in _segments(zone_dir / HISTORY_DIR):
+                self._remove_segment(segment)
+            with contextlib.suppress(FileNotFoundError):
+                (zone_dir / HISTORY_DIR).rmdir()
             with contextlib.suppress(FileNotFoundError):
                 zone_dir.rmdir()
             self._states.pop(zone, None)
+
+    # -- history (issue 14): retired segments, older versions rebuilt -------------------
+
+    def _retire(self, zone_dir: Path) -> None:
+        """Hard-link the live full copy and journal into history/ before they are replaced."""
+        full = zone_dir / FULL_NAME
+        history = zone_dir / HISTORY_DIR
+        segments = _segments(history)
+        if segments and _same_file(segments[-1].with_suffix(".full"), full):
+            return  # linked already by a retirement a crash interrupted
+        number = int(segments[-1].name) + 1 if segments else 1
+        base = history / f"{number:08d}"
+        try:
+            history.mkdir(mode=0o750, exist_ok=True)
+            os.link(full, base.with_suffix(".full"))
+            with contextlib.suppress(FileNotFoundError):
+                os.link(zone_dir / JOURNAL_NAME, base.with_suffix(".journal"))
+            _fsync_dir(history)
+        except OSError as exc:  # history is lost for this segment; the version is not
+            log.warning("%s: old versions not kept in history: %s", history, exc)
+
+    def history_segments(self, zone: bytes) -> list[tuple[int, list[int]]]:
+        """Each retired segment (oldest first) and then the live pair: (number, serials it
+        can rebuild, base first). The live pair is number 0."""
+        with self._zone_lock(zone):
+            zone_dir = self.zone_dir(zone)
+            found = [
+                (
+                    int(seg.name),
+                    _segment_serials(seg.with_suffix(".full"), seg.with_suffix(".journal")),
+                )
+                for seg in _segments(zone_dir / HISTORY_DIR)
+            ]
+            live = _segment_serials(zone_dir / FULL_NAME, zone_dir / JOURNAL_NAME)
+            return [*found, (0, live)]
+
+    def prune_history(self, zone: bytes, keep: Iterable[int]) -> int:
+        """Remove the retired segments older than the oldest one that can rebuild a serial
+        in `keep` (all of them when `keep` is empty); returns how many were removed.
+
+        Segments are retired in version order, so those are exactly the ones holding only
+        older versions; newer segments stay even when they hold no wanted serial (their
+        versions may not be recorded yet)."""
+        wanted = set(keep)
+        removed = 0
+        with self._zone_lock(zone):
+            zone_dir = self.zone_dir(zone)
+            history = zone_dir / HISTORY_DIR
+            self._check_owner(history, "pruning history")
+            segments = _segments(history)
+            holds = [
+                bool(
+                    wanted.intersection(
+                        _segment_serials(s.with_suffix(".full"), s.with_suffix(".journal"))
+                    )
+                )
+                for s in segments
+            ]
+            if wanted and True not in holds:
+                live = _segment_serials(zone_dir / FULL_NAME, zone_dir / JOURNAL_NAME)
+                if not wanted.intersection(live):
+                    return 0  # nothing wanted is here at all: keep everything
+            first_needed = holds.index(True) if True in holds else len(segments)
+            for seg in segments[:first_needed]:
+                self._remove_segment(seg)
+                removed += 1
+        return removed
+
+    def _remove_segment(self, seg: Path) -> None:
+        for suffix in (".journal", ".full"):
+            self._unlink(seg.with_suffix(suffix), "removing a history segment")
+
+    def load_version(self, zone: bytes, serial: int) -> tuple[Snapshot, VersionMeta] | None:
+        """Rebuild the newest stored version with this serial (live pair first, then the
+        retired segments, newest first); None when no segment holds it."""
+        with self._zone_lock(zone):
+            zone_dir = self.zone_dir(zone)
+            pairs = [(zone_dir / FULL_NAME, zone_dir / JOURNAL_NAME)]
+            pairs += [
+                (seg.with_suffix(".full"), seg.with_suffix(".journal"))
+                for seg in reversed(_segments(zone_dir / HISTORY_DIR))
+            ]
+            for full, journal_path in pairs:
+                found = _rebuild(zone, full, journal_path, serial)
+                if found is not None:
+                    return found
+        return None
 
     # -- timers -------------------------------------------------------------------------
 
@@ -882,3 +986,77 @@ def _replay(
         return _Replayed(base, 0), meta, problem
     deleted_net, added_net = fold.net_diff()
     return _Replayed(base.apply_diff(deleted_net, added_net), count), meta, problem
+
+
+# -- history segments ---------------------------------------------------------------------
+
+
+def _segments(history: Path) -> list[Path]:
+    """history/NNNNNNNN (suffix-less stems) of every retired full copy, oldest first."""
+    try:
+        names_found = os.listdir(history)
+    except FileNotFoundError:
+        return []
+    stems = sorted(
+        {n[: -len(".full")] for n in names_found if n.endswith(".full") and n[:-5].isdigit()}
+    )
+    return [history / stem for stem in stems]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _segment_serials(full: Path, journal_path: Path) -> list[int]:
+    """Serials a full copy + journal pair can rebuild (only the headers are decoded)."""
+    head = _read(full, _FULL_HEADER_MAX)
+    if head is None:
+        return []
+    try:
+        header = decode_full_header(head)
+    except FullCopyError:
+        return []
+    serials = [header.serial]
+    data = _read(journal_path)
+    if data is not None:
+        scanned = journal.scan(data)
+        if (
+            scanned.header is not None
+            and scanned.header.generation == header.generation
+            and scanned.header.base_serial == header.serial
+        ):
+            serials += [ref.to_serial for ref in scanned.entries]
+    return serials
+
+
+def _rebuild(
+    zone: bytes, full: Path, journal_path: Path, serial: int
+) -> tuple[Snapshot, VersionMeta] | None:
+    """The version `serial` from one full copy + journal pair (the newest one in it), or
+    None when the pair does not hold it or cannot be read."""
+    serials = _segment_serials(full, journal_path)
+    if serial not in serials:
+        return None
+    data = _read(full)
+    if data is None:
+        return None
+    try:
+        snapshot, meta, _header = decode_full(data, zone)
+    except FullCopyError as exc:
+        log.warning("%s: cannot rebuild serial %d: %s", full, serial, exc)
+        return None
+    last = len(serials) - 1 - serials[::-1].index(serial)
+    if last == 0:
+        return snapshot, meta
+    journal_data = _read(journal_path)
+    assert journal_data is not None  # serials came from it
+    scanned = journal.scan(journal_data)
+    prefix = journal.JournalScan(scanned.header, scanned.entries[:last], 0, 0, None)
+    replayed, meta, problem = _replay(snapshot, meta, journal_data, prefix)
+    if problem is not None or replayed.count != last:
+        log.warning("%s: cannot rebuild serial %d: %s", journal_path, serial, problem)
+        return None
+    return replayed.snapshot, meta
