@@ -90,20 +90,22 @@ class ZoneVersions:
         return await self.recorder.run(self._rebuild, record)
 
     def _rebuild(self, record: VersionRecord) -> Snapshot:
-        found = self.recorder.store.load_version(self.config.origin, record.serial)
-        if found is None:
+        store = self.recorder.store
+        origin = self.config.origin
+        found = store.load_version(
+            origin, record.serial, lambda s: history.digest_hex(s) == record.digest
+        )
+        if found is not None:
+            return found[0]
+        if store.load_version(origin, record.serial) is None:
             raise VersionsError(
                 f"zone {self.name}: serial {record.serial} is in the history but its copy is "
                 "not stored (file zones keep no copies; see the README)"
             )
-        snapshot, _meta = found
-        digest = history.digest_hex(snapshot)
-        if digest != record.digest:
-            raise VersionsError(
-                f"zone {self.name}: the stored copy of serial {record.serial} does not match "
-                f"its recorded digest (stored {digest[:16]}..., recorded {record.digest[:16]}...)"
-            )
-        return snapshot
+        raise VersionsError(
+            f"zone {self.name}: no stored copy of serial {record.serial} matches its recorded "
+            f"digest ({record.digest[:16]}...)"
+        )
 
     async def diff(self, serial_a: object, serial_b: object) -> dict[str, Any]:
         a = parse_serial(serial_a, "SERIAL_A")

@@ -47,7 +47,7 @@ import secrets
 import struct
 import threading
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -911,9 +911,12 @@ class Store:
         for suffix in (".journal", ".full"):
             self._unlink(seg.with_suffix(suffix), "removing a history segment")
 
-    def load_version(self, zone: bytes, serial: int) -> tuple[Snapshot, VersionMeta] | None:
+    def load_version(
+        self, zone: bytes, serial: int, accept: Callable[[Snapshot], bool] | None = None
+    ) -> tuple[Snapshot, VersionMeta] | None:
         """Rebuild the newest stored version with this serial (live pair first, then the
-        retired segments, newest first); None when no segment holds it."""
+        retired segments, newest first) that `accept` takes (e.g. the digest matches: a
+        serial can come back with other contents); None when no segment holds one."""
         with self._zone_lock(zone):
             zone_dir = self.zone_dir(zone)
             pairs = [(zone_dir / FULL_NAME, zone_dir / JOURNAL_NAME)]
@@ -923,7 +926,7 @@ class Store:
             ]
             for full, journal_path in pairs:
                 found = _rebuild(zone, full, journal_path, serial)
-                if found is not None:
+                if found is not None and (accept is None or accept(found[0])):
                     return found
         return None
 

@@ -324,7 +324,9 @@ def test_a_stored_copy_that_does_not_match_its_digest_is_refused(tmp_path: Path)
         first["digest"] = "00" * 48
         lines[0] = json.dumps(first)
         index.path.write_text("\n".join(lines) + "\n")
-        with pytest.raises(VersionsError, match="does not match its recorded digest"):
+        with pytest.raises(
+            VersionsError, match="no stored copy of serial 1 matches its recorded digest"
+        ):
             asyncio.run(zone.load(1))
         zone.recorder.close()
 
@@ -389,3 +391,18 @@ def test_export_text_names_the_zone_serial_and_digest() -> None:
     assert second == f"; sha384 {'ab' * 48} (RFC 8976 SIMPLE digest of the canonical zone)"
     assert origin == "$ORIGIN example.test."
     assert dns.rdatatype.SOA.name in text.splitlines()[3]
+
+
+def test_a_serial_that_came_back_with_other_contents_is_found_by_its_digest(
+    tmp_path: Path,
+) -> None:
+    with Store(tmp_path / "state") as store:
+        first = build_zone(5)
+        store.save_full(first, meta(5, "AXFR"))
+        store.save_full(build_zone(5, hosts=3), meta(6, "AXFR"))  # same serial, other records
+        found = store.load_version(ORIGIN, 5)
+        assert found is not None and found[0].record_count == build_zone(5, hosts=3).record_count
+        wanted = digest_hex(first)
+        found = store.load_version(ORIGIN, 5, lambda s: digest_hex(s) == wanted)
+        assert found is not None and records(found[0]) == records(first)
+        assert store.load_version(ORIGIN, 5, lambda s: False) is None
