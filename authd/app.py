@@ -401,6 +401,7 @@ class App:
             self.recorder,
             self.config.server.state_dir,
             self.clock.now,
+            self.config.source,
         )
         try:
             if command == "history":

@@ -107,17 +107,33 @@ def export_zone(zone: str, snapshot: Snapshot, directory: Path, now: float) -> E
     return Exported(zone, snapshot.serial, path, digest_path, digest, snapshot.record_count)
 
 
-def promote_config_change(zone: str, path: Path, template: str | None) -> str:
-    """What the operator changes in the config to serve the zone from the promoted file."""
-    drop = "primaries (and notify-from)"
+def promote_config_change(
+    zone: str, path: Path, template: str | None, config: Path | None = None
+) -> str:
+    """The config change that serves the zone from the promoted file, spelled out.
+
+    A zone's own `primaries` and `notify-from` conflict with `file`; primaries given by its
+    template are ignored once the zone has a file, so the template may stay."""
+    where = f" in {config}" if config is not None else ""
+    lines = [
+        f'In the [[zone]] with name = "{zone}"{where}:',
+        "  - delete its own `primaries = [...]` line and its `notify-from` line, if any",
+    ]
     if template is not None:
-        drop = f'template = "{template}" (or override its primaries)'
-    return (
-        f'In the [[zone]] with name = "{zone}": remove {drop} and add\n'
-        f'    file = "{path}"\n'
-        "then run `authd reload` (or restart): the zone is served from the file with the "
-        "same serial."
-    )
+        lines.append(
+            f'    (the primaries of template "{template}" are ignored for a file zone: '
+            "the template can stay)"
+        )
+    lines += [
+        "  - add this line:",
+        f'    file = "{path}"',
+        "Then: authd check-config"
+        + (f" -c {config}" if config is not None else "")
+        + " && authd reload"
+        + (f" -c {config}" if config is not None else ""),
+        "The zone is then served from the file with the same serial (and after restarts).",
+    ]
+    return "\n".join(lines)
 
 
 # -- the periodic exports -------------------------------------------------------------------

@@ -95,6 +95,15 @@ class VersionRecorder:
             ledger = self._ledgers[origin] = Ledger(self.ledger_path(origin), self.now())
         return ledger
 
+    def head(self, origin: bytes) -> tuple[int, str] | None:
+        """(seq, hash) of the last ledger entry this process wrote or read, if the ledger is
+        open: lets verify notice whole entries cut from the end. Call on the recorder's
+        thread (through `run`)."""
+        ledger = self._ledgers.get(origin)
+        if ledger is None or ledger.last_seq == 0:
+            return None
+        return ledger.last_seq, ledger.last_hash
+
     async def run(self, function: Callable[..., T], *args: object) -> T:
         """`function(*args)` on the recorder's thread, after every record already asked for."""
         loop = asyncio.get_running_loop()

@@ -46,7 +46,9 @@ class ZoneVersions:
         recorder: VersionRecorder,
         state_dir: Path,
         now: Callable[[], float],
+        config_source: Path | None = None,
     ) -> None:
+        self.config_source = config_source
         self.name = name
         self.config = config
         self.served = served
@@ -129,7 +131,7 @@ class ZoneVersions:
                     raise VersionsError(str(exc)) from None
             result: dict[str, Any] = {"zone": self.name, "path": str(path), "entries": entries}
             if verify:
-                checked = ledger.verify(path)
+                checked = ledger.verify(path, self.recorder.head(self.config.origin))
                 result.update(ok=checked.ok, checked=checked.entries, problem=checked.problem)
             return result
 
@@ -165,6 +167,6 @@ class ZoneVersions:
         target = Path(str(directory)) if directory else self.state_dir / export_files.PROMOTED_DIR
         result = await self._write(target)
         result["config_change"] = export_files.promote_config_change(
-            self.name, Path(result["path"]), self.config.template
+            self.name, Path(result["path"]), self.config.template, self.config_source
         )
         return result

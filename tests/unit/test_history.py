@@ -306,6 +306,13 @@ def test_diff_and_load_between_kept_versions_and_errors_beyond(tmp_path: Path) -
             assert history["served"] == 6
             checked = await zone.ledger(True)
             assert checked["ok"] and checked["checked"] == 6
+            # a whole last entry cut away: no chain can show it, the writer's head does
+            path = zone.recorder.ledger_path(ORIGIN)
+            lines = path.read_bytes().splitlines(keepends=True)
+            path.write_bytes(b"".join(lines[:-1]))
+            checked = await zone.ledger(True)
+            assert not checked["ok"]
+            assert "ends at entry 5, but entry 6 was written" in checked["problem"]
 
         asyncio.run(run())
         zone.recorder.close()
@@ -406,3 +413,16 @@ def test_a_serial_that_came_back_with_other_contents_is_found_by_its_digest(
         found = store.load_version(ORIGIN, 5, lambda s: digest_hex(s) == wanted)
         assert found is not None and records(found[0]) == records(first)
         assert store.load_version(ORIGIN, 5, lambda s: False) is None
+
+
+def test_promote_spells_out_the_config_change(tmp_path: Path) -> None:
+    from authd.export import promote_config_change
+
+    text = promote_config_change(
+        "example.com", Path("/s/promoted/example.com.zone"), "provider", Path("/etc/authd.toml")
+    )
+    assert 'In the [[zone]] with name = "example.com" in /etc/authd.toml:' in text
+    assert 'file = "/s/promoted/example.com.zone"' in text
+    assert 'template "provider"' in text and "primaries" in text
+    assert "authd check-config -c /etc/authd.toml && authd reload -c /etc/authd.toml" in text
+    assert "template" not in promote_config_change("a.test", Path("/x"), None)
