@@ -51,13 +51,19 @@ class VersionRecorder:
         return zone_ledger_path(self.store.state_dir, origin)
 
     def published(
-        self, origin: bytes, snapshot: Snapshot, meta: VersionMeta, keep: int
+        self,
+        origin: bytes,
+        snapshot: Snapshot,
+        meta: VersionMeta,
+        keep: int,
+        event: str = "published",
     ) -> Future[VersionRecord | None]:
-        """Record a version that was just published (returns at once)."""
-        return self._executor.submit(self._record, origin, snapshot, meta, keep)
+        """Record a version that was just published (returns at once); `event` is the
+        ledger event ("published", or e.g. "rolled-back", "approved")."""
+        return self._executor.submit(self._record, origin, snapshot, meta, keep, event)
 
     def _record(
-        self, origin: bytes, snapshot: Snapshot, meta: VersionMeta, keep: int
+        self, origin: bytes, snapshot: Snapshot, meta: VersionMeta, keep: int, event: str
     ) -> VersionRecord | None:
         zone = names.to_text(origin)
         try:
@@ -82,7 +88,7 @@ class VersionRecorder:
             if self.store.owner:
                 self.store.prune_history(origin, [r.serial for r in kept])
             self._ledger(origin).append(
-                "published", snapshot.serial, digest, record.source, "", self.now()
+                event, snapshot.serial, digest, record.source, "", self.now()
             )
             return record
         except (OSError, StoreError, LedgerError) as exc:
