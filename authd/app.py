@@ -33,9 +33,15 @@ from authd.serve.zonetable import ZoneTable
 from authd.wording import plural
 from authd.xfr.notify_edge import NotifyEndpoint, NotifyEvent, notify_acls, notify_keyring
 from authd.xfr.policy import policy_for
-from authd.xfr.secondary import Pacer, SecondaryZone, remove_stale_candidates
-from authd.xfr.timers import ForceRefresh, ForceRetransfer, NotifyReceived
-from authd.zone import names
+from authd.xfr.secondary import (
+    Operations,
+    Pacer,
+    Secondaries,
+    ZoneEntry,
+    remove_stale_candidates,
+    startup_spread,
+)
+from authd.zone import lifecycle, names
 from authd.zone.journal import VersionMeta
 from authd.zone.loader import ZoneLoadError, load_zone_file
 from authd.zone.snapshot import COMPACT_FROM_RECORDS, Snapshot
@@ -60,7 +66,7 @@ class ZoneRuntime:
         self.last_error: str | None = None
         self.last_rejection: str | None = None
         self.file_mtime: float | None = None
-        self.secondary: SecondaryZone | None = None
+        self.secondary: ZoneEntry | None = None  # the lifecycle record of a secondary zone
 
     @property
     def name(self) -> str:
@@ -72,7 +78,7 @@ class ZoneRuntime:
 
     def state(self) -> str:
         if self.secondary is not None:
-            return self.secondary.timers.state.value
+            return self.secondary.record.state.value
         return "never-loaded" if self.snapshot is None else "ok"
 
     def status(self, now: float) -> dict[str, Any]:
@@ -109,16 +115,16 @@ class ZoneRuntime:
                 None,
                 None,
             )
-        timers = secondary.timers
+        record = secondary.record
         return metrics.ZoneFacts(
             zone=self.name,
-            state=self.state(),
-            serial=self.serial,
-            primary_serial=timers.primary_serial,
-            last_success=timers.last_success,
-            expires_at=timers.expires_at,
+            state=record.state.value,
+            serial=record.served.serial if record.served is not None else None,
+            primary_serial=record.primary.serial if record.primary is not None else None,
+            last_success=record.last_success,
+            expires_at=record.expires_at,
             signature_horizon=secondary.horizon,
-            refresh_interval=timers.refresh,
+            refresh_interval=record.refresh,
             servfail_on_expire=self.config.on_expire == "servfail",
         )
 
@@ -138,6 +144,8 @@ class App:
         self._store: Store | None = None
         self.pool: WorkerPool[ZoneTable] | None = None
         self.pacer: Pacer | None = None
+        self.secondaries: Secondaries | None = None  # the lifecycle shell of every secondary
+        self._spread = 0.0  # first SOA checks after start spread over this many seconds
         self.validation: ValidationPool | None = None
         self.control: ControlServer | None = None
         self.health: metrics.HealthServer | None = None
@@ -152,7 +160,9 @@ class App:
 
     # -- zones ------------------------------------------------------------------------
 
-    def publish(self, runtime: ZoneRuntime, snapshot: Snapshot, meta: VersionMeta) -> int | None:
+    def publish(
+        self, runtime: ZoneRuntime, snapshot: Snapshot, meta: VersionMeta, *, stored: bool = False
+    ) -> int | None:
         """Make a version visible: one reference swap in the main's table, then every worker
         is re-forked from it (coalesced; workers.WorkerPool.publish). No worker rebuilds it.
 
@@ -170,14 +180,16 @@ class App:
         if self.pool is not None:
             ticket = self.pool.publish()
         self._published[runtime.config.origin] = ticket or 0
-        origin = meta.primary or str(runtime.config.file or "the store")
+        if stored:
+            how = f"the stored copy (received {meta.transfer} from {meta.primary or '-'})"
+        else:
+            how = f"{meta.primary or runtime.config.file or 'the store'} via {meta.transfer}"
         log.info(
-            "zone %s: serving serial %d (%s) from %s via %s, %d records",
+            "zone %s: serving serial %d (%s) from %s, %d records",
             runtime.name,
             snapshot.serial,
             "first version" if previous is None else f"was {previous}",
-            origin,
-            meta.transfer,
+            how,
             snapshot.record_count,
         )
         return ticket
@@ -240,7 +252,7 @@ class App:
     def _adopt_loaded(self, runtime: ZoneRuntime, loaded: LoadedZone) -> None:
         for warning in loaded.warnings:
             log.warning("zone %s: stored copy: %s", runtime.name, warning)
-        self.publish(runtime, loaded.snapshot, loaded.meta)
+        self.publish(runtime, loaded.snapshot, loaded.meta, stored=True)  # logged as from disk
 
     # -- what secondaries need (xfr/secondary.py Host) ----------------------------------
 
@@ -267,25 +279,22 @@ class App:
             return True
         return await self.pool.wait_published(seq, timeout=PUBLISH_TIMEOUT)
 
+    def served_snapshot(self, origin: bytes) -> Snapshot | None:
+        runtime = self.zones.get(origin)
+        return runtime.snapshot if runtime is not None else None
+
     def set_servfail(self, origin: bytes, servfail: bool, expired_at: float | None = None) -> None:
         self.table.set_state(origin, servfail, expired_at)
         if self.pool is not None:
             self.pool.broadcast(updates.SetState(origin, servfail, expired_at))
 
     def start_secondary(self, runtime: ZoneRuntime) -> None:
-        assert self.pacer is not None and self.validation is not None
-        secondary = SecondaryZone(
-            runtime.config,
-            self,
-            self.pacer,
-            self.validation,
-            self.config.transfer,
-            current=runtime.snapshot,
-            clock=self.clock.now,
-            zone_count=sum(1 for z in self.config.zones if z.is_secondary),
-        )
-        runtime.secondary = secondary
-        secondary.start()
+        assert self.secondaries is not None
+        runtime.secondary = self.secondaries.add(runtime.config, spread=self._spread)
+
+    def post(self, runtime: ZoneRuntime, event: lifecycle.Event) -> None:
+        if self.secondaries is not None:
+            self.secondaries.post(runtime.config.origin, event)
 
     def on_worker_event(self, payload: object) -> None:
         """An accepted NOTIFY from a worker: one event for the zone's refresh machine."""
@@ -295,12 +304,12 @@ class App:
         if runtime is None or runtime.secondary is None:
             return
         self.stats.notifies[(runtime.name, "accepted")] += 1
-        runtime.secondary.post(NotifyReceived(payload.serial, payload.source))
+        self.post(runtime, lifecycle.NotifyReceived(payload.serial, payload.source))
 
     def remove_zone(self, origin: bytes) -> None:
         runtime = self.zones.pop(origin)
-        if runtime.secondary is not None:
-            task = asyncio.get_running_loop().create_task(runtime.secondary.stop())
+        if runtime.secondary is not None and self.secondaries is not None:
+            task = asyncio.get_running_loop().create_task(self.secondaries.remove(origin))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         self.table.remove_zone(origin)
@@ -357,9 +366,9 @@ class App:
                 raise ControlError(f"zone {runtime.name}: {runtime.last_error}")
             assert runtime.secondary is not None
             if command == "refresh":
-                runtime.secondary.post(ForceRefresh())
+                self.post(runtime, lifecycle.ForceRefresh())
                 return f"zone {runtime.name}: refresh started (SOA check, then IXFR/AXFR if newer)"
-            runtime.secondary.post(ForceRetransfer())
+            self.post(runtime, lifecycle.ForceRetransfer())
             return f"zone {runtime.name}: retransfer started (forced AXFR)"
         raise ControlError(f"unknown command {command}")
 
@@ -466,6 +475,7 @@ class App:
         old = {z.origin: z for z in self.config.zones}
         new = {z.origin: z for z in fresh.zones}
         self.config = fresh
+        self._spread = startup_spread(len(new.keys() - old.keys()))
         for origin in old.keys() - new.keys():
             self.remove_zone(origin)
         added = changed = 0
@@ -478,8 +488,8 @@ class App:
                 added += 1
             elif runtime.config != zone or self._file_changed(runtime):
                 runtime.config = zone
-                if runtime.secondary is not None:
-                    await runtime.secondary.stop()
+                if runtime.secondary is not None and self.secondaries is not None:
+                    await self.secondaries.remove(origin)
                     runtime.secondary = None
                 if zone.file is not None:
                     self.load_file_zone(runtime)
@@ -509,8 +519,17 @@ class App:
 
     # -- lifecycle ----------------------------------------------------------------------
 
+    def serving(self) -> int:
+        """Zones with a version to answer from (not never-loaded, not expired into SERVFAIL)."""
+        count = 0
+        for runtime in self.zones.values():
+            entry = runtime.secondary
+            if runtime.snapshot is not None and (entry is None or not entry.record.servfail):
+                count += 1
+        return count
+
     def ready(self) -> bool:
-        return all(runtime.snapshot is not None for runtime in self.zones.values())
+        return self.serving() == len(self.zones)
 
     async def start(self) -> None:
         server = self.config.server
@@ -550,6 +569,10 @@ class App:
         self.pacer = Pacer(self.config.transfer)
         validation = self.config.validation
         self.validation = ValidationPool(validation.processes, validation.nice, validation.idle)
+        operations = Operations(self, self.pacer, self.validation, self.config.transfer, self.clock)
+        self.secondaries = Secondaries(self, operations, self.clock)
+        # Counted once (a count per zone was quadratic in the number of zones).
+        self._spread = startup_spread(sum(1 for z in self.config.zones if z.is_secondary))
         for runtime in self.zones.values():
             if runtime.config.is_secondary:
                 self.start_secondary(runtime)
@@ -596,6 +619,7 @@ class App:
             notify_acls(self.config),
             notify_keyring(self.config),
             send_event,
+            clock=self.clock.now,
             udp_payload=server.udp_payload,
         )
         front: ResponderLike = rrl.install(responder, self.config.rrl, worker_count(server.workers))
@@ -607,9 +631,8 @@ class App:
         return self.pool.collect_counters() if self.pool is not None else {}
 
     async def stop(self) -> None:
-        for runtime in self.zones.values():
-            if runtime.secondary is not None:
-                await runtime.secondary.stop()
+        if self.secondaries is not None:
+            await self.secondaries.stop()
         if self.validation is not None:
             self.validation.close()
         if self.pool is not None:
@@ -653,9 +676,20 @@ async def _main(config: Config) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_reload)
-    zones = plural(len(app.zones), "zone")
-    log.info("authd ready: %s, pid-relative start took %.2f s", zones, _uptime())
-    sdnotify.ready(zones)
+    serving, total = app.serving(), len(app.zones)
+    if serving == total:
+        zones = plural(total, "zone")
+        log.info("authd ready: %s serving, start took %.2f s", zones, _uptime())
+    else:
+        log.warning(
+            "authd started: %d of %d zones serving, %d not (SERVFAIL until transferred; "
+            "/readyz says 503 until all serve), start took %.2f s",
+            serving,
+            total,
+            total - serving,
+            _uptime(),
+        )
+    sdnotify.ready(f"{serving} of {plural(total, 'zone')} serving")
     await stop.wait()
     sdnotify.stopping()
     log.info("stopping")

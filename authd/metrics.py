@@ -41,7 +41,10 @@ class ControlPlaneStats:
     transfer_records: Counter[str] = field(default_factory=Counter)
     notifies: Counter[tuple[str, str]] = field(default_factory=Counter)  # zone,result
     rejections: Counter[tuple[str, str]] = field(default_factory=Counter)  # zone,reason
-    tsig_failures: Counter[str] = field(default_factory=Counter)  # reason
+    tsig_failures: Counter[str] = field(default_factory=Counter)  # reason (TSIG_REASONS)
+    soa_checks: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # zone,remote,result
+    remote_last_success: dict[str, float] = field(default_factory=dict)  # remote id -> time
+    remote_last_failure: dict[str, float] = field(default_factory=dict)
     store_failures: Counter[str] = field(default_factory=Counter)  # zone
 
 
@@ -222,8 +225,31 @@ class AuthdCollector:
             {key: value for key, value in stats.rejections.items()},
         )
         yield _counter(
+            "authd_xfr_soa_checks_total",
+            "SOA checks by zone, remote ([[remote]] id) and result (ok or the failure outcome).",
+            ["zone", "remote", "result"],
+            {key: value for key, value in stats.soa_checks.items()},
+        )
+        for name, help_text, times in (
+            (
+                "authd_remote_last_success_timestamp_seconds",
+                "When an SOA check or transfer from the remote last succeeded.",
+                stats.remote_last_success,
+            ),
+            (
+                "authd_remote_last_failure_timestamp_seconds",
+                "When an SOA check or transfer from the remote last failed.",
+                stats.remote_last_failure,
+            ),
+        ):
+            gauge = GaugeMetricFamily(name, help_text, labels=["remote"])
+            for remote, at in times.items():
+                gauge.add_metric([remote], at)
+            yield gauge
+        yield _counter(
             "authd_xfr_tsig_failures_total",
-            "TSIG verification failures by reason.",
+            "TSIG failures by reason: BADSIG, BADKEY, BADTIME, BADTRUNC, unsigned, unexpected, "
+            "other (authd.xfr.transfer.TSIG_REASONS).",
             ["reason"],
             {(r,): v for r, v in stats.tsig_failures.items()},
         )

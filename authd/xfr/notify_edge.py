@@ -8,7 +8,6 @@ zone's refresh machine coalesces bursts into one refresh.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -62,7 +61,8 @@ class NotifyEndpoint:
         acls: Mapping[bytes, Sequence[AllowedSource]],
         keyring: Mapping[str, dns.tsig.Key],
         post: Callable[[NotifyEvent], None],
-        clock: Callable[[], float] = time.time,
+        *,
+        clock: Callable[[], float],
         udp_payload: int = 1232,
     ) -> None:
         self.udp_payload = udp_payload

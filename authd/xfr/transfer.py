@@ -23,7 +23,6 @@ import secrets
 import socket
 import ssl
 import struct
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -99,6 +98,31 @@ class Outcome(Enum):
     @property
     def success(self) -> bool:
         return self in (Outcome.UPDATED, Outcome.UP_TO_DATE, Outcome.FELL_BACK, Outcome.OK)
+
+
+TSIG_REASONS = ("BADSIG", "BADKEY", "BADTIME", "BADTRUNC", "unsigned", "unexpected", "other")
+"""Label values of authd_xfr_tsig_failures_total{reason}: the RFC 8945 error the primary
+sent back, or what our check found (BADSIG: the MAC does not verify; BADKEY: another key
+or algorithm; BADTIME: outside the fudge window; unsigned: a message that must be signed
+is not; unexpected: signed while we have no key). The text goes to logs and status."""
+
+
+def tsig_reason(reason: str) -> str:
+    """The label word for a bad-tsig failure's text (one of TSIG_REASONS)."""
+    for code in ("BADSIG", "BADKEY", "BADTIME", "BADTRUNC"):
+        if f"rejected our TSIG: {code}" in reason:
+            return code
+    if "not signed" in reason or "unsigned" in reason:
+        return "unsigned"
+    if "we have no key" in reason:
+        return "unexpected"
+    if "does not verify" in reason:
+        return "BADSIG"
+    if "signed with key" in reason or "does not match the key" in reason:
+        return "BADKEY"
+    if "off our clock" in reason:
+        return "BADTIME"
+    return "other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,7 +379,7 @@ async def query_soa(
     source: str | None = None,
     timeout: float = 5.0,
     *,
-    clock: Clock = time.time,
+    clock: Clock,
     tls: RemoteTls | None = None,
 ) -> SoaResult:
     """Ask a primary for the zone's SOA over UDP, and again over TCP if truncated.
@@ -656,7 +680,7 @@ async def transfer(
     limits: TransferLimits | None = None,
     deadline: float = 600.0,
     idle_timeout: float = 30.0,
-    clock: Clock = time.time,
+    clock: Clock,
     tls: RemoteTls | None = None,
 ) -> TransferResult:
     """Bring the zone up to date from one primary: IXFR from `current`, or AXFR.

@@ -7,11 +7,13 @@ import base64
 import dns.tsig
 import dns.zone
 
+from authd.clock import SYSTEM_CLOCK
 from authd.zone import names
 from authd.zone.snapshot import Record, Snapshot
 from tests.support.primary import zone_records
 
 ORIGIN = "example.test."
+CLOCK = SYSTEM_CLOCK.now  # the test primary signs with the system clock too: TSIG agrees
 ZONE = names.key_from_text(ORIGIN)
 KEY = dns.tsig.Key("xfr-key.", base64.b64encode(b"k" * 32).decode(), "hmac-sha256")
 OTHER_SECRET = dns.tsig.Key("xfr-key.", base64.b64encode(b"x" * 32).decode(), "hmac-sha256")

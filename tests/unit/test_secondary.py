@@ -1,4 +1,5 @@
-"""The secondary orchestrator against the controllable test primary: real sockets and store."""
+"""The lifecycle shell and its operations against the controllable test primary: real
+sockets and store (the machine itself is tested in test_lifecycle.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import dns.rdataset
 import dns.zone
 import pytest
 
-from authd.config import load_config
+from authd.clock import SystemClock
+from authd.config import Config, load_config
 from authd.metrics import ControlPlaneStats
 from authd.publish import DiffSteps
-from authd.xfr import timers as machine
-from authd.xfr.secondary import Pacer, SecondaryZone, earliest_expiration
+from authd.xfr.operations import Operations, Pacer, earliest_expiration
+from authd.xfr.secondary import Secondaries, ZoneEntry
+from authd.zone import lifecycle as lc
 from authd.zone.journal import VersionMeta
 from authd.zone.snapshot import Snapshot
 from authd.zone.store import Store
@@ -31,6 +34,7 @@ class FakeHost:
         self.stats = ControlPlaneStats()
         self.published: list[tuple[int, object]] = []
         self.servfail: list[bool] = []
+        self.served: dict[bytes, Snapshot] = {}
 
     @property
     def store(self) -> Store:
@@ -40,7 +44,11 @@ class FakeHost:
         self, origin: bytes, snapshot: Snapshot, meta: VersionMeta, steps: DiffSteps | None
     ) -> int | None:
         self.published.append((snapshot.serial, steps))
+        self.served[origin] = snapshot
         return None
+
+    def served_snapshot(self, origin: bytes) -> Snapshot | None:
+        return self.served.get(origin)
 
     async def wait_published(self, seq: int | None) -> bool:
         return True
@@ -81,19 +89,31 @@ async def _until(condition: object, timeout: float = 8.0) -> None:
         await asyncio.sleep(0.02)
 
 
-def settled(zone: SecondaryZone, serial: int) -> bool:
+def served(host: FakeHost, zone: ZoneEntry) -> int | None:
+    snapshot = host.served_snapshot(zone.origin)
+    return snapshot.serial if snapshot is not None else None
+
+
+def settled(host: FakeHost, zone: ZoneEntry, serial: int) -> bool:
     """The zone serves `serial` and its machine has processed everything about it."""
+    record = zone.record
     return (
-        zone.current is not None
-        and zone.current.serial == serial
-        and zone.timers.in_flight is machine.InFlight.NONE
-        and zone.timers.served_serial == serial
+        served(host, zone) == serial
+        and not record.busy
+        and record.served is not None
+        and record.served.serial == serial
         and not zone.events
     )
 
 
-def idle(zone: SecondaryZone) -> bool:
-    return zone.timers.in_flight is machine.InFlight.NONE and not zone.events
+def idle(zone: ZoneEntry) -> bool:
+    return not zone.record.busy and not zone.events
+
+
+def shell(host: FakeHost, config: Config, validation: ValidationPool) -> Secondaries:
+    clock = SystemClock()  # the test primary signs and answers in real time
+    operations = Operations(host, Pacer(config.transfer), validation, config.transfer, clock)
+    return Secondaries(host, operations, clock, rand=lambda: 0.0)
 
 
 @pytest.fixture
@@ -111,30 +131,31 @@ async def test_first_load_ixfr_failover_and_rejection(
     config = load_config(_config(tmp_path, primary.endpoint[1]))
     zone_config = config.zones[0]
     host = FakeHost(tmp_path / "state")
-    zone = SecondaryZone(
-        zone_config,
-        host,
-        Pacer(config.transfer),
-        validation,
-        config.transfer,
-        current=None,
-        rand=lambda: 0.0,
-    )
-    zone.start()
+    secondaries = shell(host, config, validation)
+    zone = secondaries.add(zone_config)
     try:
         # First load by AXFR, from the second primary after the first is dead.
-        await _until(lambda: settled(zone, 10))
-        assert zone.last_primary == f"127.0.0.1@{primary.endpoint[1]}"
-        assert zone.timers.state is machine.State.OK
+        await _until(lambda: settled(host, zone, 10))
+        assert zone.record.served is not None
+        assert zone.record.served.source == f"127.0.0.1@{primary.endpoint[1]}"
+        assert zone.record.state is lc.State.OK
         loaded = host.store.load(zone_config.origin)
         assert loaded is not None and loaded.snapshot.serial == 10  # durable before visible
         assert host.published[0][0] == 10
+        # Every SOA check attempt is counted per remote with its outcome; remote health.
+        checks = host.stats.soa_checks
+        assert checks[("example.test", "test", "ok")] == 1
+        assert sum(v for (z, r, result), v in checks.items() if r == "dead") == 1
+        assert ("example.test", "dead", "ok") not in checks
+        assert set(host.stats.remote_last_failure) == {"dead"}
+        assert set(host.stats.remote_last_success) == {"test"}
+        await secondaries.writer.close()  # the batched timers write, now
         assert (host.store.load_timers(zone_config.origin) or {})["served_serial"] == 10
 
         # A new version by IXFR after a forced refresh; journaled, not rewritten.
         primary.versions.append(make_zone("example.test.", 11))
-        zone.post(machine.ForceRefresh())
-        await _until(lambda: settled(zone, 11))
+        secondaries.post(zone.origin, lc.ForceRefresh())
+        await _until(lambda: settled(host, zone, 11))
         stored = host.store.load(zone_config.origin)
         assert stored is not None and stored.journal_entries == 1
         assert any(k[1] == "IXFR" and k[2] == "updated" for k in host.stats.transfers)
@@ -148,20 +169,24 @@ async def test_first_load_ixfr_failover_and_rejection(
             dns.rdataset.from_text("IN", "CNAME", 300, "ns1.example.test.")
         )
         primary.versions.append(bad)
-        zone.post(machine.ForceRefresh())
+        secondaries.post(zone.origin, lc.ForceRefresh())
         await _until(lambda: zone.last_rejection is not None and idle(zone))
         assert "cname-other-data" in (zone.last_rejection or "")
-        assert zone.current.serial == 11
+        assert served(host, zone) == 11
+        assert (
+            zone.record.outcome is lc.Outcome.REJECTED
+            and "cname-other-data" in zone.record.last_error
+        )
         assert host.store.load(zone_config.origin).snapshot.serial == 11  # type: ignore[union-attr]
         assert host.stats.rejections[("example.test", "cname-other-data")] == 1
 
         # The primary fixes it: picked up by the next refresh.
         primary.versions.append(make_zone("example.test.", 13))
-        zone.post(machine.ForceRefresh())
-        await _until(lambda: settled(zone, 13))
+        secondaries.post(zone.origin, lc.ForceRefresh())
+        await _until(lambda: settled(host, zone, 13))
         assert zone.last_rejection is None
     finally:
-        await zone.stop()
+        await secondaries.stop()
         await primary.stop()
         host.store.close()
 
@@ -173,29 +198,23 @@ async def test_cut_transfer_changes_nothing_then_recovers(
     await primary.start()
     config = load_config(_config(tmp_path, primary.endpoint[1]))
     host = FakeHost(tmp_path / "state")
-    zone = SecondaryZone(
-        config.zones[0],
-        host,
-        Pacer(config.transfer),
-        validation,
-        config.transfer,
-        current=None,
-        rand=lambda: 0.0,
-    )
-    zone.start()
+    secondaries = shell(host, config, validation)
+    zone = secondaries.add(config.zones[0])
     try:
-        await _until(lambda: settled(zone, 20))
+        await _until(lambda: settled(host, zone, 20))
         primary.versions.append(make_zone("example.test.", 21))
         primary.behaviour = Behaviour(fault=Fault.CUT_BEFORE_CLOSING_SOA)
-        zone.post(machine.ForceRetransfer())
-        await _until(lambda: bool(zone.timers.last_error) and idle(zone))
-        assert zone.current.serial == 20  # type: ignore[union-attr]
-        assert "incomplete" in zone.timers.last_error or "cut" in zone.timers.last_error
+        secondaries.post(zone.origin, lc.ForceRetransfer())
+        await _until(lambda: bool(zone.record.last_error) and idle(zone))
+        assert served(host, zone) == 20
+        error = zone.record.last_error
+        assert "incomplete" in error or "cut" in error
+        assert zone.record.outcome is lc.Outcome.TRANSFER_FAILED
         primary.behaviour = Behaviour()
-        zone.post(machine.ForceRefresh())
-        await _until(lambda: settled(zone, 21))
+        secondaries.post(zone.origin, lc.ForceRefresh())
+        await _until(lambda: settled(host, zone, 21))
     finally:
-        await zone.stop()
+        await secondaries.stop()
         await primary.stop()
         host.store.close()
 

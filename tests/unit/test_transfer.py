@@ -15,11 +15,19 @@ import dns.zone
 import pytest
 
 from authd.xfr.stream import Kind, TransferLimits
-from authd.xfr.transfer import Outcome, TransferResult, query_soa, transfer
+from authd.xfr.transfer import (
+    TSIG_REASONS,
+    Outcome,
+    TransferResult,
+    query_soa,
+    transfer,
+    tsig_reason,
+)
 from authd.zone import names
 from authd.zone.snapshot import Snapshot
 from tests.support.primary import Behaviour, Fault, TestPrimary, zone_records
 from tests.support.xfrzone import (
+    CLOCK,
     KEY,
     OTHER_NAME,
     OTHER_SECRET,
@@ -44,6 +52,7 @@ async def primary() -> AsyncIterator[TestPrimary]:
 async def axfr(
     primary: TestPrimary, key: dns.tsig.Key | None = KEY, **kwargs: object
 ) -> TransferResult:
+    kwargs.setdefault("clock", CLOCK)
     return await transfer(ZONE, primary.endpoint, key, current=None, **kwargs)  # type: ignore[arg-type]
 
 
@@ -51,13 +60,13 @@ async def axfr(
 
 
 async def test_soa_query_signed(primary: TestPrimary) -> None:
-    result = await query_soa(primary.endpoint, ZONE, KEY, "127.0.0.1")
+    result = await query_soa(primary.endpoint, ZONE, KEY, "127.0.0.1", clock=CLOCK)
     assert result.outcome is Outcome.OK and result.serial == 2 and not result.over_tcp
 
 
 async def test_soa_query_retries_over_tcp_when_truncated(primary: TestPrimary) -> None:
     primary.behaviour = Behaviour(fault=Fault.TRUNCATE_UDP)
-    result = await query_soa(primary.endpoint, ZONE, KEY)
+    result = await query_soa(primary.endpoint, ZONE, KEY, clock=CLOCK)
     assert result.outcome is Outcome.OK and result.serial == 2 and result.over_tcp
 
 
@@ -67,25 +76,26 @@ async def test_soa_query_retries_over_tcp_when_truncated(primary: TestPrimary) -
 )
 async def test_soa_query_rcodes(primary: TestPrimary, rcode: int, outcome: Outcome) -> None:
     primary.behaviour = Behaviour(rcodes={"SOA": rcode})
-    result = await query_soa(primary.endpoint, ZONE, KEY)
+    result = await query_soa(primary.endpoint, ZONE, KEY, clock=CLOCK)
     assert result.outcome is outcome and result.rcode == rcode
     assert dns.rcode.to_text(dns.rcode.Rcode(rcode)) in result.reason
 
 
 async def test_soa_query_with_wrong_key_is_bad_tsig(primary: TestPrimary) -> None:
-    result = await query_soa(primary.endpoint, ZONE, OTHER_SECRET)
+    result = await query_soa(primary.endpoint, ZONE, OTHER_SECRET, clock=CLOCK)
     assert result.outcome is Outcome.BAD_TSIG and "BADSIG" in result.reason
+    assert tsig_reason(result.reason) == "BADSIG"
 
 
 async def test_soa_query_unsigned_answer_is_bad_tsig(primary: TestPrimary) -> None:
     primary.behaviour = Behaviour(fault=Fault.UNSIGNED)
-    result = await query_soa(primary.endpoint, ZONE, KEY)
-    assert result.outcome is Outcome.BAD_TSIG
+    result = await query_soa(primary.endpoint, ZONE, KEY, clock=CLOCK)
+    assert result.outcome is Outcome.BAD_TSIG and tsig_reason(result.reason) == "unsigned"
 
 
 async def test_soa_query_timeout(primary: TestPrimary) -> None:
     primary.behaviour = Behaviour(fault=Fault.NO_ANSWER)
-    result = await query_soa(primary.endpoint, ZONE, KEY, timeout=0.3)
+    result = await query_soa(primary.endpoint, ZONE, KEY, timeout=0.3, clock=CLOCK)
     assert result.outcome is Outcome.TIMEOUT
 
 
@@ -181,12 +191,14 @@ async def test_only_first_signed_past_the_limit_is_rejected(primary: TestPrimary
     primary.behaviour = Behaviour(fault=Fault.ONLY_FIRST_SIGNED, records_per_message=1)
     result = await axfr(primary)
     assert result.outcome is Outcome.BAD_TSIG and "99 unsigned" in result.reason
+    assert tsig_reason(result.reason) == "unsigned"
 
 
 async def test_only_first_signed_short_answer_is_rejected_at_the_end(primary: TestPrimary) -> None:
     primary.behaviour = Behaviour(fault=Fault.ONLY_FIRST_SIGNED, records_per_message=7)
     result = await axfr(primary)
     assert result.outcome is Outcome.BAD_TSIG and "last" in result.reason
+    assert tsig_reason(result.reason) == "unsigned"
 
 
 async def test_first_and_last_signed_within_the_limit_is_accepted(primary: TestPrimary) -> None:
@@ -198,25 +210,29 @@ async def test_first_and_last_signed_within_the_limit_is_accepted(primary: TestP
 
 
 @pytest.mark.parametrize(
-    ("answer_key", "words"), [(OTHER_NAME, "other-key"), (OTHER_SECRET, "does not verify")]
+    ("answer_key", "words", "label"),
+    [(OTHER_NAME, "other-key", "BADKEY"), (OTHER_SECRET, "does not verify", "BADSIG")],
 )
 async def test_answer_signed_with_wrong_key(
-    primary: TestPrimary, answer_key: dns.tsig.Key, words: str
+    primary: TestPrimary, answer_key: dns.tsig.Key, words: str, label: str
 ) -> None:
     primary.behaviour = Behaviour(answer_key=answer_key)
     result = await axfr(primary)
     assert result.outcome is Outcome.BAD_TSIG and words in result.reason
+    assert tsig_reason(result.reason) == label
 
 
 async def test_primary_rejects_our_key(primary: TestPrimary) -> None:
     result = await axfr(primary, key=OTHER_NAME)
     assert result.outcome is Outcome.BAD_TSIG and "BADKEY" in result.reason
+    assert tsig_reason(result.reason) == "BADKEY"
 
 
 async def test_time_outside_the_fudge_reports_the_offset(primary: TestPrimary) -> None:
     primary.behaviour = Behaviour(time_offset=1000)
     result = await axfr(primary)
     assert result.outcome is Outcome.BAD_TSIG
+    assert tsig_reason(result.reason) == "BADTIME"
     match = re.search(r"([+-]\d+) s off our clock \(fudge 300 s\)", result.reason)
     assert match is not None and abs(int(match.group(1)) - 1000) <= 2
 
@@ -226,6 +242,7 @@ async def test_primary_refuses_our_time_and_says_its_clock(primary: TestPrimary)
 
     result = await axfr(primary, clock=lambda: time.time() - 3600)
     assert result.outcome is Outcome.BAD_TSIG and "BADTIME" in result.reason
+    assert tsig_reason(result.reason) == "BADTIME"
     match = re.search(r"its clock is ([+-]\d+) s from ours", result.reason)
     assert match is not None and abs(int(match.group(1)) - 3600) <= 2
 
@@ -260,7 +277,7 @@ async def current_version(primary: TestPrimary, serial_index: int = 0) -> Snapsh
 async def test_ixfr_chain(primary: TestPrimary) -> None:
     primary.versions.append(make_zone(3, hosts=25, extra="new 300 IN A 192.0.2.3"))
     current = await current_version(primary)
-    result = await transfer(ZONE, primary.endpoint, KEY, current=current)
+    result = await transfer(ZONE, primary.endpoint, KEY, current=current, clock=CLOCK)
     assert result.outcome is Outcome.UPDATED and result.kind is Kind.IXFR, result.reason
     assert [(s.from_serial, s.to_serial) for s in result.steps] == [(1, 2), (2, 3)]
     assert records_of(result.snapshot) == expected(primary.zone)
@@ -269,7 +286,7 @@ async def test_ixfr_chain(primary: TestPrimary) -> None:
 
 async def test_ixfr_up_to_date(primary: TestPrimary) -> None:
     current = await current_version(primary, 1)
-    result = await transfer(ZONE, primary.endpoint, KEY, current=current)
+    result = await transfer(ZONE, primary.endpoint, KEY, current=current, clock=CLOCK)
     assert result.outcome is Outcome.UP_TO_DATE and result.snapshot is current
     assert result.serial == 2
 
@@ -277,7 +294,7 @@ async def test_ixfr_up_to_date(primary: TestPrimary) -> None:
 async def test_ixfr_primary_gone_backwards_is_not_taken(primary: TestPrimary) -> None:
     current = await current_version(primary, 1)
     primary.versions = [make_zone(1)]
-    result = await transfer(ZONE, primary.endpoint, KEY, current=current)
+    result = await transfer(ZONE, primary.endpoint, KEY, current=current, clock=CLOCK)
     assert result.outcome is Outcome.UP_TO_DATE and result.snapshot is current
     assert result.serial == 1
 
@@ -285,14 +302,16 @@ async def test_ixfr_primary_gone_backwards_is_not_taken(primary: TestPrimary) ->
 async def test_forced_axfr_takes_a_lower_serial(primary: TestPrimary) -> None:
     current = await current_version(primary, 1)
     primary.versions = [make_zone(1)]
-    result = await transfer(ZONE, primary.endpoint, KEY, current=current, force_axfr=True)
+    result = await transfer(
+        ZONE, primary.endpoint, KEY, current=current, force_axfr=True, clock=CLOCK
+    )
     assert result.outcome is Outcome.UPDATED and result.serial == 1 and result.kind is Kind.AXFR
 
 
 async def test_ixfr_answered_axfr_style(primary: TestPrimary) -> None:
     current = await current_version(primary)
     primary.behaviour = Behaviour(fault=Fault.IXFR_AXFR_STYLE)
-    result = await transfer(ZONE, primary.endpoint, KEY, current=current)
+    result = await transfer(ZONE, primary.endpoint, KEY, current=current, clock=CLOCK)
     assert result.outcome is Outcome.UPDATED and result.kind is Kind.AXFR_STYLE_IXFR
     assert records_of(result.snapshot) == expected(primary.zone)
     assert primary.queries["AXFR"] == 1  # no second transfer
@@ -301,7 +320,7 @@ async def test_ixfr_answered_axfr_style(primary: TestPrimary) -> None:
 async def test_ixfr_with_bad_deletions_falls_back_to_axfr(primary: TestPrimary) -> None:
     current = await current_version(primary)
     primary.behaviour = Behaviour(fault=Fault.IXFR_BAD_DELETIONS)
-    result = await transfer(ZONE, primary.endpoint, KEY, current=current)
+    result = await transfer(ZONE, primary.endpoint, KEY, current=current, clock=CLOCK)
     assert result.outcome is Outcome.FELL_BACK and result.kind is Kind.FALLBACK_AXFR
     assert "does not apply" in result.ixfr_failure
     assert records_of(result.snapshot) == expected(primary.zone)
@@ -314,7 +333,7 @@ async def test_ixfr_with_bad_deletions_falls_back_to_axfr(primary: TestPrimary) 
 async def test_ixfr_rcode_falls_back_to_axfr(primary: TestPrimary, rcode: int) -> None:
     current = await current_version(primary)
     primary.behaviour = Behaviour(rcodes={"IXFR": rcode})
-    result = await transfer(ZONE, primary.endpoint, KEY, current=current)
+    result = await transfer(ZONE, primary.endpoint, KEY, current=current, clock=CLOCK)
     assert result.outcome is Outcome.FELL_BACK, result.reason
     assert dns.rcode.to_text(dns.rcode.Rcode(rcode)) in result.ixfr_failure
     assert result.serial == 2
@@ -323,7 +342,7 @@ async def test_ixfr_rcode_falls_back_to_axfr(primary: TestPrimary, rcode: int) -
 async def test_ixfr_cut_is_reported_for_the_next_attempt(primary: TestPrimary) -> None:
     current = await current_version(primary)
     primary.behaviour = Behaviour(fault=Fault.CUT_BEFORE_CLOSING_SOA)
-    result = await transfer(ZONE, primary.endpoint, KEY, current=current)
+    result = await transfer(ZONE, primary.endpoint, KEY, current=current, clock=CLOCK)
     assert result.outcome is Outcome.INCOMPLETE and result.kind is Kind.IXFR
 
 
@@ -331,7 +350,7 @@ async def test_connection_refused_is_a_network_error() -> None:
     from tests.support.system import free_port
 
     port = free_port()
-    result = await transfer(ZONE, ("127.0.0.1", port), KEY, current=None, deadline=2)
+    result = await transfer(ZONE, ("127.0.0.1", port), KEY, current=None, deadline=2, clock=CLOCK)
     assert result.outcome is Outcome.NETWORK_ERROR and "connect" in result.reason
 
 
@@ -411,10 +430,10 @@ def knotd(tmp_path: Path) -> Iterator[tuple[tuple[str, int], list[str]]]:
 
 async def test_knotd_axfr_then_ixfr_with_tsig(knotd: tuple[tuple[str, int], list[str]]) -> None:
     endpoint, knotc = knotd
-    first = await transfer(ZONE, endpoint, KEY, current=None)
+    first = await transfer(ZONE, endpoint, KEY, current=None, clock=CLOCK)
     assert first.outcome is Outcome.UPDATED and first.serial == 1, first.reason
     assert first.snapshot is not None and first.snapshot.record_count == 3006
-    soa = await query_soa(endpoint, ZONE, KEY)
+    soa = await query_soa(endpoint, ZONE, KEY, clock=CLOCK)
     assert soa.outcome is Outcome.OK and soa.serial == 1
     for command in (
         ["zone-begin", "example.test"],
@@ -424,13 +443,25 @@ async def test_knotd_axfr_then_ixfr_with_tsig(knotd: tuple[tuple[str, int], list
     ):
         done = subprocess.run([*knotc, *command], capture_output=True, text=True)
         assert done.returncode == 0, done.stdout + done.stderr
-    second = await transfer(ZONE, endpoint, KEY, current=first.snapshot)
+    second = await transfer(ZONE, endpoint, KEY, current=first.snapshot, clock=CLOCK)
     assert second.outcome is Outcome.UPDATED and second.kind is Kind.IXFR, second.reason
     assert second.serial == 2 and len(second.steps) == 1
-    fresh = await transfer(ZONE, endpoint, KEY, current=None)
+    fresh = await transfer(ZONE, endpoint, KEY, current=None, clock=CLOCK)
     assert records_of(second.snapshot) == records_of(fresh.snapshot)
     assert second.snapshot is not None
     assert second.snapshot.has_data(names.key_from_text("added.example.test."))
     assert not second.snapshot.has_data(names.key_from_text("h5.example.test."))
-    wrong = await transfer(ZONE, endpoint, OTHER_SECRET, current=None)
+    wrong = await transfer(ZONE, endpoint, OTHER_SECRET, current=None, clock=CLOCK)
     assert wrong.outcome is Outcome.BAD_TSIG and "BADSIG" in wrong.reason
+
+
+def test_tsig_reason_words_come_from_the_documented_set() -> None:
+    texts = [
+        "SOA query: the primary rejected our TSIG: BADTRUNC",
+        "AXFR: the answer is signed but we have no key",
+        "AXFR: unreadable TSIG record: x",
+        "some future text",
+    ]
+    words = [tsig_reason(text) for text in texts]
+    assert words == ["BADTRUNC", "unexpected", "other", "other"]
+    assert set(words) <= set(TSIG_REASONS)

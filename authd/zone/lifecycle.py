@@ -1,0 +1,726 @@
+"""The lifecycle of one secondary zone as one pure state machine.
+
+`step(zone, event, now) -> (zone, actions)`: no clock, no I/O, no randomness of its
+own (`rand` is passed in). The shell (authd/xfr/secondary.py) performs every action
+and feeds each result back as an event. The `Zone` record is the only truth about a
+zone: status, metrics and the timers store all read it. After NSD's xfrd (served /
+downloaded / notified SOA, each with its time and source) and Knot's zone events
+(timers as persisted data; bootstrap back-off).
+
+Two dimensions: `state` is what the zone serves (RFC 1034 refresh), `phase` is the
+one operation in flight, a pipeline from SOA check to publish.
+
+    Start(no copy)          Start(copy on disk)
+         |                        |
+         v        published       v           expires_at passes
+   +--------------+        +--------------+ ------------------> +--------------+
+   | NEVER_LOADED |------->|  OK          |                     |   EXPIRED    |
+   | (SERVFAIL)   |        | (REFRESHING  | <------------------ | (stale, or   |
+   +--------------+        |  while busy) |  a primary answered | SERVFAIL)    |
+     failures: bootstrap   +--------------+  (SOA equal, or     +--------------+
+     back-off 5*n^2 s,       failures: SOA    a new version       failures: SOA
+     capped at 2 h           retry            published)          retry
+
+   phase (any state):
+                     serial newer (or never loaded)
+   NONE --timer/NOTIFY/refresh--> SOA_QUERY ---------------> TRANSFER --candidate--> VERIFY
+     ^                               |  equal / lower            |  up to date         |
+     |                               +---------> NONE <----------+                     | ok
+     |                                            ^  failure anywhere: Discard, retry  v
+     +------------ PUBLISH <--stored-- STORE <----------------------------------- (guard:
+          published: served = downloaded                                          later here)
+
+Transitions (phase, event -> phase, actions); every other pair is ignored with a log:
+    NONE       TimerFired (due), NotifyReceived (newer or no serial),
+               ForceRefresh                           -> SOA_QUERY  QuerySoa
+    NONE       ForceRetransfer                        -> TRANSFER   Transfer(axfr, forced)
+    SOA_QUERY  SoaChecked newer, or nothing served   -> TRANSFER   Transfer
+    SOA_QUERY  SoaChecked equal/lower, or failed     -> NONE       (Wake at refresh / retry)
+    TRANSFER   Transferred with a candidate          -> VERIFY     Verify
+    TRANSFER   Transferred up to date, or failed     -> NONE
+    VERIFY     Verified ok                           -> STORE      Store
+    VERIFY     Verified rejected                     -> NONE       Discard
+    STORE      Stored ok                             -> PUBLISH    Publish(serial)
+    STORE      Stored failed                         -> NONE       Discard
+    PUBLISH    Published                             -> NONE       served := downloaded
+    busy       NotifyReceived / ForceRefresh / ForceRetransfer: remembered, run once after
+
+Invariants:
+- At most one operation is in flight (`phase`); a NOTIFY or forced refresh that
+  arrives meanwhile sets `pending` and causes exactly one more refresh when the
+  operation ends (a burst becomes one refresh).
+- `served` changes only on Published, after Store: a version is durable before it
+  is visible (DESIGN principle 10). `downloaded` is set exactly while a candidate
+  exists (phases VERIFY, STORE, PUBLISH); every path out of those phases either
+  publishes it or emits Discard.
+- A zone expires exactly at `expires_at` = last successful refresh + expire, in any
+  phase: every step ends with Wake(min(next_refresh if idle, expires_at if not yet
+  expired)), so the shell wakes the machine at expiry whatever the refresh is.
+- A serial is taken only when it is newer (RFC 1982); exactly 2^31 ahead is not
+  newer. A lower serial is logged once; with `rollback_after` > 0 it is accepted (by
+  a forced AXFR) after that many consecutive checks returned it.
+- Any failed IXFR makes the next transfer an AXFR (a zone never stays stuck).
+- A zone that never loaded retries after bootstrap_delay(n) (timers.py), not the
+  SOA retry; the count resets once a version is served.
+- Every step ends with exactly one Wake; Persist is emitted exactly when a field of
+  `persisted()` changed; SetServfail exactly when `servfail` changed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from enum import Enum
+
+from authd.xfr import serial as serials
+from authd.xfr.timers import Random, Settings, SoaTimers, bootstrap_delay, clamped, jittered
+
+
+class State(Enum):
+    NEVER_LOADED = "never-loaded"
+    OK = "ok"
+    REFRESHING = "refreshing"
+    EXPIRED = "expired"
+
+
+class Phase(Enum):
+    """The operation in flight (status key `in_flight`)."""
+
+    NONE = "none"
+    SOA_QUERY = "soa-query"
+    TRANSFER = "transfer"
+    VERIFY = "verify"
+    STORE = "store"
+    PUBLISH = "publish"
+
+
+class Outcome(Enum):
+    """How the last refresh ended: a log word and a status field (`last_outcome`)."""
+
+    NONE = "none"
+    UP_TO_DATE = "up-to-date"
+    UPDATED = "updated"
+    SOA_FAILED = "soa-check-failed"
+    TRANSFER_FAILED = "transfer-failed"
+    REJECTED = "rejected"
+    STORE_FAILED = "store-failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A serial and when and from where we learned it."""
+
+    serial: int
+    at: float
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    """Everything about one secondary zone; the only copy of these facts."""
+
+    settings: Settings
+    state: State = State.NEVER_LOADED
+    phase: Phase = Phase.NONE
+    served: Seen | None = None  # the version every process answers from
+    primary: Seen | None = None  # the serial last seen at a primary (SOA check or transfer)
+    downloaded: Seen | None = None  # the candidate on its way to being served
+    notified: Seen | None = None  # the serial announced by the last NOTIFY
+    candidate: SoaTimers | None = None  # the candidate's SOA timers, applied on publish
+    refresh: int = 3600
+    retry: int = 900
+    expire: int = 1209600
+    last_attempt: float | None = None
+    last_success: float | None = None  # last time a primary confirmed our version
+    next_refresh: float = 0.0
+    expires_at: float | None = None
+    bootstrap_failures: int = 0
+    pending: bool = False  # a refresh was asked for while something was in flight
+    pending_retransfer: bool = False
+    forced: bool = False  # the operation in flight accepts any serial (retransfer, rollback)
+    axfr_next: bool = False  # the last IXFR failed
+    rollback_count: int = 0
+    outcome: Outcome = Outcome.NONE
+    last_error: str = ""
+
+    @property
+    def servfail(self) -> bool:
+        """Expired with on-expire=servfail: the zone answers SERVFAIL though it has data.
+
+        (A zone with nothing served answers SERVFAIL anyway: serving knows it has no data.)
+        """
+        return self.state is State.EXPIRED and self.settings.servfail_on_expire
+
+    @property
+    def busy(self) -> bool:
+        return self.phase is not Phase.NONE
+
+
+# -- events ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """The zone is configured: `served` is the copy loaded from disk (None: no copy).
+
+    `stored` is the timers record from the last run (persisted(), possibly empty).
+    """
+
+    served: SoaTimers | None = None
+    stored: Mapping[str, object] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyReceived:
+    serial: int | None  # from the NOTIFY's answer section, when it carried an SOA
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ForceRefresh:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ForceRetransfer:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SoaChecked:
+    """Result of QuerySoa: `serial` None means every primary failed, `error` says why."""
+
+    serial: int | None
+    error: str = ""
+    primary: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Transferred:
+    """Result of Transfer. `candidate`: the SOA of the new version (None: up to date,
+    or failed). `was_ixfr`: the attempt asked for IXFR, so a failure means AXFR next."""
+
+    ok: bool
+    candidate: SoaTimers | None = None
+    was_ixfr: bool = False
+    error: str = ""
+    primary: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    ok: bool
+    reason: str = ""  # why it was rejected (check: text)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    ok: bool
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    confirmed: bool  # every serving process acknowledged the version
+
+
+Event = (
+    Start
+    | TimerFired
+    | NotifyReceived
+    | ForceRefresh
+    | ForceRetransfer
+    | SoaChecked
+    | Transferred
+    | Verified
+    | Stored
+    | Published
+)
+
+
+# -- actions ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QuerySoa:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    axfr: bool  # AXFR rather than IXFR
+    forced: bool = False  # accept whatever serial the primary has (retransfer, rollback)
+
+
+@dataclass(frozen=True, slots=True)
+class Verify:
+    forced: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    serial: int
+
+
+@dataclass(frozen=True, slots=True)
+class Discard:
+    """Drop the candidate version (rejected, or not stored)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SetServfail:
+    servfail: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Persist:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    level: str  # "info" | "warning" | "error"
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    at: float | None  # step the machine (TimerFired) at this time; None: only events will
+
+
+Action = (
+    QuerySoa | Transfer | Verify | Store | Publish | Discard | SetServfail | Persist | Log | Wake
+)
+
+IO_ACTIONS = (QuerySoa, Transfer, Verify, Store, Publish)
+"""Actions whose result comes back as exactly one event."""
+
+
+# -- what is persisted ------------------------------------------------------------------
+
+
+def persisted(zone: Zone) -> dict[str, int | float | str | None]:
+    """The timers record: what a restart needs (and what status shows after one)."""
+
+    def serial(seen: Seen | None) -> int | None:
+        return seen.serial if seen is not None else None
+
+    def at(seen: Seen | None) -> float | None:
+        return seen.at if seen is not None else None
+
+    return {
+        "state": zone.state.value,
+        "served_serial": serial(zone.served),
+        "served_at": at(zone.served),
+        "primary_serial": serial(zone.primary),
+        "primary_seen_at": at(zone.primary),
+        "primary": zone.primary.source if zone.primary is not None else None,
+        "notified_serial": serial(zone.notified),
+        "notified_at": at(zone.notified),
+        "last_attempt": zone.last_attempt,
+        "last_success": zone.last_success,
+        "next_refresh": zone.next_refresh,
+        "expires_at": zone.expires_at,
+        "bootstrap_failures": zone.bootstrap_failures,
+        "last_outcome": zone.outcome.value,
+        "last_error": zone.last_error,
+    }
+
+
+def wake_at(zone: Zone) -> float | None:
+    """When the machine must run next: the refresh if idle, and expiry in any phase."""
+    at = zone.next_refresh if not zone.busy else None
+    if zone.expires_at is not None and zone.state in (State.OK, State.REFRESHING):
+        at = zone.expires_at if at is None else min(at, zone.expires_at)
+    return at
+
+
+# -- the transition function --------------------------------------------------------------
+
+
+def step(
+    zone: Zone, event: Event, now: float, *, rand: Random = random.random
+) -> tuple[Zone, list[Action]]:
+    """Apply one event at time `now`; returns the new record and the actions to perform."""
+    before = zone
+    zone, actions = _check_expiry(zone, now)
+    zone, more = _transition(zone, event, now, rand)
+    actions.extend(more)
+    zone, expiry = _check_expiry(zone, now)
+    actions.extend(expiry)
+    if zone.servfail != before.servfail:
+        actions.append(SetServfail(zone.servfail))
+    if persisted(zone) != persisted(before):
+        actions.append(Persist())
+    actions.append(Wake(wake_at(zone)))
+    return zone, actions
+
+
+def _transition(zone: Zone, event: Event, now: float, rand: Random) -> tuple[Zone, list[Action]]:
+    match event:
+        case Start():
+            return _on_start(zone, event, now, rand)
+        case TimerFired():
+            if not zone.busy and now >= zone.next_refresh:
+                return _start_soa_query(zone, now)
+            return zone, []
+        case NotifyReceived():
+            return _on_notify(zone, event, now)
+        case ForceRefresh():
+            if zone.busy:
+                return replace(zone, pending=True), []
+            return _start_soa_query(zone, now)
+        case ForceRetransfer():
+            if zone.busy:
+                return replace(zone, pending_retransfer=True), []
+            zone, actions = _start_transfer(zone, now, forced=True)
+            return zone, [Log("info", "retransfer requested: forcing AXFR"), *actions]
+        case SoaChecked():
+            if zone.phase is not Phase.SOA_QUERY:
+                return zone, [_stray(event, zone)]
+            return _on_soa(zone, event, now, rand)
+        case Transferred():
+            if zone.phase is not Phase.TRANSFER:
+                return zone, [_stray(event, zone)]
+            return _on_transfer(zone, event, now, rand)
+        case Verified():
+            if zone.phase is not Phase.VERIFY:
+                return zone, [_stray(event, zone)]
+            return _on_verified(zone, event, now, rand)
+        case Stored():
+            if zone.phase is not Phase.STORE:
+                return zone, [_stray(event, zone)]
+            return _on_stored(zone, event, now, rand)
+        case Published():
+            if zone.phase is not Phase.PUBLISH:
+                return zone, [_stray(event, zone)]
+            return _on_published(zone, event, now, rand)
+    raise TypeError(f"unknown event {event!r}")
+
+
+def _stray(event: Event, zone: Zone) -> Log:
+    return Log("warning", f"{type(event).__name__} while {zone.phase.value}: ignored")
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _with_soa(zone: Zone, soa: SoaTimers) -> Zone:
+    refresh, retry, expire = clamped(soa, zone.settings)
+    return replace(zone, refresh=refresh, retry=retry, expire=expire)
+
+
+def _begin(zone: Zone, now: float, phase: Phase) -> Zone:
+    state = State.REFRESHING if zone.state is State.OK else zone.state
+    return replace(zone, phase=phase, state=state, last_attempt=now)
+
+
+def _idle(zone: Zone) -> Zone:
+    """Nothing in flight any more; REFRESHING only exists while busy."""
+    state = State.OK if zone.state is State.REFRESHING else zone.state
+    return replace(zone, phase=Phase.NONE, state=state, forced=False)
+
+
+def _check_expiry(zone: Zone, now: float) -> tuple[Zone, list[Action]]:
+    if (
+        zone.state in (State.OK, State.REFRESHING)
+        and zone.expires_at is not None
+        and now >= zone.expires_at
+    ):
+        serving = (
+            "answering SERVFAIL"
+            if zone.settings.servfail_on_expire
+            else "still serving the last good copy (stale)"
+        )
+        served = zone.served.serial if zone.served is not None else None
+        return replace(zone, state=State.EXPIRED), [
+            Log(
+                "error",
+                f"zone expired: no successful refresh for {zone.expire} s "
+                f"(SOA expire; serial {served}); {serving}",
+            )
+        ]
+    return zone, []
+
+
+def _refreshed(zone: Zone, now: float, outcome: Outcome, rand: Random) -> tuple[Zone, list[Action]]:
+    """A primary confirmed our version: the expire clock restarts, the next refresh is due later."""
+    actions: list[Action] = []
+    if zone.state is State.EXPIRED:
+        served = zone.served.serial if zone.served is not None else None
+        actions.append(Log("info", f"zone no longer expired (serial {served})"))
+    zone = _idle(zone)
+    zone = replace(
+        zone,
+        state=State.OK if zone.served is not None else State.NEVER_LOADED,
+        last_success=now,
+        expires_at=now + zone.expire,
+        next_refresh=now + jittered(zone.refresh, zone.settings, rand),
+        outcome=outcome,
+        last_error="",
+    )
+    return zone, actions
+
+
+def _failed(
+    zone: Zone, now: float, outcome: Outcome, error: str, rand: Random
+) -> tuple[Zone, list[Action]]:
+    zone = _idle(zone)
+    if zone.served is None:
+        failures = zone.bootstrap_failures + 1
+        wait = bootstrap_delay(failures)
+        zone = replace(zone, bootstrap_failures=failures)
+        message = f"{outcome.value}, no version yet: attempt {failures + 1} in {wait:.0f} s"
+    else:
+        wait = zone.retry
+        message = f"{outcome.value}, retry in {wait} s"
+    zone = replace(
+        zone,
+        next_refresh=now + jittered(wait, zone.settings, rand),
+        outcome=outcome,
+        last_error=error,
+    )
+    return zone, [Log("warning", f"{message}: {error}")]
+
+
+def _discarded(
+    zone: Zone, now: float, outcome: Outcome, error: str, rand: Random
+) -> tuple[Zone, list[Action]]:
+    """The candidate is not going to be served: drop it, then fail like a transfer would."""
+    zone = replace(zone, downloaded=None, candidate=None)
+    zone, actions = _failed(zone, now, outcome, error, rand)
+    return _after_operation(zone, now, [Discard(), *actions])
+
+
+def _start_soa_query(zone: Zone, now: float) -> tuple[Zone, list[Action]]:
+    return _begin(replace(zone, pending=False), now, Phase.SOA_QUERY), [QuerySoa()]
+
+
+def _start_transfer(zone: Zone, now: float, *, forced: bool = False) -> tuple[Zone, list[Action]]:
+    axfr = forced or zone.served is None or zone.axfr_next
+    zone = _begin(replace(zone, pending_retransfer=False, forced=forced), now, Phase.TRANSFER)
+    return zone, [Transfer(axfr=axfr, forced=forced)]
+
+
+def _after_operation(zone: Zone, now: float, actions: list[Action]) -> tuple[Zone, list[Action]]:
+    """Run what was asked for while busy: at most one more refresh (coalescing)."""
+    if zone.pending_retransfer:
+        zone, more = _start_transfer(zone, now, forced=True)
+        return zone, actions + more
+    if zone.pending:
+        zone, more = _start_soa_query(zone, now)
+        return zone, [
+            *actions,
+            Log("info", "refreshing again for a NOTIFY received meanwhile"),
+            *more,
+        ]
+    return zone, actions
+
+
+# -- per event ----------------------------------------------------------------------------
+
+
+def _num(stored: Mapping[str, object], key: str) -> float | None:
+    value = stored.get(key)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _restored(zone: Zone, stored: Mapping[str, object]) -> Zone:
+    """Facts from the last run that status must not forget: last error, primary, NOTIFY."""
+    error = stored.get("last_error")
+    outcome = stored.get("last_outcome")
+    known = {o.value: o for o in Outcome}
+    primary_serial, primary_at = _num(stored, "primary_serial"), _num(stored, "primary_seen_at")
+    notified_serial, notified_at = _num(stored, "notified_serial"), _num(stored, "notified_at")
+    source = stored.get("primary")
+    return replace(
+        zone,
+        last_error=error if isinstance(error, str) else "",
+        outcome=known.get(outcome, Outcome.NONE) if isinstance(outcome, str) else Outcome.NONE,
+        last_attempt=_num(stored, "last_attempt"),
+        primary=(
+            Seen(int(primary_serial), primary_at, source if isinstance(source, str) else "")
+            if primary_serial is not None and primary_at is not None
+            else None
+        ),
+        notified=(
+            Seen(int(notified_serial), notified_at)
+            if notified_serial is not None and notified_at is not None
+            else None
+        ),
+    )
+
+
+def _on_start(zone: Zone, event: Start, now: float, rand: Random) -> tuple[Zone, list[Action]]:
+    stored = event.stored or {}
+    zone = _restored(zone, stored)
+    spread = zone.settings.startup_spread * rand()
+    if event.served is None:
+        failures = _num(stored, "bootstrap_failures")
+        zone = replace(
+            zone,
+            state=State.NEVER_LOADED,
+            next_refresh=now + spread,
+            bootstrap_failures=int(failures) if failures is not None else 0,
+        )
+        return zone, [Log("info", "no stored copy: SERVFAIL until the first transfer")]
+    zone = _with_soa(zone, event.served)
+    last_success = _num(stored, "last_success")
+    next_refresh = _num(stored, "next_refresh")
+    stored_serial = _num(stored, "served_serial")
+    if stored_serial is None or int(stored_serial) != event.served.serial:
+        next_refresh = None  # the timers belong to another version: check the primary soon
+    if last_success is None:
+        last_success = now
+    served_at = _num(stored, "served_at") or last_success
+    zone = replace(
+        zone,
+        state=State.OK,
+        served=Seen(event.served.serial, served_at, "disk"),
+        last_success=last_success,
+        expires_at=last_success + zone.expire,
+        # Fresh timers from the last run: no SOA query until they are due (Knot, NSD).
+        next_refresh=min(
+            next_refresh if next_refresh is not None else now + spread, now + zone.refresh
+        ),
+    )
+    return zone, [Log("info", f"serving stored copy, serial {event.served.serial}")]
+
+
+def _on_notify(zone: Zone, event: NotifyReceived, now: float) -> tuple[Zone, list[Action]]:
+    if event.serial is not None:
+        zone = replace(zone, notified=Seen(event.serial, now, event.source))
+    if (
+        event.serial is not None
+        and zone.served is not None
+        and not serials.is_newer(event.serial, zone.served.serial)
+        and not zone.pending
+    ):
+        return zone, [
+            Log("info", f"NOTIFY for serial {event.serial}, not newer than ours: no refresh")
+        ]
+    if zone.busy:
+        # Coalesce: one more refresh once the current operation ends, however many arrive.
+        return replace(zone, pending=True), []
+    return _start_soa_query(zone, now)
+
+
+def _on_soa(zone: Zone, event: SoaChecked, now: float, rand: Random) -> tuple[Zone, list[Action]]:
+    if event.serial is None:
+        zone, actions = _failed(
+            zone, now, Outcome.SOA_FAILED, event.error or "SOA query failed", rand
+        )
+        return _after_operation(zone, now, actions)
+    zone = replace(zone, primary=Seen(event.serial, now, event.primary))
+    if zone.served is None:
+        return _start_transfer(zone, now)
+    ours = zone.served.serial
+    order = serials.compare(event.serial, ours)
+    if order is serials.Order.NEWER:
+        return _start_transfer(replace(zone, rollback_count=0), now)
+    if order is serials.Order.EQUAL:
+        zone, actions = _refreshed(replace(zone, rollback_count=0), now, Outcome.UP_TO_DATE, rand)
+        return _after_operation(zone, now, actions)
+    # Lower serial, or exactly 2^31 away (undefined in RFC 1982): not newer.
+    count = zone.rollback_count + 1
+    zone = replace(zone, rollback_count=count)
+    logs: list[Action] = []
+    if count == 1:
+        why = (
+            "exactly 2^31 from ours, undefined in RFC 1982, treated as not newer"
+            if order is serials.Order.UNDEFINED
+            else "lower than ours"
+        )
+        logs.append(
+            Log(
+                "warning",
+                f"primary {event.primary} has serial {event.serial}, {why} ({ours}): ignored",
+            )
+        )
+    rollback_after = zone.settings.rollback_after
+    if rollback_after and count >= rollback_after:
+        logs.append(
+            Log(
+                "warning",
+                f"serial {event.serial} seen {count} times in a row: accepting it by AXFR",
+            )
+        )
+        zone, more = _start_transfer(replace(zone, rollback_count=0), now, forced=True)
+        return zone, logs + more
+    zone, more = _refreshed(zone, now, Outcome.UP_TO_DATE, rand)
+    return _after_operation(zone, now, logs + more)
+
+
+def _on_transfer(
+    zone: Zone, event: Transferred, now: float, rand: Random
+) -> tuple[Zone, list[Action]]:
+    if not event.ok:
+        zone = replace(zone, axfr_next=zone.axfr_next or event.was_ixfr)
+        zone, actions = _failed(
+            zone, now, Outcome.TRANSFER_FAILED, event.error or "transfer failed", rand
+        )
+        if event.was_ixfr:
+            actions.append(Log("info", "the next transfer will be an AXFR"))
+        return _after_operation(zone, now, actions)
+    zone = replace(zone, axfr_next=False)
+    if event.candidate is None:  # the primary had nothing newer
+        zone, actions = _refreshed(zone, now, Outcome.UP_TO_DATE, rand)
+        return _after_operation(zone, now, actions)
+    candidate = event.candidate
+    zone = replace(
+        zone,
+        phase=Phase.VERIFY,
+        downloaded=Seen(candidate.serial, now, event.primary),
+        primary=Seen(candidate.serial, now, event.primary),
+        candidate=candidate,
+    )
+    return zone, [Verify(forced=zone.forced)]
+
+
+def _on_verified(
+    zone: Zone, event: Verified, now: float, rand: Random
+) -> tuple[Zone, list[Action]]:
+    if not event.ok:
+        return _discarded(zone, now, Outcome.REJECTED, event.reason or "rejected", rand)
+    # A change guard (held for approval) will sit between the verdict and Store.
+    return replace(zone, phase=Phase.STORE), [Store()]
+
+
+def _on_stored(zone: Zone, event: Stored, now: float, rand: Random) -> tuple[Zone, list[Action]]:
+    if not event.ok:
+        return _discarded(zone, now, Outcome.STORE_FAILED, event.error or "not stored", rand)
+    assert zone.downloaded is not None
+    return replace(zone, phase=Phase.PUBLISH), [Publish(zone.downloaded.serial)]
+
+
+def _on_published(
+    zone: Zone, event: Published, now: float, rand: Random
+) -> tuple[Zone, list[Action]]:
+    assert zone.downloaded is not None and zone.candidate is not None
+    downloaded = zone.downloaded
+    zone = _with_soa(zone, zone.candidate)
+    zone = replace(
+        zone,
+        served=Seen(downloaded.serial, now, downloaded.source),
+        downloaded=None,
+        candidate=None,
+        bootstrap_failures=0,
+    )
+    actions: list[Action] = [
+        Log("info", f"now serving serial {downloaded.serial} from {downloaded.source}")
+    ]
+    if not event.confirmed:
+        actions.append(Log("error", f"a worker did not confirm serial {downloaded.serial}"))
+    zone, more = _refreshed(zone, now, Outcome.UPDATED, rand)
+    return _after_operation(zone, now, actions + more)

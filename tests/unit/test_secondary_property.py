@@ -1,0 +1,297 @@
+"""Machine + shell under random event sequences, with a fake clock and fake operations.
+
+Checks, for every step of every zone: each action the machine emitted was carried out
+by the shell (I/O started, wake-up scheduled at that time, record persisted, SERVFAIL
+set, candidate dropped), at most one operation per zone is in flight, and a loaded
+zone expires exactly at `expires_at` whatever its refresh and retry are (the one
+scheduler wakes it then, even while an operation is in flight).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from authd.clock import FakeClock
+from authd.config import ZoneConfig, load_config
+from authd.metrics import ControlPlaneStats
+from authd.publish import DiffSteps
+from authd.xfr.secondary import Secondaries, ZoneEntry
+from authd.xfr.timers import SoaTimers
+from authd.zone import lifecycle as lc
+from authd.zone.journal import VersionMeta
+from authd.zone.snapshot import Snapshot
+from authd.zone.timerstore import TimerValue
+from tests.fakeloop import FakeLoop
+
+T0 = 1_700_000_000.0
+EPSILON = 1e-6
+
+
+class FakeStore:
+    def load_timers(self, zone: bytes) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class FakeSoa:
+    serial: int
+    refresh: int
+    retry: int
+    expire: int
+
+
+@dataclass(frozen=True)
+class FakeSnapshot:
+    """A stored copy as far as the shell looks at one at start: its SOA, its apex."""
+
+    soa: FakeSoa
+    origin: bytes = b""
+
+    def node(self, owner: bytes) -> dict[int, object]:
+        return {}
+
+
+class FakeHost:
+    def __init__(self, stored: FakeSnapshot | None) -> None:
+        self.stats = ControlPlaneStats()
+        self._store = FakeStore()
+        self.servfail: dict[bytes, bool] = {}
+        self.stored = stored
+
+    @property
+    def store(self) -> FakeStore:
+        return self._store
+
+    def served_snapshot(self, origin: bytes) -> Snapshot | None:
+        return self.stored  # type: ignore[return-value]
+
+    def publish_version(
+        self, origin: bytes, snapshot: Snapshot, meta: VersionMeta, steps: DiffSteps | None
+    ) -> int | None:
+        raise AssertionError("the fake operations publish nothing")
+
+    async def wait_published(self, seq: int | None) -> bool:
+        return True
+
+    def set_servfail(self, origin: bytes, servfail: bool) -> None:
+        self.servfail[origin] = servfail
+
+
+@dataclass
+class Pending:
+    entry: ZoneEntry
+    action: lc.Action
+    done: Callable[[lc.Event], None]
+
+
+@dataclass
+class FakeIo:
+    pending: list[Pending] = field(default_factory=list)
+    started: list[tuple[bytes, lc.Action]] = field(default_factory=list)
+
+    def start(self, entry: ZoneEntry, action: lc.Action, done: Callable[[lc.Event], None]) -> None:
+        assert not any(p.entry is entry for p in self.pending), "two operations in flight"
+        self.pending.append(Pending(entry, action, done))
+        self.started.append((entry.origin, action))
+
+    def cancel(self, entry: ZoneEntry) -> None:
+        self.pending = [p for p in self.pending if p.entry is not entry]
+
+    def loaded(self, entry: ZoneEntry, snapshot: Snapshot) -> None:
+        pass
+
+
+@dataclass
+class FakeWriter:
+    marked: dict[bytes, Mapping[str, TimerValue]] = field(default_factory=dict)
+
+    def mark(self, zone: bytes, record: Mapping[str, TimerValue]) -> None:
+        self.marked[zone] = record
+
+    def forget(self, zone: bytes) -> None:
+        self.marked.pop(zone, None)
+
+    async def close(self) -> None:
+        pass
+
+
+@functools.cache
+def zone_config(index: int, servfail: bool) -> ZoneConfig:
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "authd.toml"
+        path.write_text(
+            f"""
+[[remote]]
+id = "p"
+addresses = ["127.0.0.1@1"]
+[[zone]]
+name = "z{index}.test"
+primaries = ["p"]
+refresh-min = 1
+retry-min = 1
+expire-min = 1
+on-expire = "{"servfail" if servfail else "serve-stale"}"
+"""
+        )
+        return load_config(path).zones[0]
+
+
+soa_values = st.integers(min_value=1, max_value=600)
+operations = st.one_of(
+    st.tuples(st.just("advance"), st.floats(min_value=0.0, max_value=900.0)),
+    st.tuples(st.just("complete"), st.integers(min_value=0, max_value=2**16)),
+    st.tuples(st.just("notify"), st.integers(min_value=0, max_value=2)),
+    st.tuples(st.just("refresh"), st.integers(min_value=0, max_value=2)),
+    st.tuples(st.just("retransfer"), st.integers(min_value=0, max_value=2)),
+)
+
+
+def result_for(action: lc.Action, choice: int, serial: int, soa: SoaTimers) -> lc.Event:
+    ok = choice % 4 != 0
+    match action:
+        case lc.QuerySoa():
+            return lc.SoaChecked(None if not ok else serial + choice % 2, "down", "p")
+        case lc.Transfer(axfr):
+            if not ok:
+                return lc.Transferred(False, None, not axfr, "cut")
+            if choice % 5 == 1:
+                return lc.Transferred(True, None, not axfr, primary="p")  # up to date
+            new = SoaTimers(serial + 1, soa.refresh, soa.retry, soa.expire)
+            return lc.Transferred(True, new, not axfr, primary="p")
+        case lc.Verify():
+            return lc.Verified(ok, "" if ok else "cname-other-data: x")
+        case lc.Store():
+            return lc.Stored(ok, "" if ok else "disk full")
+        case lc.Publish():
+            return lc.Published(ok)
+    raise AssertionError(action)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    zones=st.integers(min_value=1, max_value=3),
+    refresh=soa_values,
+    retry=soa_values,
+    expire=soa_values,
+    servfail=st.booleans(),
+    stored=st.booleans(),
+    steps=st.lists(operations, min_size=1, max_size=60),
+)
+@example(  # the issue's reproduction: SOA 1 3600 3600 8 60, the primary stops answering
+    zones=1,
+    refresh=3600,
+    retry=3600,
+    expire=8,
+    servfail=True,
+    stored=True,
+    steps=[("advance", 3.0), ("complete", 2), ("advance", 5.0), ("advance", 60.0)],
+)
+@example(  # expiry while a transfer is in flight
+    zones=2,
+    refresh=3600,
+    retry=3600,
+    expire=8,
+    servfail=False,
+    stored=True,
+    steps=[("advance", 3.0), ("complete", 1), ("advance", 30.0)],
+)
+def test_every_action_is_performed_and_expiry_is_on_time(
+    zones: int,
+    refresh: int,
+    retry: int,
+    expire: int,
+    servfail: bool,
+    stored: bool,
+    steps: list[tuple[str, float]],
+) -> None:
+    logging.getLogger("authd.xfr").setLevel(logging.CRITICAL)  # hypothesis runs many examples
+    clock = FakeClock(now=T0)
+    loop = FakeLoop(clock)
+    soa = SoaTimers(1, refresh, retry, expire)
+    copy = FakeSnapshot(FakeSoa(1, refresh, retry, expire)) if stored else None
+    host, io, writer = FakeHost(copy), FakeIo(), FakeWriter()
+    problems: list[str] = []
+    expiries: list[tuple[float, float]] = []
+
+    def observe(entry: ZoneEntry, event: lc.Event, actions: list[lc.Action]) -> None:
+        record, origin = entry.record, entry.origin
+        wakes = [a for a in actions if isinstance(a, lc.Wake)]
+        if len(wakes) != 1:
+            problems.append(f"{len(wakes)} wake-ups in one step")
+        elif shell.scheduler.heap.get(origin) != wakes[0].at:
+            problems.append(f"wake-up at {wakes[0].at} not scheduled")
+        for action in actions:
+            if isinstance(action, lc.IO_ACTIONS) and (origin, action) not in io.started[-1:]:
+                problems.append(f"{action} not started")
+            if isinstance(action, lc.Persist) and writer.marked.get(origin) != lc.persisted(record):
+                problems.append("Persist did not reach the writer with the current record")
+            if isinstance(action, lc.SetServfail) and host.servfail.get(origin) != action.servfail:
+                problems.append("SetServfail not applied")
+            if isinstance(action, lc.Discard) and entry.candidate is not None:
+                problems.append("candidate not dropped")
+        if record.state is lc.State.EXPIRED and before_state.get(origin) in (
+            lc.State.OK,
+            lc.State.REFRESHING,
+        ):
+            assert record.expires_at is not None
+            expiries.append((clock.now(), record.expires_at))
+        before_state[origin] = record.state
+
+    before_state: dict[bytes, lc.State] = {}
+    shell = Secondaries(
+        host,  # type: ignore[arg-type]
+        io,
+        clock,
+        rand=lambda: 0.5,
+        writer=writer,
+        call_later=loop.call_later,
+        observer=observe,
+    )
+    origins = []
+    for index in range(zones):
+        config = zone_config(index, servfail)
+        shell.add(config, spread=5.0)
+        origins.append(config.origin)
+
+    for kind, value in steps:
+        if kind == "advance":
+            loop.run_until(clock.now() + value)
+        elif kind == "complete" and io.pending:
+            pending = io.pending.pop(int(value) % len(io.pending))
+            served = pending.entry.record.served
+            serial = served.serial if served is not None else 1
+            result = result_for(pending.action, int(value), serial, soa)
+            # As the real operations do: a transfer leaves the candidate, publish takes it.
+            if isinstance(result, lc.Transferred) and result.candidate is not None:
+                pending.entry.candidate = object()  # type: ignore[assignment]
+            if isinstance(result, lc.Published):
+                pending.entry.candidate = None
+            pending.done(result)
+        elif kind == "notify":
+            shell.post(origins[int(value) % zones], lc.NotifyReceived(None, "127.0.0.1"))
+        elif kind == "refresh":
+            shell.post(origins[int(value) % zones], lc.ForceRefresh())
+        elif kind == "retransfer":
+            shell.post(origins[int(value) % zones], lc.ForceRetransfer())
+        assert not problems, problems
+        for origin in origins:
+            record = shell.zones[origin].record
+            # Never late: a loaded zone past expires_at has been expired by its wake-up.
+            if record.state in (lc.State.OK, lc.State.REFRESHING):
+                assert record.expires_at is None or record.expires_at > clock.now() - EPSILON
+            busy = [p for p in io.pending if p.entry.origin == origin]
+            assert len(busy) == (1 if record.busy else 0)
+            candidate = shell.zones[origin].candidate
+            assert candidate is None or record.downloaded is not None
+            if record.phase in (lc.Phase.VERIFY, lc.Phase.STORE):
+                assert candidate is not None
+    for at, expires_at in expiries:
+        assert abs(at - expires_at) < EPSILON, (at, expires_at)
