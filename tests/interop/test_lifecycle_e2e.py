@@ -12,8 +12,7 @@ from pathlib import Path
 import dns.rcode
 import pytest
 
-from tests.conftest import free_port, require_binary
-from tests.interop.primaries import (
+from authd.bench.primaries import (
     AuthdSecondary,
     KnotPrimary,
     SecondaryZone,
@@ -22,7 +21,8 @@ from tests.interop.primaries import (
     wait_for,
     write_zone,
 )
-from tests.interop.servers import HOST
+from authd.bench.servers import HOST
+from tests.conftest import free_port, require_binary
 
 
 @pytest.fixture
