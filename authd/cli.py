@@ -1040,6 +1040,22 @@ def _primary_line(status: Mapping[str, Any]) -> str:
     return text
 
 
+def _notified_line(status: Mapping[str, Any]) -> str:
+    """The NOTIFY'd serial, and whether it is still to come (never "not yet" once served)."""
+    notified, served = status["notified_serial"], status.get("serial")
+    text = f"serial {notified} (NOTIFY"
+    if isinstance(notified, int) and isinstance(served, int):
+        lag = serial_lag(served, notified)
+        if lag == 0:
+            return text + ", served)"
+        if lag is None:
+            return text + ", older than the served serial)"
+        downloaded = status.get("downloaded_serial")
+        if isinstance(downloaded, int) and serial_lag(downloaded, notified) == 0:
+            return text + ", transferred, being verified and stored)"
+    return text + ", not yet transferred)"
+
+
 def format_zone_status(status: Mapping[str, Any], now: float) -> str:
     """One paragraph per zone; lines for fields the daemon does not report are left out."""
     serial = status.get("serial")
@@ -1062,7 +1078,7 @@ def format_zone_status(status: Mapping[str, Any], now: float) -> str:
     if "primary_serial" in status:
         line("primary", _primary_line(status))
     if status.get("notified_serial") is not None:
-        line("notified", f"serial {status['notified_serial']} (NOTIFY, not yet transferred)")
+        line("notified", _notified_line(status))
     if status.get("in_flight") not in (None, "none"):
         line("in progress", status["in_flight"])
     for key, label in (
@@ -1081,6 +1097,8 @@ def format_zone_status(status: Mapping[str, Any], now: float) -> str:
         horizon = status.get("signature_horizon", status.get("horizon"))
     if horizon is not None:
         line("signatures", f"valid until {format_time(parse_rfc3339(horizon), now)}")
+    if status.get("last_outcome") not in (None, "none"):
+        line("last outcome", status["last_outcome"])
     line("last error", status.get("last_error") or "none")
     line("rejection", status.get("last_rejection") or "none")
     return "\n".join(lines)

@@ -529,3 +529,39 @@ def test_no_priority_prefix_off_the_journal(tmp_path: Path) -> None:
         configure_logging("text", "info", stream=stream, environ={"JOURNAL_STREAM": "1:2"})
         logging.getLogger("authd.test").error("plain")
     assert (tmp_path / "log").read_text().startswith("20")
+
+
+def _secondary_status(**fields: object) -> dict[str, object]:
+    status: dict[str, object] = {
+        "zone": "example.com",
+        "kind": "secondary",
+        "state": "ok",
+        "serial": 7,
+        "primary_serial": 7,
+        "notified_serial": None,
+        "last_error": None,
+    }
+    status.update(fields)
+    return status
+
+
+def test_status_never_says_a_served_notified_serial_is_not_yet_transferred() -> None:
+    served = format_zone_status(_secondary_status(notified_serial=7), NOW)
+    assert "  notified      serial 7 (NOTIFY, served)" in served.splitlines()
+    pending = format_zone_status(_secondary_status(notified_serial=8), NOW)
+    assert "  notified      serial 8 (NOTIFY, not yet transferred)" in pending.splitlines()
+    verifying = format_zone_status(
+        _secondary_status(notified_serial=8, downloaded_serial=8, in_flight="verify"), NOW
+    )
+    assert "transferred, being verified and stored" in verifying
+    older = format_zone_status(_secondary_status(notified_serial=6), NOW)
+    assert "older than the served serial" in older
+
+
+def test_status_shows_the_last_outcome_word() -> None:
+    text = format_zone_status(
+        _secondary_status(last_outcome="soa-check-failed", last_error="p0: timeout"), NOW
+    )
+    lines = text.splitlines()
+    assert "  last outcome  soa-check-failed" in lines
+    assert "  last error    p0: timeout" in lines
