@@ -520,13 +520,8 @@ class App:
     # -- lifecycle ----------------------------------------------------------------------
 
     def serving(self) -> int:
-        """Zones with a version to answer from (not never-loaded, not expired into SERVFAIL)."""
-        count = 0
-        for runtime in self.zones.values():
-            entry = runtime.secondary
-            if runtime.snapshot is not None and (entry is None or not entry.record.servfail):
-                count += 1
-        return count
+        """Zones with a version to answer from (from a file, the store or a primary)."""
+        return sum(1 for runtime in self.zones.values() if runtime.snapshot is not None)
 
     def ready(self) -> bool:
         return self.serving() == len(self.zones)
@@ -682,8 +677,8 @@ async def _main(config: Config) -> int:
         log.info("authd ready: %s serving, start took %.2f s", zones, _uptime())
     else:
         log.warning(
-            "authd started: %d of %d zones serving, %d not (SERVFAIL until transferred; "
-            "/readyz says 503 until all serve), start took %.2f s",
+            "authd started: %d of %d zones serving, %d with nothing to serve yet (SERVFAIL "
+            "until loaded; /readyz says 503 until every zone has loaded), start took %.2f s",
             serving,
             total,
             total - serving,

@@ -136,6 +136,9 @@ def test_restart_keeps_the_last_error_and_says_where_the_version_came_from(
     authd.stop()
     print(f"SIGTERM -> exit in {time.monotonic() - began:.2f} s")
     authd.start()
+    time.sleep(1.0)  # the first check after start would come within 0.02 s
+    checks = authd.metric("authd_xfr_soa_checks_total", zone=zone)
+    assert checks == 0, "timers still fresh: no SOA query at restart"
     status = authd.status(zone)
     assert status["serial"] == 2 and status["last_error"] == error, status
     assert status["last_outcome"] == "soa-check-failed", status
