@@ -36,6 +36,11 @@ async def test_endpoints_expose_live_state() -> None:
     stats = ControlPlaneStats()
     stats.transfers[("example.test", "IXFR", "updated")] += 2
     stats.rejections[("example.test", "rrsig-invalid")] += 1
+    stats.soa_checks[("example.test", "provider", "timeout")] += 3
+    stats.soa_checks[("example.test", "provider", "ok")] += 1
+    stats.remote_last_success["provider"] = 1500.0
+    stats.remote_last_failure["provider"] = 1550.0
+    stats.tsig_failures["BADTIME"] += 1
     facts = [
         ZoneFacts("example.test", "expired", 7, 9, 1000.0, 1500.0, 2000.0),
         ZoneFacts("never.test", "never-loaded", None, None, None, None, None),
@@ -73,6 +78,12 @@ async def test_endpoints_expose_live_state() -> None:
         assert samples[("authd_zone_signature_horizon_seconds", zone)] == 400
         key = (("result", "updated"), ("type", "IXFR"), ("zone", "example.test"))
         assert samples[("authd_xfr_transfers_total", key)] == 2
+        check = (("remote", "provider"), ("result", "timeout"), ("zone", "example.test"))
+        assert samples[("authd_xfr_soa_checks_total", check)] == 3
+        remote = (("remote", "provider"),)
+        assert samples[("authd_remote_last_success_timestamp_seconds", remote)] == 1500
+        assert samples[("authd_remote_last_failure_timestamp_seconds", remote)] == 1550
+        assert samples[("authd_xfr_tsig_failures_total", (("reason", "BADTIME"),))] == 1
         assert samples[("authd_queries_total", (("transport", "udp"),))] == 3
         assert samples[("authd_responses_total", (("rcode", "NOERROR"),))] == 2
         assert samples[("authd_udp_events_total", (("event", "sent"),))] == 9

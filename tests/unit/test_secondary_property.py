@@ -295,3 +295,22 @@ def test_every_action_is_performed_and_expiry_is_on_time(
                 assert candidate is not None
     for at, expires_at in expiries:
         assert abs(at - expires_at) < EPSILON, (at, expires_at)
+
+
+async def test_a_removed_zone_stops_and_its_late_results_are_dropped() -> None:
+    clock = FakeClock(now=T0)
+    loop = FakeLoop(clock)
+    host, io, writer = FakeHost(None), FakeIo(), FakeWriter()
+    shell = Secondaries(host, io, clock, writer=writer, call_later=loop.call_later)  # type: ignore[arg-type]
+    config = zone_config(0, False)
+    shell.add(config)
+    shell.post(config.origin, lc.ForceRefresh())
+    (pending,) = io.pending
+    assert shell.scheduler.heap.get(config.origin) is None  # busy, never loaded: no expiry
+    writer.marked[config.origin] = {}
+    await shell.remove(config.origin)
+    assert io.pending == [] and config.origin not in writer.marked
+    pending.done(lc.SoaChecked(5, primary="p"))  # the answer arrives after the removal
+    assert config.origin not in shell.zones and len(io.started) == 1
+    loop.run_until(T0 + 7200)
+    assert len(io.started) == 1  # no wake-up left behind for it
