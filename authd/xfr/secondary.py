@@ -187,7 +187,9 @@ class Secondaries:
             if call_later is not None
             else Scheduler(clock, self._wake)
         )
-        self.writer: Persister = writer or TimerWriter(host.store.save_timers, self._persist_failed)
+        self.writer: Persister = writer or TimerWriter(
+            host.store.save_timers_batch, self._persist_failed
+        )
         self.observer = observer  # sees every step (tests check that actions are performed)
 
     # -- zones --------------------------------------------------------------------------

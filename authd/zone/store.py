@@ -37,8 +37,10 @@ failed, errno) or, for unusable stored data, an `Unusable` value with the reason
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
+import functools
 import hashlib
 import logging
 import marshal
@@ -327,6 +329,29 @@ def _write_all(fd: int, data: bytes | memoryview, offset: int | None = None) -> 
         view = view[written:]
 
 
+def _syncfs(path: Path) -> bool:
+    """syncfs(2) on the file system holding `path` (Linux); False where it is unavailable."""
+    function = getattr(_libc(), "syncfs", None)
+    if function is None:
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if function(fd) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, os.strerror(error), str(path))
+    finally:
+        os.close(fd)
+    return True
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -475,12 +500,14 @@ class Store:
                 lock = self._locks[zone] = threading.Lock()
             return lock
 
-    def _ensure_zone_dir(self, zone: bytes) -> Path:
+    def _ensure_zone_dir(self, zone: bytes, *, sync: bool = True) -> Path:
+        """The zone's directory, created if needed (sync=False: the caller syncs later)."""
         path = self.zone_dir(zone)
         if not path.is_dir():
             try:
                 path.mkdir(mode=0o750)
-                _fsync_dir(self.state_dir)
+                if sync:
+                    _fsync_dir(self.state_dir)
             except FileExistsError:
                 pass
             except OSError as exc:
@@ -943,6 +970,69 @@ class Store:
             self._check_owner(path, "saving timers")
             self._ensure_zone_dir(zone)
             _atomic_replace(path, (data,), "timers")
+
+    def save_timers_batch(
+        self, records: Mapping[bytes, Mapping[str, TimerValue]]
+    ) -> dict[bytes, StoreError]:
+        """Replace many zones' timers records with a constant number of syncs.
+
+        Each record is written to a temp file, then the file system is synced once, the
+        temps renamed over the records, and synced once more: two syncfs() calls per
+        batch instead of two fsyncs per zone (10,000 fsyncs for 5,000 zones at shutdown).
+        A crash leaves each record old or new; the failures are returned per zone.
+        """
+        failures: dict[bytes, StoreError] = {}
+        written: list[tuple[bytes, Path, Path]] = []
+        for zone, timers in records.items():
+            path = self.zone_dir(zone) / TIMERS_NAME
+            temp = path.with_name(path.name + TEMP_SUFFIX)
+            try:
+                data = timerstore.encode_timers(names.to_text(zone), timers)
+                with self._zone_lock(zone):
+                    self._check_owner(path, "saving timers")
+                    self._ensure_zone_dir(zone, sync=False)  # covered by the syncs below
+                    temp.write_bytes(data)
+                written.append((zone, temp, path))
+            except ValueError as exc:
+                failures[zone] = StoreError(path, "encoding timers", str(exc))
+            except OSError as exc:
+                failures[zone] = StoreError(path, "writing the timers", exc)
+            except StoreError as exc:
+                failures[zone] = exc
+        if not written:
+            return failures
+        try:
+            self._sync_all([temp for _, temp, _ in written])
+        except OSError as exc:
+            for zone, temp, path in written:
+                failures[zone] = StoreError(path, "syncing the timers", exc)
+                with contextlib.suppress(OSError):
+                    temp.unlink()
+            return failures
+        for zone, temp, path in written:
+            try:
+                with self._zone_lock(zone):
+                    os.replace(temp, path)
+            except OSError as exc:
+                failures[zone] = StoreError(path, "renaming the timers", exc)
+        try:
+            self._sync_all([path.parent for _, _, path in written] + [self.state_dir])
+        except OSError as exc:
+            for zone, _, path in written:
+                failures.setdefault(zone, StoreError(path, "syncing the directory", exc))
+        return failures
+
+    def _sync_all(self, paths: Sequence[Path]) -> None:
+        """Make `paths` (files or directories) durable: one syncfs, else one fsync each."""
+        if _syncfs(self.state_dir):
+            return
+        for path in paths:
+            flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
+            fd = os.open(path, flags)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def load_timers(self, zone: bytes) -> dict[str, TimerValue] | None:
         """The zone's timers record, or None when there is none or it is damaged (logged)."""

@@ -3,7 +3,8 @@
 A zone's timers change on every SOA check; writing each change with its two fsyncs
 on the event loop cost 10 of 60 s in a 1,000-zone profile. Here a change only marks
 the zone dirty (O(1)); within `delay` seconds one thread writes the latest record of
-every dirty zone (a zone changed ten times is written once). After a crash a timer
+every dirty zone (a zone changed ten times is written once), with a constant number of
+syncs per batch (Store.save_timers_batch). After a crash a timer
 record may lag by that fraction of a second, which costs at most one early SOA
 check; the served version itself is stored durably before it is published, apart.
 """
@@ -21,13 +22,14 @@ from authd.zone.timerstore import TimerValue
 log = logging.getLogger("authd.store")
 
 Record = Mapping[str, TimerValue]
-Save = Callable[[bytes, Record], None]
+SaveBatch = Callable[[Mapping[bytes, Record]], Mapping[bytes, StoreError]]
+"""Store.save_timers_batch: writes every record, returns the failures per zone."""
 
 
 class TimerWriter:
     def __init__(
         self,
-        save: Save,
+        save: SaveBatch,
         on_error: Callable[[bytes, StoreError], None],
         delay: float = 0.2,
     ) -> None:
@@ -60,19 +62,10 @@ class TimerWriter:
     async def flush(self) -> None:
         while self._dirty:
             batch, self._dirty = self._dirty, {}
-            failures = await asyncio.to_thread(self._write, batch)
+            failures = await asyncio.to_thread(self.save, batch)
             self.batches += 1
             for zone, error in failures.items():
                 self.on_error(zone, error)
-
-    def _write(self, batch: Mapping[bytes, Record]) -> dict[bytes, StoreError]:
-        failures = {}
-        for zone, record in batch.items():
-            try:
-                self.save(zone, record)
-            except StoreError as exc:
-                failures[zone] = exc
-        return failures
 
     async def close(self) -> None:
         """Write what is still dirty (at shutdown)."""

@@ -19,9 +19,10 @@ async def test_many_changes_become_one_write_per_zone_off_the_loop(tmp_path: Pat
     writes: list[tuple[bytes, int, bool]] = []
     loop_thread = threading.get_ident()
 
-    def save(zone: bytes, record: Mapping[str, TimerValue]) -> None:
-        writes.append((zone, int(record["n"] or 0), threading.get_ident() == loop_thread))
-        store.save_timers(zone, record)
+    def save(batch: Mapping[bytes, Mapping[str, TimerValue]]) -> dict[bytes, StoreError]:
+        for zone, record in batch.items():
+            writes.append((zone, int(record["n"] or 0), threading.get_ident() == loop_thread))
+        return store.save_timers_batch(batch)
 
     errors: list[bytes] = []
     writer = TimerWriter(save, lambda zone, error: errors.append(zone), delay=0.05)
@@ -43,10 +44,11 @@ async def test_marks_during_a_write_are_written_in_the_next_batch(tmp_path: Path
     written: list[int] = []
     entered, release = threading.Event(), threading.Event()
 
-    def save(zone: bytes, record: Mapping[str, TimerValue]) -> None:
+    def save(batch: Mapping[bytes, Mapping[str, TimerValue]]) -> dict[bytes, StoreError]:
         entered.set()
         release.wait(5)
-        written.append(int(record["n"] or 0))
+        written.extend(int(record["n"] or 0) for record in batch.values())
+        return {}
 
     writer = TimerWriter(save, lambda zone, error: None, delay=0.01)
     writer.mark(A, {"n": 1})
@@ -65,13 +67,28 @@ async def test_marks_during_a_write_are_written_in_the_next_batch(tmp_path: Path
 
 
 async def test_a_failed_write_is_reported_per_zone(tmp_path: Path) -> None:
-    def save(zone: bytes, record: Mapping[str, TimerValue]) -> None:
-        if zone == B:
-            raise StoreError(tmp_path, "saving timers", "disk full")
+    store = Store(tmp_path / "state")
+    try:
+        errors: list[tuple[bytes, str]] = []
+        writer = TimerWriter(
+            store.save_timers_batch, lambda zone, error: errors.append((zone, str(error))), 0
+        )
+        writer.mark(A, {"n": 1})
+        writer.mark(B, {"n": float("nan")})  # cannot be encoded
+        await writer.close()
+        assert [zone for zone, _ in errors] == [B] and "not a finite number" in errors[0][1]
+        assert store.load_timers(A) == {"n": 1} and store.load_timers(B) is None
+    finally:
+        store.close()
 
-    errors: list[tuple[bytes, str]] = []
-    writer = TimerWriter(save, lambda zone, error: errors.append((zone, str(error))), delay=0)
-    writer.mark(A, {"n": 1})
-    writer.mark(B, {"n": 1})
-    await writer.close()
-    assert [zone for zone, _ in errors] == [B] and "disk full" in errors[0][1]
+
+def test_a_batch_replaces_records_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state")
+    try:
+        zones = [bytes([1, 97 + i]) + b"\x04test\x00" for i in range(20)]
+        assert store.save_timers_batch({zone: {"n": 1} for zone in zones}) == {}
+        assert store.save_timers_batch({zone: {"n": 2} for zone in zones}) == {}
+        assert all(store.load_timers(zone) == {"n": 2} for zone in zones)
+        assert not list((tmp_path / "state").glob("*/*.authd-tmp"))
+    finally:
+        store.close()
