@@ -26,7 +26,7 @@ one operation in flight, a pipeline from SOA check to publish.
    NONE --timer/NOTIFY/refresh--> SOA_QUERY ---------------> TRANSFER --candidate--> VERIFY
      ^                               |  equal / lower            |  up to date         |
      |                               +---------> NONE <----------+                     | ok
-     |                                            ^  failure anywhere: Discard, retry  v
+     |                                            ^  failure: retry (Discard if any)  v
      +------------ PUBLISH <--stored-- STORE <----------------------------------- (guard:
           published: served = downloaded                                          later here)
 
@@ -35,6 +35,7 @@ Transitions (phase, event -> phase, actions); every other pair is ignored with a
                ForceRefresh                           -> SOA_QUERY  QuerySoa
     NONE       ForceRetransfer                        -> TRANSFER   Transfer(axfr, forced)
     SOA_QUERY  SoaChecked newer, or nothing served   -> TRANSFER   Transfer
+    SOA_QUERY  SoaChecked lower, rollback_after times -> TRANSFER  Transfer(axfr, forced)
     SOA_QUERY  SoaChecked equal/lower, or failed     -> NONE       (Wake at refresh / retry)
     TRANSFER   Transferred with a candidate          -> VERIFY     Verify
     TRANSFER   Transferred up to date, or failed     -> NONE
@@ -42,7 +43,7 @@ Transitions (phase, event -> phase, actions); every other pair is ignored with a
     VERIFY     Verified rejected                     -> NONE       Discard
     STORE      Stored ok                             -> PUBLISH    Publish(serial)
     STORE      Stored failed                         -> NONE       Discard
-    PUBLISH    Published                             -> NONE       served := downloaded
+    PUBLISH    Published (confirmed or not: logged)  -> NONE       served := downloaded
     busy       NotifyReceived / ForceRefresh / ForceRetransfer: remembered, run once after
 
 Invariants:
