@@ -29,7 +29,7 @@ from authd.xfr.tls import ALPN, client_context, spki_pin
 from authd.xfr.transfer import Outcome, TransferResult, query_soa, transfer
 from tests.support.primary import Behaviour, TestPrimary
 from tests.support.tls_certs import TestPki
-from tests.support.xfrzone import KEY, OTHER_SECRET, ZONE, expected, make_zone, records_of
+from tests.support.xfrzone import CLOCK, KEY, OTHER_SECRET, ZONE, expected, make_zone, records_of
 
 SERVER_NAME = "xfr.example.net"
 
@@ -117,7 +117,9 @@ def strict(pki: TestPki, name: str = SERVER_NAME) -> RemoteTls:
 
 
 async def axfr_over(primary: TestPrimary, tls: RemoteTls) -> TransferResult:
-    return await transfer(ZONE, primary.endpoint, KEY, current=None, tls=tls, deadline=10)
+    return await transfer(
+        ZONE, primary.endpoint, KEY, current=None, tls=tls, deadline=10, clock=CLOCK
+    )
 
 
 # -- what works --------------------------------------------------------------------------
@@ -148,7 +150,7 @@ def test_name_may_be_the_ip_address_in_the_certificate(run: Run, pki: TestPki) -
 def test_soa_query_goes_over_tls(run: Run, pki: TestPki) -> None:
     async def body() -> None:
         async with running(tls_primary(pki)) as primary:
-            result = await query_soa(primary.endpoint, ZONE, KEY, tls=strict(pki))
+            result = await query_soa(primary.endpoint, ZONE, KEY, tls=strict(pki), clock=CLOCK)
             assert result.outcome is Outcome.OK, result.reason
             assert result.serial == 2 and result.over_tcp
             assert primary.queries["SOA"] == 1
@@ -165,7 +167,7 @@ def test_ixfr_over_tls(run: Run, pki: TestPki) -> None:
             primary.versions = keep
             assert first.serial == 1 and first.snapshot is not None
             result = await transfer(
-                ZONE, primary.endpoint, KEY, current=first.snapshot, tls=strict(pki)
+                ZONE, primary.endpoint, KEY, current=first.snapshot, tls=strict(pki), clock=CLOCK
             )
             assert result.outcome is Outcome.UPDATED, result.reason
             assert result.kind is Kind.IXFR and result.serial == 2 and result.steps
@@ -267,7 +269,9 @@ def test_certificate_from_another_ca_fails(run: Run, tmp_path: Path, pki: TestPk
 def test_soa_query_with_wrong_pin_is_a_tls_error(run: Run, pki: TestPki) -> None:
     async def body() -> None:
         async with running(tls_primary(pki)) as primary:
-            result = await query_soa(primary.endpoint, ZONE, KEY, tls=RemoteTls(pins=(b"\1" * 32,)))
+            result = await query_soa(
+                primary.endpoint, ZONE, KEY, tls=RemoteTls(pins=(b"\1" * 32,)), clock=CLOCK
+            )
             assert result.outcome is Outcome.TLS_ERROR
             assert result.reason == "SOA query: SPKI pin mismatch"
             assert not primary.queries
@@ -313,9 +317,11 @@ def test_plain_primary_is_never_asked_in_clear(run: Run, pki: TestPki) -> None:
 
     async def body() -> None:
         async with running(TestPrimary([make_zone(1)], key=KEY)) as primary:
-            soa = await query_soa(primary.endpoint, ZONE, KEY, tls=strict(pki), timeout=2)
+            soa = await query_soa(
+                primary.endpoint, ZONE, KEY, tls=strict(pki), clock=CLOCK, timeout=2
+            )
             result = await transfer(
-                ZONE, primary.endpoint, KEY, current=None, tls=strict(pki), deadline=2
+                ZONE, primary.endpoint, KEY, current=None, tls=strict(pki), clock=CLOCK, deadline=2
             )
             assert soa.outcome is Outcome.TLS_ERROR, soa.reason
             assert soa.reason.startswith("SOA query: no TLS handshake within ")
