@@ -674,7 +674,7 @@ async def _main(config: Config) -> int:
     serving, total = app.serving(), len(app.zones)
     if serving == total:
         zones = plural(total, "zone")
-        log.info("authd ready: %s serving, start took %.2f s", zones, _uptime())
+        log.info("authd ready: %s, all serving, pid-relative start took %.2f s", zones, _uptime())
     else:
         log.warning(
             "authd started: %d of %d zones serving, %d with nothing to serve yet (SERVFAIL "
