@@ -997,6 +997,8 @@ class Store:
                 failures[zone] = StoreError(path, "encoding timers", str(exc))
             except OSError as exc:
                 failures[zone] = StoreError(path, "writing the timers", exc)
+                with contextlib.suppress(OSError):
+                    temp.unlink()  # disk full: no half-written temp left behind
             except StoreError as exc:
                 failures[zone] = exc
         if not written:
@@ -1015,6 +1017,8 @@ class Store:
                     os.replace(temp, path)
             except OSError as exc:
                 failures[zone] = StoreError(path, "renaming the timers", exc)
+                with contextlib.suppress(OSError):
+                    temp.unlink()
         try:
             self._sync_all([path.parent for _, _, path in written] + [self.state_dir])
         except OSError as exc:
