@@ -227,3 +227,26 @@ def test_earliest_expiration_matches_the_validator() -> None:
     snapshot = snapshot_of(zone)
     now = time.time()
     assert earliest_expiration(snapshot, now) == validate(snapshot, now).horizon
+
+
+async def test_an_operation_that_raises_ends_in_a_failure_event(
+    tmp_path: Path, validation: ValidationPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in an operation must not leave the zone waiting for a result forever."""
+    config = load_config(_config(tmp_path, 1))
+    host = FakeHost(tmp_path / "state")
+    secondaries = shell(host, config, validation)
+
+    async def broken(self: Operations, entry: ZoneEntry) -> lc.Event:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Operations, "check_soa", broken)
+    zone = secondaries.add(config.zones[0])
+    try:
+        secondaries.post(zone.origin, lc.ForceRefresh())
+        await _until(lambda: zone.record.outcome is lc.Outcome.SOA_FAILED and idle(zone))
+        assert "internal error" in zone.record.last_error and "boom" in zone.record.last_error
+        assert zone.operation is None
+    finally:
+        await secondaries.stop()
+        host.store.close()
