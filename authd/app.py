@@ -284,9 +284,16 @@ class App:
         return runtime.snapshot if runtime is not None else None
 
     def set_servfail(self, origin: bytes, servfail: bool, expired_at: float | None = None) -> None:
+        current = self.table.get(origin)
+        before = (current.servfail, current.expired_at) if current is not None else None
         self.table.set_state(origin, servfail, expired_at)
-        if self.pool is not None:
-            self.pool.broadcast(updates.SetState(origin, servfail, expired_at))
+        after = self.table.get(origin)
+        if (
+            self.pool is not None
+            and after is not None
+            and (after.servfail, after.expired_at) != before
+        ):
+            self.pool.broadcast(updates.SetState(origin, servfail, expired_at))  # only changes
 
     def start_secondary(self, runtime: ZoneRuntime) -> None:
         assert self.secondaries is not None

@@ -138,7 +138,9 @@ class Scheduler(Generic[K]):
     def _on_timer(self) -> None:
         self._handle = None
         self._armed_for = None
-        due = self.heap.pop_due(self.clock.now())
-        if due:
-            self.fire(due)
-        self._arm()
+        try:
+            due = self.heap.pop_due(self.clock.now())
+            if due:
+                self.fire(due)
+        finally:
+            self._arm()

@@ -223,12 +223,17 @@ class Secondaries:
         if len(entry.events) > 1:
             return  # the step below is draining the queue
         while entry.events:
-            self._step(entry, entry.events[0])
-            entry.events.popleft()
+            try:
+                self._step(entry, entry.events[0])
+            finally:
+                entry.events.popleft()  # a bug in one step must not wedge the queue
 
     def _wake(self, due: list[bytes]) -> None:
         for origin in due:
-            self.post(origin, lc.TimerFired())
+            try:
+                self.post(origin, lc.TimerFired())
+            except Exception:  # one zone's bug must not stop the others' wake-ups
+                log.exception("zone %r: step failed", origin)
 
     # -- one step ---------------------------------------------------------------------------
 

@@ -64,7 +64,7 @@ Invariants:
 - A zone that never loaded retries after bootstrap_delay(n) (timers.py), not the
   SOA retry; the count resets once a version is served.
 - Every step ends with exactly one Wake; Persist is emitted exactly when a field of
-  `persisted()` changed; SetServfail exactly when `servfail` changed.
+  `persisted()` changed; SetServfail at Start and whenever `servfail` changed.
 """
 
 from __future__ import annotations
@@ -360,7 +360,8 @@ def step(
     actions.extend(more)
     zone, expiry = _check_expiry(zone, now)
     actions.extend(expiry)
-    if zone.servfail != before.servfail:
+    if zone.servfail != before.servfail or isinstance(event, Start):
+        # At Start the serving side's flag is unknown (a reload may have changed on-expire).
         actions.append(SetServfail(zone.servfail))
     if persisted(zone) != persisted(before):
         actions.append(Persist())

@@ -454,3 +454,13 @@ def test_persist_exactly_when_the_record_changes() -> None:
     assert zone.did(Persist) == []
     zone.send(ForceRefresh(), T0 + 101)
     assert zone.did(Persist) == [Persist()]  # last_attempt and state moved
+
+
+def test_start_always_sets_the_serving_flag() -> None:
+    """The serving side may hold a stale flag (a reload changed on-expire): Start says it."""
+    zone = Driver()
+    zone.send(Start(served=SOA, stored={"served_serial": 10, "last_success": T0}), T0)
+    assert zone.did(SetServfail) == [SetServfail(False)]
+    expired = Driver(Settings(jitter=0.0, startup_spread=0.0, servfail_on_expire=True))
+    expired.send(Start(served=SOA, stored={"last_success": T0 - 90000}), T0)
+    assert expired.did(SetServfail) == [SetServfail(True)]

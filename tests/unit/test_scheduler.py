@@ -68,3 +68,24 @@ def test_close_cancels_the_timer() -> None:
     assert loop.live() == []
     scheduler.set("y", 5.0)
     assert loop.live() == []
+
+
+def test_a_failing_callback_does_not_stop_later_wake_ups() -> None:
+    clock = FakeClock(now=0.0)
+    loop = FakeLoop(clock)
+    fired: list[str] = []
+
+    def fire(keys: list[str]) -> None:
+        fired.extend(keys)
+        if "bad" in keys:
+            raise RuntimeError("bug")
+
+    scheduler: Scheduler[str] = Scheduler(clock, fire, loop.call_later)
+    scheduler.set("bad", 1.0)
+    scheduler.set("good", 2.0)
+    try:
+        loop.run_until(1.5)
+    except RuntimeError:
+        pass
+    loop.run_until(3.0)
+    assert fired == ["bad", "good"]
