@@ -212,7 +212,36 @@ def test_every_action_is_performed_and_expiry_is_on_time(
     stored: bool,
     steps: list[tuple[str, float]],
 ) -> None:
-    logging.getLogger("authd.xfr").setLevel(logging.CRITICAL)  # hypothesis runs many examples
+    lines = LogLines()
+    logger = logging.getLogger("authd.xfr")
+    logger.addHandler(lines)
+    logger.propagate, logger.level = False, logging.INFO  # captured here, not printed
+    try:
+        drive(zones, refresh, retry, expire, servfail, stored, steps, lines)
+    finally:
+        logger.removeHandler(lines)
+        logger.propagate, logger.level = True, logging.NOTSET
+
+
+class LogLines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def drive(
+    zones: int,
+    refresh: int,
+    retry: int,
+    expire: int,
+    servfail: bool,
+    stored: bool,
+    steps: list[tuple[str, float]],
+    lines: LogLines,
+) -> None:
     clock = FakeClock(now=T0)
     loop = FakeLoop(clock)
     soa = SoaTimers(1, refresh, retry, expire)
@@ -228,7 +257,10 @@ def test_every_action_is_performed_and_expiry_is_on_time(
             problems.append(f"{len(wakes)} wake-ups in one step")
         elif shell.scheduler.heap.get(origin) != wakes[0].at:
             problems.append(f"wake-up at {wakes[0].at} not scheduled")
+        logged, lines.messages = lines.messages, []
         for action in actions:
+            if isinstance(action, lc.Log) and f"zone {entry.name}: {action.message}" not in logged:
+                problems.append(f"log line not written: {action.message}")
             if isinstance(action, lc.IO_ACTIONS) and (origin, action) not in io.started[-1:]:
                 problems.append(f"{action} not started")
             if isinstance(action, lc.Persist) and writer.marked.get(origin) != lc.persisted(record):
