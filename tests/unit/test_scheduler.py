@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from authd.clock import FakeClock
 from authd.xfr.scheduler import MAX_SLEEP, Scheduler, WakeHeap
 from tests.fakeloop import FakeLoop
@@ -83,9 +85,7 @@ def test_a_failing_callback_does_not_stop_later_wake_ups() -> None:
     scheduler: Scheduler[str] = Scheduler(clock, fire, loop.call_later)
     scheduler.set("bad", 1.0)
     scheduler.set("good", 2.0)
-    try:
+    with pytest.raises(RuntimeError):
         loop.run_until(1.5)
-    except RuntimeError:
-        pass
     loop.run_until(3.0)
     assert fired == ["bad", "good"]
