@@ -50,24 +50,33 @@ CANDIDATE_PREFIX = ".candidate-"
 
 @dataclass
 class Pacer:
-    """Caps on transfers in total and per primary, and on SOA checks in flight.
+    """Caps per primary address: SOA checks (max-soa-checks-in-flight) and transfers
+    (max-per-primary), and on transfers in total (max-concurrent).
 
     A zone waiting for a slot is one task parked on a semaphore (FIFO), not a loop.
     """
 
     config: TransferConfig
     transfers: asyncio.Semaphore = field(init=False)
-    soa_checks: asyncio.Semaphore = field(init=False)
     per_primary: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    soa_per_primary: dict[str, asyncio.Semaphore] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.transfers = asyncio.Semaphore(self.config.max_concurrent)
-        self.soa_checks = asyncio.Semaphore(self.config.max_soa_checks_in_flight)
 
     def primary(self, address: str) -> asyncio.Semaphore:
+        """The transfer slots of one primary address."""
         semaphore = self.per_primary.get(address)
         if semaphore is None:
             semaphore = self.per_primary[address] = asyncio.Semaphore(self.config.max_per_primary)
+        return semaphore
+
+    def soa_checks(self, address: str) -> asyncio.Semaphore:
+        """The SOA check slots of one primary address."""
+        semaphore = self.soa_per_primary.get(address)
+        if semaphore is None:
+            limit = self.config.max_soa_checks_in_flight
+            semaphore = self.soa_per_primary[address] = asyncio.Semaphore(limit)
         return semaphore
 
 
@@ -192,7 +201,7 @@ class Operations:
         errors = []
         for remote, address in self._endpoints(entry):
             label = f"{address[0]}@{address[1]}"
-            async with self.pacer.soa_checks:
+            async with self.pacer.soa_checks(address[0]):
                 result = await query_soa(
                     address,
                     entry.origin,

@@ -250,3 +250,28 @@ async def test_an_operation_that_raises_ends_in_a_failure_event(
     finally:
         await secondaries.stop()
         host.store.close()
+
+
+async def test_pacing_is_per_primary_address() -> None:
+    from authd.config import TransferConfig
+
+    pacer = Pacer(TransferConfig(max_concurrent=3, max_per_primary=1, max_soa_checks_in_flight=2))
+    assert pacer.soa_checks("192.0.2.1") is pacer.soa_checks("192.0.2.1")
+    inside: dict[str, int] = {"192.0.2.1": 0, "192.0.2.2": 0}
+    peak: dict[str, int] = {"192.0.2.1": 0, "192.0.2.2": 0}
+    gate = asyncio.Event()
+
+    async def check(address: str) -> None:
+        async with pacer.soa_checks(address):
+            inside[address] += 1
+            peak[address] = max(peak[address], inside[address])
+            await gate.wait()
+            inside[address] -= 1
+
+    tasks = [asyncio.create_task(check(a)) for a in ("192.0.2.1", "192.0.2.2") * 5]
+    await asyncio.sleep(0)
+    assert inside == {"192.0.2.1": 2, "192.0.2.2": 2}  # each primary has its own slots
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert peak == {"192.0.2.1": 2, "192.0.2.2": 2}
+    assert pacer.primary("192.0.2.1") is not pacer.primary("192.0.2.2")
