@@ -7,7 +7,7 @@ It performs every action the machine emits and feeds each result back as an even
                                                      Stored / Published
     Wake(at)       -> the one Scheduler for all zones (a heap, one asyncio timer) -> TimerFired
     Persist        -> the TimerWriter (batched, off the event loop)
-    SetServfail    -> the Publisher port (authd/publish.py)
+    SetServing     -> the Publisher port (authd/publish.py)
     Discard        -> the candidate version is dropped
     Log            -> one log line, prefixed with the zone
 
@@ -264,8 +264,8 @@ class Secondaries:
                 self.scheduler.set(origin, at)
             case lc.Persist():
                 self.writer.mark(origin, lc.persisted(entry.record))
-            case lc.SetServfail(servfail):
-                self.host.set_servfail(origin, servfail)
+            case lc.SetServing(servfail, expired_at):
+                self.host.set_servfail(origin, servfail, expired_at)
             case lc.Discard():
                 entry.candidate = None
             case lc.Log(level, message):

@@ -64,7 +64,7 @@ Invariants:
 - A zone that never loaded retries after bootstrap_delay(n) (timers.py), not the
   SOA retry; the count resets once a version is served.
 - Every step ends with exactly one Wake; Persist is emitted exactly when a field of
-  `persisted()` changed; SetServfail at Start and whenever `servfail` changed.
+  `persisted()` changed; SetServing at Start and whenever `serving()` changed.
 """
 
 from __future__ import annotations
@@ -280,8 +280,12 @@ class Discard:
 
 
 @dataclass(frozen=True, slots=True)
-class SetServfail:
+class SetServing:
+    """How serving answers for the zone: SERVFAIL or not, and since when it is past expire
+    (None: not expired), so answers from a stale copy can say so (EDE)."""
+
     servfail: bool
+    expired_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,7 +305,7 @@ class Wake:
 
 
 Action = (
-    QuerySoa | Transfer | Verify | Store | Publish | Discard | SetServfail | Persist | Log | Wake
+    QuerySoa | Transfer | Verify | Store | Publish | Discard | SetServing | Persist | Log | Wake
 )
 
 IO_ACTIONS = (QuerySoa, Transfer, Verify, Store, Publish)
@@ -339,6 +343,11 @@ def persisted(zone: Zone) -> dict[str, int | float | str | None]:
     }
 
 
+def serving(zone: Zone) -> tuple[bool, float | None]:
+    """What serving must know: SERVFAIL, and the expiry time while expired."""
+    return zone.servfail, zone.expires_at if zone.state is State.EXPIRED else None
+
+
 def wake_at(zone: Zone) -> float | None:
     """When the machine must run next: the refresh if idle, and expiry in any phase."""
     at = zone.next_refresh if not zone.busy else None
@@ -360,9 +369,9 @@ def step(
     actions.extend(more)
     zone, expiry = _check_expiry(zone, now)
     actions.extend(expiry)
-    if zone.servfail != before.servfail or isinstance(event, Start):
-        # At Start the serving side's flag is unknown (a reload may have changed on-expire).
-        actions.append(SetServfail(zone.servfail))
+    if serving(zone) != serving(before) or isinstance(event, Start):
+        # At Start the serving side's flags are unknown (a reload may have changed on-expire).
+        actions.append(SetServing(*serving(zone)))
     if persisted(zone) != persisted(before):
         actions.append(Persist())
     actions.append(Wake(wake_at(zone)))

@@ -19,7 +19,7 @@ from authd.zone.lifecycle import (
     Publish,
     Published,
     QuerySoa,
-    SetServfail,
+    SetServing,
     SoaChecked,
     Start,
     State,
@@ -179,7 +179,8 @@ def test_retry_then_expire_then_recover_serving_stale() -> None:
         zone.send(TimerFired(), now)
     # The wake-up at expires_at expires the zone.
     assert now == T0 + 86400 and state(zone) is State.EXPIRED
-    assert zone.did(SetServfail) == []  # serve-stale: answers go on
+    # serve-stale: answers go on, saying since when they are stale
+    assert zone.did(SetServing) == [SetServing(False, T0 + 86400)]
     assert "expired" in zone.logs() and not zone.zone.servfail
     # Retries keep going while expired; a success clears it.
     assert zone.did(QuerySoa)
@@ -194,9 +195,9 @@ def test_expired_with_servfail() -> None:
     zone = loaded(Settings(jitter=0.0, startup_spread=0.0, servfail_on_expire=True))
     zone.send(TimerFired(), T0 + 86400)
     assert state(zone) is State.EXPIRED and zone.zone.servfail
-    assert zone.did(SetServfail) == [SetServfail(True)]
+    assert zone.did(SetServing) == [SetServing(True, T0 + 86400)]
     zone.send(SoaChecked(serial=10), T0 + 86401)
-    assert zone.did(SetServfail) == [SetServfail(False)]
+    assert zone.did(SetServing) == [SetServing(False, None)]
 
 
 def test_expiry_counts_from_last_success_across_restart() -> None:
@@ -460,7 +461,7 @@ def test_start_always_sets_the_serving_flag() -> None:
     """The serving side may hold a stale flag (a reload changed on-expire): Start says it."""
     zone = Driver()
     zone.send(Start(served=SOA, stored={"served_serial": 10, "last_success": T0}), T0)
-    assert zone.did(SetServfail) == [SetServfail(False)]
+    assert zone.did(SetServing) == [SetServing(False, None)]
     expired = Driver(Settings(jitter=0.0, startup_spread=0.0, servfail_on_expire=True))
     expired.send(Start(served=SOA, stored={"last_success": T0 - 90000}), T0)
-    assert expired.did(SetServfail) == [SetServfail(True)]
+    assert expired.did(SetServing) == [SetServing(True, T0 - 90000 + 86400)]

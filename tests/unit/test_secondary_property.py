@@ -63,7 +63,7 @@ class FakeHost:
     def __init__(self, stored: FakeSnapshot | None) -> None:
         self.stats = ControlPlaneStats()
         self._store = FakeStore()
-        self.servfail: dict[bytes, bool] = {}
+        self.servfail: dict[bytes, tuple[bool, float | None]] = {}
         self.stored = stored
 
     @property
@@ -81,8 +81,8 @@ class FakeHost:
     async def wait_published(self, seq: int | None) -> bool:
         return True
 
-    def set_servfail(self, origin: bytes, servfail: bool) -> None:
-        self.servfail[origin] = servfail
+    def set_servfail(self, origin: bytes, servfail: bool, expired_at: float | None = None) -> None:
+        self.servfail[origin] = (servfail, expired_at)
 
 
 @dataclass
@@ -265,8 +265,11 @@ def drive(
                 problems.append(f"{action} not started")
             if isinstance(action, lc.Persist) and writer.marked.get(origin) != lc.persisted(record):
                 problems.append("Persist did not reach the writer with the current record")
-            if isinstance(action, lc.SetServfail) and host.servfail.get(origin) != action.servfail:
-                problems.append("SetServfail not applied")
+            if isinstance(action, lc.SetServing) and host.servfail.get(origin) != (
+                action.servfail,
+                action.expired_at,
+            ):
+                problems.append("SetServing not applied")
             if isinstance(action, lc.Discard) and entry.candidate is not None:
                 problems.append("candidate not dropped")
         if record.state is lc.State.EXPIRED and before_state.get(origin) in (
