@@ -6,7 +6,7 @@ import pytest
 
 from authd.clock import FakeClock
 from authd.xfr.scheduler import MAX_SLEEP, Scheduler, WakeHeap
-from tests.fakeloop import FakeLoop
+from tests.support.fakeloop import FakeLoop
 
 
 def test_heap_pops_due_keys_in_order_and_ignores_moved_entries() -> None:

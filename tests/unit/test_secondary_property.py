@@ -29,7 +29,7 @@ from authd.zone import lifecycle as lc
 from authd.zone.journal import VersionMeta
 from authd.zone.snapshot import Snapshot
 from authd.zone.timerstore import TimerValue
-from tests.fakeloop import FakeLoop
+from tests.support.fakeloop import FakeLoop
 
 T0 = 1_700_000_000.0
 EPSILON = 1e-6
