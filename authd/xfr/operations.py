@@ -89,6 +89,7 @@ class Candidate:
     snapshot: Snapshot
     full: bool  # replaces the zone (AXFR or AXFR-style IXFR), else IXFR steps
     verdict: Verdict | None = None
+    meta: VersionMeta | None = None  # set once when stored: the same facts on disk and served
 
 
 def _failure(action: lc.Action, error: str) -> lc.Event:
@@ -367,7 +368,7 @@ class Operations:
     async def store(self, entry: ZoneEntry) -> lc.Event:
         candidate = entry.candidate
         assert candidate is not None
-        meta = self._meta(candidate)
+        meta = candidate.meta = self._meta(candidate)
         current = self.host.served_snapshot(entry.origin)
         try:
             await asyncio.to_thread(self._store, entry, candidate, meta, current is None)
@@ -423,7 +424,8 @@ class Operations:
             if candidate.full or old is None
             else tuple((s.deleted, s.added) for s in candidate.result.steps)
         )
-        seq = self.host.publish_version(entry.origin, snapshot, self._meta(candidate), steps)
+        meta = candidate.meta or self._meta(candidate)  # as stored (history dedupes on it)
+        seq = self.host.publish_version(entry.origin, snapshot, meta, steps)
         entry.candidate = None
         entry.last_rejection = None
         return lc.Published(await self.host.wait_published(seq))

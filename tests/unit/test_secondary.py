@@ -35,6 +35,7 @@ class FakeHost:
         self.published: list[tuple[int, object]] = []
         self.servfail: list[bool] = []
         self.served: dict[bytes, Snapshot] = {}
+        self.metas: list[VersionMeta] = []
 
     @property
     def store(self) -> Store:
@@ -44,6 +45,7 @@ class FakeHost:
         self, origin: bytes, snapshot: Snapshot, meta: VersionMeta, steps: DiffSteps | None
     ) -> int | None:
         self.published.append((snapshot.serial, steps))
+        self.metas.append(meta)
         self.served[origin] = snapshot
         return None
 
@@ -141,6 +143,7 @@ async def test_first_load_ixfr_failover_and_rejection(
         assert zone.record.state is lc.State.OK
         loaded = host.store.load(zone_config.origin)
         assert loaded is not None and loaded.snapshot.serial == 10  # durable before visible
+        assert loaded.meta == host.metas[0]  # the same facts on disk and served (history)
         assert host.published[0][0] == 10
         # Every SOA check attempt is counted per remote with its outcome; remote health.
         checks = host.stats.soa_checks
