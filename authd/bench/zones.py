@@ -215,10 +215,12 @@ def run_server(kind: str, plan: Plan, progress: Progress) -> ServerResult:
 
         # --- load ---
         progress(f"{kind}: first load of {plan.count:,} zones (timeout {plan.timeout:g} s)")
+        counted = primary.query_types()
         began = time.monotonic()
         server = secondary.start()
         result.load = _wait(plan, port, zones, serves_serial(serial), began, secondary.alive)
         result.load_cpu_seconds = cpu.tree_cpu_seconds(server.pid)
+        result.primary_queries["load"] = _delta(counted, primary.query_types())
         secondary.pin()
         if result.load.stopped:
             result.notes.append("exited during the load:\n" + secondary.log_tail())
@@ -254,11 +256,13 @@ def run_server(kind: str, plan: Plan, progress: Progress) -> ServerResult:
         if "storm" not in plan.skip and loaded:
             progress(f"{kind}: NOTIFY storm: bumping {len(zones) + len(extra):,} serials")
             zc.write_zones(zone_dir, [*zones, *extra], serial + 1)
+            counted = primary.query_types()
             began = time.monotonic()
             primary.control("zone-reload")
             result.storm_reload_seconds = time.monotonic() - began
             serial += 1
             result.storm = _wait(plan, port, zones, serves_serial(serial), began, secondary.alive)
+            result.primary_queries["storm"] = _delta(counted, primary.query_types())
 
         # --- add / remove ---
         if "add" not in plan.skip and loaded and extra:
@@ -334,10 +338,11 @@ def _restart(
     result.restart_up = _wait(plan, secondary.port, zones, serves_any, began, secondary.alive)
     window_end = max(began + plan.restart_window, time.monotonic() + 2.0)
     time.sleep(max(0.0, window_end - time.monotonic()))
-    after = primary.query_types()
+    counted = _delta(before, primary.query_types())
     result.restart_window_seconds = time.monotonic() - began
-    result.restart_soa_queries = after.get("SOA", 0) - before.get("SOA", 0)
-    result.restart_transfers = sum(after.get(t, 0) - before.get(t, 0) for t in ("AXFR", "IXFR"))
+    result.primary_queries["restart"] = counted
+    result.restart_soa_queries = counted.get("SOA", 0)
+    result.restart_transfers = counted.get("AXFR", 0) + counted.get("IXFR", 0)
 
     progress(f"{kind}: restart with the primary down")
     _prepare_stop(secondary)
@@ -348,6 +353,11 @@ def _restart(
     began = time.monotonic()
     secondary.start()
     result.restart_down = _wait(plan, secondary.port, zones, serves_any, began, secondary.alive)
+
+
+def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Queries the primary received between two `knotc stats` readings, by type."""
+    return {t: after[t] - before.get(t, 0) for t in after if after[t] != before.get(t, 0)}
 
 
 def _prepare_stop(secondary: Secondary) -> None:

@@ -58,6 +58,9 @@ class ServerResult:
     restart_soa_queries: int | None = None  # SOA queries the primary saw in that window
     restart_transfers: int | None = None  # AXFR + IXFR queries in that window
     restart_down: WaitResult | None = None  # restarted with the primary down
+    # Queries the primary received per phase ("load", "storm", "restart"), by type (SOA,
+    # AXFR, IXFR), from knotd's mod-stats: what the secondary asked of it.
+    primary_queries: dict[str, dict[str, int]] = field(default_factory=dict)
     stops: list[StopResult] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # phase -> why
     notes: list[str] = field(default_factory=list)
@@ -136,6 +139,16 @@ def change_cell(change: ChangeResult | None, what: str) -> str:
     return cell
 
 
+def primary_queries_cell(r: ServerResult) -> str:
+    """'load 12 SOA / 1,000 XFR; ...': what the secondary asked the primary, per phase."""
+    parts = []
+    for phase, counts in r.primary_queries.items():
+        soa = counts.get("SOA", 0)
+        transfers = counts.get("AXFR", 0) + counts.get("IXFR", 0)
+        parts.append(f"{phase} {soa:,} SOA / {transfers:,} XFR")
+    return "; ".join(parts) or "-"
+
+
 def _restart_cell(r: ServerResult) -> str:
     return wait_cell(r.restart_down, "answering")
 
@@ -144,7 +157,9 @@ def _soa_cell(r: ServerResult) -> str:
     if r.restart_soa_queries is None:
         return "-"
     transfers = f", {r.restart_transfers} transfers" if r.restart_transfers else ""
-    return f"{r.restart_soa_queries:,} SOA{transfers} in {r.restart_window_seconds or 0:.0f} s"
+    answering = f" (all answering: {wait_cell(r.restart_up, 'answering')})"
+    window = r.restart_window_seconds or 0
+    return f"{r.restart_soa_queries:,} SOA{transfers} in {window:.0f} s{answering}"
 
 
 @dataclass(frozen=True)
@@ -200,6 +215,7 @@ def rows(idle_seconds: float | None, added: int | None) -> list[Row]:
             _soa_cell,
             lambda r: None,
         ),
+        Row("queries the primary received", primary_queries_cell, lambda r: None),
     ]
 
 

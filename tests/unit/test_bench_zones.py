@@ -362,6 +362,13 @@ def test_table_has_a_column_per_server_and_ratios_to_knot() -> None:
     assert "10.0 KiB/zone" in memory and memory.endswith("| 1.00x | 1.00x |")
 
 
+def test_queries_the_primary_received_per_phase() -> None:
+    r = _result("authd", 1.0)
+    r.primary_queries = {"load": {"SOA": 1200, "AXFR": 1000}, "restart": {"SOA": 3, "IXFR": 1}}
+    assert report.primary_queries_cell(r) == "load 1,200 SOA / 1,000 XFR; restart 3 SOA / 1 XFR"
+    assert report.primary_queries_cell(_result("knot", 1.0)) == "-"
+
+
 def test_an_unfinished_phase_has_no_ratio_and_says_how_far_it_got() -> None:
     results = [_result("authd", 600.0, passed=332), _result("knot", 6.5)]
     results[0].skipped["storm"] = "first load incomplete (332 of 1000)"
@@ -415,6 +422,9 @@ def test_short_run_against_authd(tmp_path: Path) -> None:
     assert result.remove is not None and result.remove.wait.complete
     assert result.add.others.sent > 0
     assert result.restart_soa_queries is not None and result.restart_soa_queries >= 0
+    # The primary's counters saw the first load: a transfer per zone at least.
+    load = result.primary_queries["load"]
+    assert load.get("AXFR", 0) + load.get("IXFR", 0) >= 20, load
     assert result.restart_down is not None and result.restart_down.complete
     assert len(result.stops) == 3
     text = report.table([result], 1.0, 5)
