@@ -135,6 +135,7 @@ acl:
 mod-stats:
   - id: default
     query-type: on
+    server-operation: on
 template:
   - id: default
     storage: "{workdir}/db"

@@ -107,12 +107,21 @@ async def run_command(argv: Sequence[str], timeout: float) -> tuple[bool, str]:
 
 # --- the primary ---------------------------------------------------------------------------
 
-_STAT = re.compile(r"^mod-stats\.query-type\[(\w+)\]\s*=\s*(\d+)", re.MULTILINE)
+_STAT = re.compile(r"^mod-stats\.(query-type|server-operation)\[(\w+)\]\s*=\s*(\d+)", re.MULTILINE)
 
 
 def parse_query_types(text: str) -> dict[str, int]:
-    """`knotc stats` output -> queries received per type, e.g. {"SOA": 12, "AXFR": 3}."""
-    return {rtype: int(count) for rtype, count in _STAT.findall(text)}
+    """`knotc stats` output -> queries received per type, e.g. {"SOA": 12, "AXFR": 3}.
+
+    mod-stats counts normal queries by QTYPE (`query-type`) but transfers only as server
+    operations (`server-operation[axfr]`, `[ixfr]`)."""
+    counts: dict[str, int] = {}
+    for counter, key, value in _STAT.findall(text):
+        if counter == "query-type":
+            counts[key] = int(value)
+        elif key in ("axfr", "ixfr"):
+            counts[key.upper()] = int(value)
+    return counts
 
 
 class Primary:

@@ -172,11 +172,12 @@ def test_plan_rejects_bad_settings(tmp_path: Path) -> None:
 
 
 def test_query_types_from_knotc_stats() -> None:
-    text = (
-        "server.zone-count = 3\nmod-stats.server-operation[axfr] = 3\n"
-        "mod-stats.query-type[SOA] = 41\nmod-stats.query-type[AXFR] = 3\n"
+    text = (  # what knotc 3.2 prints: transfers are operations, not query types
+        "server.zone-count = 3\nmod-stats.server-operation[query] = 50\n"
+        "mod-stats.server-operation[axfr] = 3\nmod-stats.server-operation[ixfr] = 2\n"
+        "mod-stats.query-type[SOA] = 41\nmod-stats.query-type[A] = 9\n"
     )
-    assert parse_query_types(text) == {"SOA": 41, "AXFR": 3}
+    assert parse_query_types(text) == {"SOA": 41, "A": 9, "AXFR": 3, "IXFR": 2}
 
 
 # --- replies --------------------------------------------------------------------------------
