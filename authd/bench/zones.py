@@ -86,7 +86,9 @@ class Plan:
             )
         bad = set(self.skip) - set(SKIPPABLE)
         if bad:
-            raise ValueError(f"unknown phases {sorted(bad)} in --skip; known: {SKIPPABLE}")
+            raise ValueError(
+                f"unknown phases {sorted(bad)} in --skip; known: {', '.join(SKIPPABLE)}"
+            )
         for name in ("idle_seconds", "timeout", "qps_seconds", "restart_window", "grace"):
             value = getattr(self, name)
             if not 0 < value <= 3600:
