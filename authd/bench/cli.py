@@ -338,3 +338,158 @@ def startup(args: tuple[str, ...]) -> None:
     from authd.bench.measure_startup import main
 
     raise SystemExit(main(list(args)))
+
+
+@bench.command(name="zones")
+@click.option("--count", default=1000, show_default=True, help="Zones on the secondary.")
+@click.option(
+    "--servers",
+    default="authd,knot,nsd",
+    show_default=True,
+    help="Secondaries to measure, one after the other (those not installed are skipped).",
+)
+@click.option("--workers", default=1, show_default=True, help="Workers / threads of each server.")
+@click.option(
+    "--idle-seconds", default=60.0, show_default=True, help="Length of the idle-CPU measure."
+)
+@click.option(
+    "--timeout",
+    default=300.0,
+    show_default=True,
+    help="Seconds each phase may take before it is reported as timed out.",
+)
+@click.option(
+    "--add", default=100, show_default=True, help="Zones added (then removed) at runtime."
+)
+@click.option(
+    "--skip",
+    default="",
+    help="Comma-separated phases to leave out: idle, memory, qps, storm, add, restart.",
+)
+@click.option(
+    "--duration", default=5.0, show_default=True, help="Seconds of the query-mix saturation run."
+)
+@click.option(
+    "--queries", default=100_000, show_default=True, help="Queries in the mix over all zones."
+)
+@click.option(
+    "--probe-rate",
+    default=4000.0,
+    show_default=True,
+    help="SOA queries per second at most while waiting for zones to be served.",
+)
+@click.option(
+    "--loop-rate",
+    default=500.0,
+    show_default=True,
+    help="Queries per second to the other zones while zones are added or removed.",
+)
+@click.option(
+    "--restart-window",
+    default=15.0,
+    show_default=True,
+    help="Seconds after a restart (primary up) during which its SOA queries are counted.",
+)
+@click.option(
+    "--grace", default=10.0, show_default=True, help="Seconds between SIGTERM and SIGKILL."
+)
+@click.option(
+    "--server-cpus", help="CPUs the secondaries are pinned to (default: the cores after the first)."
+)
+@click.option(
+    "--client-cpus", help="CPUs of the harness, the primary and the load client (default: first)."
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep zones, configs and server logs here (default: a temp dir, removed afterwards).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+@click.option(
+    "--json-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the JSON form to this file.",
+)
+@click.option("--quiet", is_flag=True, help="No progress line.")
+def zones_command(
+    count: int,
+    servers: str,
+    workers: int,
+    idle_seconds: float,
+    timeout: float,
+    add: int,
+    skip: str,
+    duration: float,
+    queries: int,
+    probe_rate: float,
+    loop_rate: float,
+    restart_window: float,
+    grace: float,
+    server_cpus: str | None,
+    client_cpus: str | None,
+    workdir: Path | None,
+    as_json: bool,
+    json_file: Path | None,
+    quiet: bool,
+) -> None:
+    """Many small zones on one secondary: first load, idle CPU, memory, qps, NOTIFY storm,
+    runtime add/remove and restart, for authd, knotd and NSD (issue 15)."""
+    from authd.bench import zones, zones_report
+
+    default_server, default_client = runner.default_cpus(workers)
+    own_workdir = workdir is None
+    base = workdir or Path(tempfile.mkdtemp(prefix="authd-zones-"))
+    try:
+        plan = zones.Plan(
+            count=count,
+            servers=_split(servers),
+            workdir=base,
+            workers=workers,
+            idle_seconds=idle_seconds,
+            timeout=timeout,
+            add=add,
+            skip=frozenset(_split(skip)),
+            qps_seconds=duration,
+            queries=queries,
+            probe_rate=probe_rate,
+            loop_rate=loop_rate,
+            restart_window=restart_window,
+            grace=grace,
+            server_cpus=parse_cpus(server_cpus) if server_cpus else default_server,
+            client_cpus=parse_cpus(client_cpus) if client_cpus else default_client,
+        )
+    except ValueError as error:
+        if own_workdir:
+            shutil.rmtree(base, ignore_errors=True)
+        raise click.BadParameter(str(error)) from None
+    progress = _Progress(not quiet)
+    try:
+        results = zones.run(plan, progress)
+    finally:
+        progress.done()
+        if own_workdir:
+            shutil.rmtree(base, ignore_errors=True)
+    command_line = "python -m authd.bench " + shlex.join(sys.argv[1:])
+    settings = {
+        "count": count,
+        "servers": list(plan.servers),
+        "workers": workers,
+        "idle_seconds": idle_seconds,
+        "timeout": timeout,
+        "add": add,
+        "skip": sorted(plan.skip),
+        "duration": duration,
+        "queries": queries,
+        "probe_rate": probe_rate,
+        "loop_rate": loop_rate,
+        "restart_window": restart_window,
+    }
+    document = zones_report.as_json(results, settings, runner.machine(), command_line)
+    if json_file is not None:
+        json_file.write_text(document + "\n")
+    if as_json:
+        click.echo(document)
+    else:
+        click.echo(f"{count:,} zones; {command_line}")
+        idle = None if "idle" in plan.skip else idle_seconds
+        click.echo(zones_report.table(results, idle, None if "add" in plan.skip else add))
