@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import socket
 import sys
 
@@ -11,6 +12,11 @@ import sys
 # the default); the kernel caps the value at net.core.rmem_max, which is fine.
 UDP_BUFFER_BYTES = 4 * 1024 * 1024
 TCP_BACKLOG = 1024
+
+# Linux values (ip(7), ipv6(7)); Python 3.11 exports the IPv6 ones only.
+IP_PKTINFO = int(getattr(socket, "IP_PKTINFO", 8))
+IPV6_RECVPKTINFO = int(getattr(socket, "IPV6_RECVPKTINFO", 49))
+IPV6_PKTINFO = int(getattr(socket, "IPV6_PKTINFO", 50))
 
 
 def family_of(host: str) -> socket.AddressFamily:
@@ -35,14 +41,47 @@ def _base_socket(host: str, kind: socket.SocketKind, reuse_port: bool) -> socket
     return sock
 
 
+def is_wildcard(host: str) -> bool:
+    """True for an unspecified address ("0.0.0.0", "::"): the kernel picks the local address."""
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_unspecified
+    except ValueError:
+        return False
+
+
+def enable_pktinfo(sock: socket.socket) -> bool:
+    """Ask the kernel for each datagram's destination address (IP_PKTINFO / IPV6_RECVPKTINFO)
+    when sock is bound to a wildcard address; True when it is on.
+
+    On a wildcard socket the kernel would pick a reply's source address by route, which on a
+    multi-homed or anycast host is often not the address the query was sent to (and resolvers
+    drop such answers). With the destination in hand the reply is sent from it, as NSD and Knot
+    do. A socket bound to one address needs nothing: its replies always leave from it.
+    """
+    if not sys.platform.startswith("linux") or not is_wildcard(str(sock.getsockname()[0])):
+        return False
+    _request_pktinfo(sock)
+    return True
+
+
+def _request_pktinfo(sock: socket.socket) -> None:
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+
+
 def udp_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
-    """A bound, non-blocking UDP socket on host:port."""
+    """A bound, non-blocking UDP socket on host:port (with packet info on a wildcard address)."""
     sock = _base_socket(host, socket.SOCK_DGRAM, reuse_port)
     try:
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             # A smaller buffer still works: then the kernel default applies.
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, option, UDP_BUFFER_BYTES)
+        if is_wildcard(host) and sys.platform.startswith("linux"):
+            # Before bind, so no datagram is ever queued without its destination address.
+            _request_pktinfo(sock)
         sock.bind((host, port))
     except BaseException:
         sock.close()

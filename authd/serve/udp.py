@@ -8,6 +8,13 @@ the reply in, and patches three integers through memoryviews (no ctypes objects 
 A reply goes back to the address it came from by pointing the send header at the address
 slot recvmmsg filled, so addresses are never decoded into Python objects.
 
+On a socket bound to a wildcard address (0.0.0.0, ::) the kernel would choose a reply's source
+address by route, not the address the query was sent to. There the socket has IP_PKTINFO /
+IPV6_RECVPKTINFO on (sockets.enable_pktinfo), recvmmsg also fills a control slot per datagram
+with the destination address and interface index, and the reply's send header points at that
+same control message: the kernel sends from ipi_spec_dst / ipi6_addr out of the interface the
+query came in on (NSD and Knot do the same). Sockets bound to one address skip all of it.
+
 Where recvmmsg is missing (not Linux, or a libc without it) `UdpListener` falls back to an
 asyncio DatagramProtocol with the same counters and the same responder.
 """
@@ -26,6 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from authd.serve.sockets import enable_pktinfo
+
 # respond(query, tcp, client): `client` is what identifies the sender most cheaply here: the
 # raw sockaddr bytes on the batched path, asyncio's address tuple otherwise; decode it with
 # sockets.client_address() only when needed (NOTIFY ACLs, RRL).
@@ -37,6 +46,8 @@ BATCH = 64  # datagrams per recvmmsg/sendmmsg call
 BATCHES_PER_WAKEUP = 4  # bound per readable event, so TCP and timers are not starved
 SLOT_BYTES = 65536  # per-datagram buffer: any UDP payload fits, pages are touched lazily
 NAME_BYTES = 128  # sizeof(struct sockaddr_storage)
+# Per-datagram control buffer: one IP_PKTINFO (32 bytes with its header) or IPV6_PKTINFO (40).
+CONTROL_BYTES = 64
 MSG_TRUNC = 0x20
 MSG_DONTWAIT = 0x40
 
@@ -84,6 +95,8 @@ _NAMELEN = _Msghdr.msg_namelen.offset // 4
 _FLAGS = _Msghdr.msg_flags.offset // 4
 _MSGLEN = _Mmsghdr.msg_len.offset // 4
 _NAME_PTR = _Msghdr.msg_name.offset // 8
+_CONTROL_PTR = _Msghdr.msg_control.offset // 8
+_CONTROLLEN = _Msghdr.msg_controllen.offset // 8
 _IOV_LEN = _Iovec.iov_len.offset // 8
 
 
@@ -122,9 +135,10 @@ def batched_io_available() -> bool:
 
 
 class _Arena:
-    """The preallocated receive and send arrays for one socket."""
+    """The preallocated receive and send arrays for one socket (with control slots for the
+    packet info of each datagram when `control` is set)."""
 
-    def __init__(self, batch: int) -> None:
+    def __init__(self, batch: int, control: bool = False) -> None:
         self.batch = batch
         # Anonymous mappings: zero pages until touched, so 64 KiB slots cost only what is used.
         self._maps = [mmap.mmap(-1, size) for size in (batch * _HDR, batch * _HDR)]
@@ -161,6 +175,18 @@ class _Arena:
         self.names = memoryview(names_map)
         self.inbuf = memoryview(in_map)
         self.outbuf = memoryview(out_map)
+        self.recv_u64 = memoryview(recv_map).cast("Q")
+        self.control_addr = 0  # 0: no control slots
+        if control:
+            control_map = mmap.mmap(-1, batch * CONTROL_BYTES)
+            self._maps.append(control_map)
+            slots = (ctypes.c_char * (batch * CONTROL_BYTES)).from_buffer(control_map)
+            self._keep.append(slots)
+            self.control_addr = ctypes.addressof(slots)
+            for i in range(batch):
+                hdr = self.recv_hdrs[i].msg_hdr
+                hdr.msg_control = self.control_addr + i * CONTROL_BYTES
+                hdr.msg_controllen = CONTROL_BYTES
 
 
 class BatchedUdp:
@@ -182,7 +208,9 @@ class BatchedUdp:
         self._fd = sock.fileno()
         self._respond = respond
         self.counters = counters
-        self._arena = _Arena(batch)
+        # Packet info only where the kernel cannot know the right source address by itself.
+        self.pktinfo = enable_pktinfo(sock)
+        self._arena = _Arena(batch, control=self.pktinfo)
         self._batches_per_wakeup = batches_per_wakeup
         self._loop = asyncio.get_running_loop()
         self._pending_start = 0  # replies staged in send_hdrs but not yet sent
@@ -229,6 +257,8 @@ class BatchedUdp:
         inbuf = arena.inbuf
         outbuf = arena.outbuf
         names_addr = arena.names_addr
+        recv_u64 = arena.recv_u64
+        control_addr = arena.control_addr
         # One copy of the address slots filled, then a cheap bytes slice per datagram.
         names = arena.names[: count * NAME_BYTES].tobytes()
         counters = self.counters
@@ -241,6 +271,11 @@ class BatchedUdp:
             # recvmmsg wrote the address length here; every address of one socket family has
             # the same size, so the slot stays large enough and needs no reset per datagram.
             namelen = recv_u32[base + _NAMELEN]
+            if control_addr:
+                # recvmmsg wrote the control message's length over the slot's size; restore
+                # the size for the next batch (a datagram without one would leave 0 there).
+                controllen = recv_u64[i * _U64_PER_HDR + _CONTROLLEN]
+                recv_u64[i * _U64_PER_HDR + _CONTROLLEN] = CONTROL_BYTES
             if length >= SLOT_BYTES and recv_u32[base + _FLAGS] & MSG_TRUNC:
                 counters.truncated_queries += 1
                 continue
@@ -265,6 +300,12 @@ class BatchedUdp:
             out_iov[staged * 2 + _IOV_LEN] = size
             send_u32[staged * _U32_PER_HDR + _NAMELEN] = namelen
             send_u64[staged * _U64_PER_HDR + _NAME_PTR] = names_addr + name
+            if control_addr:
+                # Send from the address the query came to: the received IP_PKTINFO /
+                # IPV6_PKTINFO control message, passed back as is.
+                send_hdr64 = staged * _U64_PER_HDR
+                send_u64[send_hdr64 + _CONTROL_PTR] = control_addr + i * CONTROL_BYTES
+                send_u64[send_hdr64 + _CONTROLLEN] = controllen
             staged += 1
         return staged
 
@@ -341,6 +382,51 @@ class _DatagramServer(asyncio.DatagramProtocol):
         self.counters.send_errors += 1
 
 
+class _SourcedDatagrams:
+    """The portable path on a wildcard socket with packet info: recvmsg/sendmsg per datagram,
+    each reply carrying the control message its query came with (so it leaves from the
+    address the query was sent to)."""
+
+    def __init__(self, sock: socket.socket, respond: RespondFn, counters: UdpCounters) -> None:
+        self._sock = sock
+        self._respond = respond
+        self.counters = counters
+        self._loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+        self._loop.add_reader(sock.fileno(), self._on_readable)
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+
+    def _on_readable(self) -> None:
+        for _ in range(BATCH):
+            try:
+                data, ancdata, _flags, addr = self._sock.recvmsg(SLOT_BYTES, CONTROL_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.counters.recv_errors += 1
+                return
+            self.counters.received += 1
+            try:
+                reply = self._respond(data, False, addr)
+            except Exception:
+                self.counters.responder_errors += 1
+                if self.counters.responder_errors == 1:
+                    log.exception("responder raised; the query gets no answer")
+                continue
+            if reply is None:
+                self.counters.no_reply += 1
+                continue
+            try:
+                self._sock.sendmsg([reply], ancdata, 0, addr)
+            except OSError:  # full send buffer (an overloaded host) or a refused address
+                self.counters.send_errors += 1
+                continue
+            self.counters.sent += 1
+
+
 class UdpListener:
     """Answer DNS over one bound UDP socket, batched when the platform allows it."""
 
@@ -349,6 +435,7 @@ class UdpListener:
         self._want_batched = batched_io_available() if batched is None else batched
         self.counters = UdpCounters()
         self._batched: BatchedUdp | None = None
+        self._sourced: _SourcedDatagrams | None = None
         self._transport: asyncio.DatagramTransport | None = None
 
     @property
@@ -358,6 +445,9 @@ class UdpListener:
     async def start(self, sock: socket.socket) -> None:
         if self._want_batched:
             self._batched = BatchedUdp(sock, self._respond, self.counters)
+            return
+        if enable_pktinfo(sock):
+            self._sourced = _SourcedDatagrams(sock, self._respond, self.counters)
             return
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
@@ -369,6 +459,9 @@ class UdpListener:
         if self._batched is not None:
             self._batched.close()
             self._batched = None
+        if self._sourced is not None:
+            self._sourced.close()
+            self._sourced = None
         if self._transport is not None:
             self._transport.close()
             self._transport = None

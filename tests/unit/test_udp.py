@@ -14,7 +14,7 @@ import pytest
 import uvloop
 
 from authd.serve import udp
-from authd.serve.sockets import client_address, udp_socket
+from authd.serve.sockets import client_address, is_wildcard, udp_socket
 from authd.serve.udp import UdpListener
 
 Runner = Callable[[Coroutine[Any, Any, None]], None]
@@ -241,3 +241,84 @@ def test_client_address_decodes_tuples_and_raw_sockaddrs() -> None:
     assert client_address(raw6) == ("2001:db8::1", 53)
     with pytest.raises(ValueError):
         client_address(b"\x00")
+
+
+# -- replies leave from the address the query was sent to (wildcard binds) -------------------
+
+
+def second_loopback_v4() -> bool:
+    """127.0.0.2 answers on Linux's lo (127.0.0.0/8 is local), not on every other system."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.2", 0))
+        return True
+    except OSError:
+        return False
+
+
+async def exchange_from(
+    client: socket.socket, sends: list[tuple[bytes, tuple[str, int]]], timeout: float = 2.0
+) -> dict[bytes, tuple[str, int]]:
+    """Send each payload to its address (one unconnected socket), then map each reply to the
+    address it came from."""
+    loop = asyncio.get_running_loop()
+    for payload, address in sends:
+        client.sendto(payload, address)
+    sources: dict[bytes, tuple[str, int]] = {}
+    deadline = loop.time() + timeout
+    while len(sources) < len(sends) and loop.time() < deadline:
+        try:
+            data, source = client.recvfrom(65535)
+        except BlockingIOError:
+            await asyncio.sleep(0.001)
+            continue
+        sources[data] = source[:2]
+    return sources
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="IP_PKTINFO is Linux's")
+@pytest.mark.skipif(not second_loopback_v4(), reason="127.0.0.2 is not a local address here")
+@pytest.mark.parametrize("batched", MODES)
+def test_wildcard_v4_replies_leave_from_the_queried_address(batched: bool) -> None:
+    if batched and not udp.batched_io_available():
+        pytest.skip("recvmmsg unavailable")
+
+    async def scenario() -> None:
+        listener, (_, port) = await serve("0.0.0.0", batched)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.setblocking(False)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            # Both destinations interleaved, so one recvmmsg batch carries both and each
+            # reply must take its own datagram's control message, not a neighbour's.
+            sends = [(query(i), ("127.0.0.2" if i % 2 else "127.0.0.1", port)) for i in range(200)]
+            sources = await exchange_from(client, sends)
+        assert len(sources) == len(sends)
+        for payload, destination in sends:
+            assert sources[answered(payload)] == destination
+        assert listener.counters.sent == len(sends)
+        listener.close()
+
+    uvloop.run(scenario())
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_specific_bind_keeps_the_plain_path(host: str) -> None:
+    """A socket bound to one address has no packet info on and no control slots."""
+    if not udp.batched_io_available():
+        pytest.skip("recvmmsg unavailable")
+
+    async def scenario() -> None:
+        listener, _ = await serve(host, True)
+        batched = listener._batched
+        assert batched is not None
+        assert batched.pktinfo is False
+        assert batched._arena.control_addr == 0
+        listener.close()
+
+    uvloop.run(scenario())
+
+
+def test_wildcard_detection() -> None:
+    assert is_wildcard("0.0.0.0") and is_wildcard("::")
+    assert not is_wildcard("127.0.0.1") and not is_wildcard("::1")
+    assert not is_wildcard("not-an-address")
