@@ -124,6 +124,12 @@ def bench() -> None:
     "--names", default=zonegen.DEFAULT_NAMES, show_default=True, help="Names in the generated zone."
 )
 @click.option("--axfr", is_flag=True, help="With --target: take the zone from it by AXFR.")
+@click.option(
+    "--listen",
+    default="",
+    help="Address the servers listen on (default: 127.0.0.1, where the load goes); "
+    "0.0.0.0 or :: measures a wildcard listen (load to 127.0.0.1 or ::1).",
+)
 @click.option("--duration", default=5.0, show_default=True, help="Seconds of each saturation run.")
 @click.option(
     "--latency-duration",
@@ -176,6 +182,7 @@ def run_command(
     origin: str,
     names: int,
     axfr: bool,
+    listen: str,
     duration: float,
     latency_duration: float,
     no_latency: bool,
@@ -217,6 +224,15 @@ def run_command(
             click.echo(f"note: sending load to {host}, a non-loopback address", err=True)
     elif axfr:
         raise click.BadParameter("--axfr needs --target")
+    host = "127.0.0.1"
+    if listen:
+        try:
+            address = ipaddress.ip_address(listen)
+        except ValueError:
+            raise click.BadParameter(f"--listen {listen!r} is not an IP address") from None
+        if not (address.is_loopback or address.is_unspecified):
+            raise click.BadParameter("--listen must be a loopback or wildcard address")
+        host = "::1" if address.version == 6 else "127.0.0.1"
     own_workdir = workdir is None
     base = workdir or Path(tempfile.mkdtemp(prefix="authd-bench-"))
     plan = runner.Plan(
@@ -238,6 +254,8 @@ def run_command(
         target=parsed_target,
         axfr=axfr,
         custom=custom,
+        host=host,
+        listen=listen,
     )
     progress = _Progress(not quiet)
     try:

@@ -106,3 +106,31 @@ def tree_cpu_seconds(root: int, proc: Path = PROC) -> float:
     """CPU seconds (user + system) used so far by root's process tree."""
     total = sum(stat.ticks for stat in tree(root, all_stats(proc)))
     return total / ticks_per_second()
+
+
+# Below this share of its cores a server was waiting for queries, not answering them.
+SATURATED = 0.9
+
+
+def utilization(cpu_seconds: float, wall_seconds: float, cores: int) -> float:
+    """The share of `cores` a server kept busy over `wall_seconds` (0.0 when unknown)."""
+    if wall_seconds <= 0 or cores <= 0:
+        return 0.0
+    return cpu_seconds / (wall_seconds * cores)
+
+
+def saturation_note(cpu_seconds: float, wall_seconds: float, cores: int) -> str | None:
+    """A warning when a server was not kept busy during a saturation run, else None.
+
+    qps per CPU-second is a server's cost per query only when its cores are busy: a server
+    that sleeps between queries wakes up more often per query (epoll_wait, a recvmmsg that
+    returns one datagram), so a fast server held back by the client looks costlier than it is,
+    while a slower one, saturated, shows its best. Ratios between such runs are not true.
+    """
+    share = utilization(cpu_seconds, wall_seconds, cores)
+    if share <= 0 or share >= SATURATED:
+        return None
+    return (
+        f"server busy {share:.0%} of {cores} core(s): not saturated (the client was the limit), "
+        "so its qps/CPU-s is understated"
+    )

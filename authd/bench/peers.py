@@ -41,6 +41,11 @@ class PeerSettings:
     port: int
     workers: int
     workdir: Path
+    listen: str = ""  # the address the server binds ("" = host); 0.0.0.0 / :: = wildcard
+
+    @property
+    def bind(self) -> str:
+        return self.listen or self.host
 
 
 def knot_config(s: PeerSettings) -> str:
@@ -48,7 +53,7 @@ def knot_config(s: PeerSettings) -> str:
     return f"""server:
     rundir: "{s.workdir}"
     pidfile: "{s.workdir}/knot.pid"
-    listen: {s.host}@{s.port}
+    listen: {s.bind}@{s.port}
     udp-workers: {s.workers}
     tcp-workers: {s.workers}
     background-workers: 1
@@ -75,10 +80,10 @@ zone:
 def nsd_config(s: PeerSettings) -> str:
     """NSD 4: server-count N, rate limiting off (it would silently drop a single benchmark
     source), no database file, no privilege drop, no remote control."""
-    ip6 = "yes" if ":" in s.host else "no"
+    ip6 = "yes" if ":" in s.bind else "no"
     reuseport = "yes" if s.workers > 1 else "no"
     return f"""server:
-    ip-address: {s.host}@{s.port}
+    ip-address: {s.bind}@{s.port}
     port: {s.port}
     do-ip6: {ip6}
     server-count: {s.workers}
@@ -106,7 +111,7 @@ zone:
 def authd_config(s: PeerSettings) -> str:
     """authd (see DESIGN.md's config shape): the zone from a file, metrics off."""
     return f"""[server]
-listen = ["{s.host}@{s.port}"]
+listen = ["{s.bind}@{s.port}"]
 workers = {s.workers}
 state-dir = "{s.workdir}"
 control-socket = "{s.workdir}/authd.sock"

@@ -45,7 +45,8 @@ class Plan:
     driver: str = "auto"  # auto | dnsperf | builtin
     count: int = 200_000
     outstanding: int = drivers.DEFAULT_OUTSTANDING
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # where the load goes
+    listen: str = ""  # where the servers bind ("" = host; "0.0.0.0" measures a wildcard listen)
     zone: Path | None = None
     origin: str = zonegen.DEFAULT_ORIGIN
     names: int = zonegen.DEFAULT_NAMES
@@ -176,7 +177,10 @@ def measure(
     port: int,
     pid: int | None,
     progress: Progress,
+    cores: int = 0,
 ) -> ServerRun:
+    """Warm-up, saturation with CPU accounting, latency; `cores`: how many the server has (0:
+    unknown, then nothing is said about whether it was saturated)."""
     driver = choose_driver(plan, work.queries)
     notes: list[str] = []
     # A short warm-up so caches, page faults and JITs of every server start equal.
@@ -188,6 +192,10 @@ def measure(
     cpu_seconds = cpu.tree_cpu_seconds(pid) - before if pid is not None else 0.0
     if pid is None:
         notes.append("no server PID: CPU figures unavailable")
+    else:
+        idle = cpu.saturation_note(cpu_seconds, saturation.seconds, cores)
+        if idle is not None:
+            notes.append(idle)
     latency = None
     if plan.latency and saturation.qps > 0:
         rate = max(1.0, saturation.qps * 0.5)
@@ -227,11 +235,12 @@ def run(plan: Plan, progress: Progress) -> list[ServerRun]:
                 plan.origin,
                 zone_path,
                 plan.host,
-                peers.free_port(plan.host),
+                peers.free_port(plan.listen or plan.host),
                 plan.workers,
                 plan.workdir / f"{kind}-{mix_name}",
+                plan.listen,
             )
-            progress(f"{mix_name}: starting {kind} on {plan.host}@{settings.port}")
+            progress(f"{mix_name}: starting {kind} on {settings.bind}@{settings.port}")
             try:
                 server = peers.start(kind, settings, set(plan.server_cpus))
             except peers.PeerError as error:
@@ -247,6 +256,7 @@ def run(plan: Plan, progress: Progress) -> list[ServerRun]:
                     server.port,
                     server.pid,
                     progress,
+                    len(plan.server_cpus) or plan.workers,
                 )
                 # Knot re-pins its workers; check that every thread stayed where we put it.
                 strays = peers.tree_affinity(server.pid) - plan.server_cpus

@@ -62,3 +62,42 @@ def test_tree_cpu_counts_a_busy_child() -> None:
     finally:
         shell.kill()
         shell.wait()
+
+
+def test_tree_cpu_counts_busy_threads_of_a_process() -> None:
+    # Knot is one process with many threads: a busy non-main thread must be counted.
+    burn = (
+        "import threading, time\n"
+        "def spin():\n"
+        "    end = time.thread_time() + 0.4\n"
+        "    while time.thread_time() < end: pass\n"
+        "t = threading.Thread(target=spin); t.start(); t.join(); time.sleep(5)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", burn])
+    try:
+        deadline = time.monotonic() + 10
+        used = 0.0
+        while time.monotonic() < deadline:
+            used = cpu.tree_cpu_seconds(process.pid)
+            if used >= 0.35:
+                break
+            time.sleep(0.05)
+        assert 0.35 <= used < 2.0
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_utilization_and_saturation_note() -> None:
+    assert cpu.utilization(9.5, 10.0, 1) == pytest.approx(0.95)
+    assert cpu.utilization(9.0, 10.0, 2) == pytest.approx(0.45)
+    assert cpu.utilization(1.0, 0.0, 1) == 0.0 and cpu.utilization(1.0, 10.0, 0) == 0.0
+    # Busy enough: no note; held back by the client: a note that says how busy it was.
+    assert cpu.saturation_note(9.5, 10.0, 1) is None
+    note = cpu.saturation_note(8.9, 10.0, 1)
+    assert note is not None and "89%" in note and "not saturated" in note
+    assert cpu.saturation_note(18.5, 10.0, 2) is None
+    assert cpu.saturation_note(9.0, 10.0, 2) is not None
+    # Unknown cores or no time: nothing can be said.
+    assert cpu.saturation_note(5.0, 10.0, 0) is None
+    assert cpu.saturation_note(0.0, 10.0, 1) is None
