@@ -124,13 +124,14 @@ def saturation_note(cpu_seconds: float, wall_seconds: float, cores: int) -> str 
 
     qps per CPU-second is a server's cost per query only when its cores are busy: a server
     that sleeps between queries wakes up more often per query (epoll_wait, a recvmmsg that
-    returns one datagram), so a fast server held back by the client looks costlier than it is,
-    while a slower one, saturated, shows its best. Ratios between such runs are not true.
+    returns one datagram), so a fast server held back by a client too slow for it looks
+    costlier than it is, while a slower one, saturated, shows its best: a ratio between the
+    two is then too kind to the slower one.
     """
     share = utilization(cpu_seconds, wall_seconds, cores)
     if share <= 0 or share >= SATURATED:
         return None
     return (
-        f"server busy {share:.0%} of {cores} core(s): not saturated (the client was the limit), "
-        "so its qps/CPU-s is understated"
+        f"server busy {share:.0%} of {cores} core(s): not saturated (a client too slow for it, "
+        "or cores shared with other load), so its qps/CPU-s is not its best"
     )
