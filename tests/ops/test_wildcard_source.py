@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REQUIRE_INTEROP_ENV, interop_required, require_binary
 from tests.ops.conftest import EXAMPLE_ZONE, VENV_BIN
+from tests.support.system import REQUIRE_INTEROP_ENV, interop_required, require_binary
 
 HELPER = Path(__file__).with_name("wildcard_netns.py")
 
