@@ -119,19 +119,31 @@ def utilization(cpu_seconds: float, wall_seconds: float, cores: int) -> float:
     return cpu_seconds / (wall_seconds * cores)
 
 
-def saturation_note(cpu_seconds: float, wall_seconds: float, cores: int) -> str | None:
+def saturation_note(
+    cpu_seconds: float, wall_seconds: float, cores: int, client_share: float | None = None
+) -> str | None:
     """A warning when a server was not kept busy during a saturation run, else None.
 
     qps per CPU-second is a server's cost per query only when its cores are busy: a server
     that sleeps between queries wakes up more often per query (epoll_wait, a recvmmsg that
     returns one datagram), so a fast server held back by a client too slow for it looks
     costlier than it is, while a slower one, saturated, shows its best: a ratio between the
-    two is then too kind to the slower one.
+    two is then too kind to the slower one. `client_share` (the load client's busy share of
+    its cores, when known) tells which side held it back.
     """
     share = utilization(cpu_seconds, wall_seconds, cores)
     if share <= 0 or share >= SATURATED:
         return None
+    if client_share is None:
+        cause = "a client too slow for it, or cores shared with other load"
+    elif client_share >= SATURATED:
+        cause = f"the client was the limit, busy {client_share:.0%}"
+    else:
+        cause = (
+            f"the client was busy {client_share:.0%} only: cores shared with other load, "
+            "or too few queries in flight"
+        )
     return (
-        f"server busy {share:.0%} of {cores} core(s): not saturated (a client too slow for it, "
-        "or cores shared with other load), so its qps/CPU-s is not its best"
+        f"server busy {share:.0%} of {cores} core(s): not saturated ({cause}), "
+        "so its qps/CPU-s is not its best"
     )

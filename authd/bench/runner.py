@@ -8,6 +8,7 @@ and every server started is stopped in a `finally`.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import time
@@ -168,6 +169,14 @@ def load(
         os.sched_setaffinity(0, previous)
 
 
+def client_cpu_seconds(driver: str) -> float:
+    """CPU seconds used so far by the load client: dnsperf runs as a child that is waited
+    for (RUSAGE_CHILDREN), the built-in generator in this process."""
+    who = resource.RUSAGE_CHILDREN if driver == "dnsperf" else resource.RUSAGE_SELF
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(
     server_name: str,
     mix_name: str,
@@ -188,12 +197,16 @@ def measure(
     load(driver, plan, work, host, port, min(1.0, plan.seconds / 5), None)
     progress(f"{mix_name}: {server_name}: saturation, {plan.seconds:g} s ({driver})")
     before = cpu.tree_cpu_seconds(pid) if pid is not None else 0.0
+    client_before = client_cpu_seconds(driver)
     saturation = load(driver, plan, work, host, port, plan.seconds, None)
+    client_seconds = client_cpu_seconds(driver) - client_before
     cpu_seconds = cpu.tree_cpu_seconds(pid) - before if pid is not None else 0.0
     if pid is None:
         notes.append("no server PID: CPU figures unavailable")
     else:
-        idle = cpu.saturation_note(cpu_seconds, saturation.seconds, cores)
+        client_cores = len(plan.client_cpus) or 1
+        client_share = cpu.utilization(client_seconds, saturation.seconds, client_cores)
+        idle = cpu.saturation_note(cpu_seconds, saturation.seconds, cores, client_share)
         if idle is not None:
             notes.append(idle)
     latency = None

@@ -98,6 +98,12 @@ def test_utilization_and_saturation_note() -> None:
     assert note is not None and "89%" in note and "not saturated" in note
     assert cpu.saturation_note(18.5, 10.0, 2) is None
     assert cpu.saturation_note(9.0, 10.0, 2) is not None
+    # The client's share says which side held the server back.
+    limited = cpu.saturation_note(5.0, 10.0, 1, client_share=0.97)
+    assert limited is not None and "the client was the limit, busy 97%" in limited
+    shared = cpu.saturation_note(3.0, 10.0, 1, client_share=0.3)
+    assert shared is not None and "client was busy 30% only" in shared
+    assert cpu.saturation_note(9.6, 10.0, 1, client_share=0.3) is None
     # Unknown cores or no time: nothing can be said.
     assert cpu.saturation_note(5.0, 10.0, 0) is None
     assert cpu.saturation_note(0.0, 10.0, 1) is None
