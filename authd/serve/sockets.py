@@ -13,10 +13,10 @@ import sys
 UDP_BUFFER_BYTES = 4 * 1024 * 1024
 TCP_BACKLOG = 1024
 
-# Linux values (ip(7), ipv6(7)); Python 3.11 exports the IPv6 ones only.
+# Linux values (ip(7), ipv6(7)); Python 3.11 exports only the IPv6 one. The kernel answers
+# with IP_PKTINFO / IPV6_PKTINFO control messages, which sendmsg takes back as they are.
 IP_PKTINFO = int(getattr(socket, "IP_PKTINFO", 8))
 IPV6_RECVPKTINFO = int(getattr(socket, "IPV6_RECVPKTINFO", 49))
-IPV6_PKTINFO = int(getattr(socket, "IPV6_PKTINFO", 50))
 
 
 def family_of(host: str) -> socket.AddressFamily:

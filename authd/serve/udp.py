@@ -16,7 +16,8 @@ same control message: the kernel sends from ipi_spec_dst / ipi6_addr out of the 
 query came in on (NSD and Knot do the same). Sockets bound to one address skip all of it.
 
 Where recvmmsg is missing (not Linux, or a libc without it) `UdpListener` falls back to an
-asyncio DatagramProtocol with the same counters and the same responder.
+asyncio DatagramProtocol with the same counters and the same responder (on a wildcard socket:
+recvmsg/sendmsg per datagram, passing the same control messages back).
 """
 
 from __future__ import annotations
