@@ -20,18 +20,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Every unit test file that signs or validates (DNSSEC, ZONEMD, TSIG) or reads the wall clock.
 SIGNING_FILES = [
-    "tests/unit/test_dnssec.py",
-    "tests/unit/test_dnssec_incremental.py",
-    "tests/unit/test_dnssec_incremental_nsec3.py",
-    "tests/unit/test_verify.py",
-    "tests/unit/test_notify.py",
-    "tests/unit/test_transfer.py",
-    "tests/unit/test_secondary.py",
-    "tests/unit/test_answer.py",
+    "tests/unit/zone/test_dnssec.py",
+    "tests/unit/zone/test_dnssec_incremental.py",
+    "tests/unit/zone/test_dnssec_incremental_nsec3.py",
+    "tests/unit/zone/test_verify.py",
+    "tests/unit/xfr/test_notify.py",
+    "tests/unit/xfr/test_transfer.py",
+    "tests/unit/xfr/test_secondary.py",
+    "tests/unit/zone/test_answer.py",
     "tests/unit/test_cli.py",
-    "tests/unit/test_delegation.py",
+    "tests/unit/zone/test_delegation.py",
     "tests/unit/test_horizon.py",
-    "tests/unit/test_assure_drill.py",
+    "tests/unit/assure/test_drill.py",
 ]
 
 PROBE = """

@@ -9,7 +9,7 @@ A test that takes signing and validation times from one injected clock does not 
 authd's modules are imported before the clock is moved: a default argument such as
 `clock=time.time` must keep the real function, as it does in a normal run.
 
-    python -m pytest -p tests.support.timeshift tests/unit/test_dnssec.py
+    python -m pytest -p tests.support.timeshift tests/unit/zone/test_dnssec.py
 """
 
 from __future__ import annotations

@@ -215,12 +215,16 @@ def test_every_action_is_performed_and_expiry_is_on_time(
     lines = LogLines()
     logger = logging.getLogger("authd.xfr")
     logger.addHandler(lines)
-    logger.propagate, logger.level = False, logging.INFO  # captured here, not printed
+    # setLevel, not an assignment: it also clears the logger's isEnabledFor cache, which an
+    # earlier test may have filled while the level was WARNING.
+    logger.propagate = False  # captured here, not printed
+    logger.setLevel(logging.INFO)
     try:
         drive(zones, refresh, retry, expire, servfail, stored, steps, lines)
     finally:
         logger.removeHandler(lines)
-        logger.propagate, logger.level = True, logging.NOTSET
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
 
 
 class LogLines(logging.Handler):

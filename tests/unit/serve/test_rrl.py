@@ -28,7 +28,7 @@ from authd.serve.zonetable import ZoneTable
 from authd.zone import names
 from authd.zone.loader import load_zone_file
 
-ZONE_FILE = Path(__file__).resolve().parents[2] / "zones" / "example.test.zone"
+ZONE_FILE = Path(__file__).resolve().parents[3] / "zones" / "example.test.zone"
 
 
 def sockaddr(host: str, port: int = 5353) -> bytes:

@@ -1,7 +1,7 @@
 """The zone store: full copies, the journal, compaction, timers, damage (authd/zone/store.py).
 
 Run as a script to measure save/load times of synthetic zones:
-    .venv/bin/python tests/unit/test_store.py 100000 1000000
+    .venv/bin/python tests/unit/zone/test_store.py 100000 1000000
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 if __name__ == "__main__":  # run as a script from anywhere
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from authd.zone import journal, names, store
 from authd.zone.snapshot import NSEC3, NSEC3PARAM, SOA, Record, Snapshot, SnapshotBuilder

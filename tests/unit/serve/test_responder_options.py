@@ -17,7 +17,7 @@ from authd.serve.cookies import CookieJar
 from authd.serve.responder import Responder
 from authd.serve.zonetable import ZoneTable
 from authd.zone import names
-from tests.unit.test_responder import ORIGIN, ZONE, make, snapshot
+from tests.support.responder import ORIGIN, ZONE, make, snapshot
 
 SECRET = bytes(range(16))
 NOW = 1_765_000_000.0

@@ -13,7 +13,7 @@ import pytest
 
 from authd.bench import mix, zonegen
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "zones" / "example.test.zone"
+EXAMPLE = Path(__file__).resolve().parents[3] / "zones" / "example.test.zone"
 
 
 @pytest.fixture(scope="module")

@@ -153,7 +153,7 @@ for i in range(1_000_000):
 @pytest.mark.slow
 def test_kill_9_at_any_moment_leaves_a_verifiable_ledger(tmp_path: Path) -> None:
     path = tmp_path / "z.ledger"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     for round_ in range(6):
         writer = subprocess.Popen(
             [sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, env=env

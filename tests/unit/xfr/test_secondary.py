@@ -225,7 +225,7 @@ async def test_cut_transfer_changes_nothing_then_recovers(
 def test_earliest_expiration_matches_the_validator() -> None:
     from authd.zone.dnssec import validate
 
-    zone_file = Path(__file__).parent / "zones" / "answer.nsec.zone"
+    zone_file = Path(__file__).parents[1] / "zones" / "answer.nsec.zone"
     zone = dns.zone.from_file(str(zone_file), origin="example.", relativize=False)
     snapshot = snapshot_of(zone)
     now = time.time()

@@ -24,7 +24,7 @@ from authd.zone.answer import nxdomain_class
 from authd.zone.loader import load_zone_file
 from authd.zone.snapshot import Snapshot
 
-ZONES = Path(__file__).parent / "zones"
+ZONES = Path(__file__).parents[1] / "zones"
 VARIANTS = {
     "plain": "answer.zone",
     "nsec": "answer.nsec.zone",

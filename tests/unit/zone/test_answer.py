@@ -33,7 +33,7 @@ from authd.zone.loader import load_zone_file
 from authd.zone.snapshot import Nsec3Params, Snapshot, covered_type
 from tests.support.system import free_port, require_binary
 
-ZONES = Path(__file__).parent / "zones"
+ZONES = Path(__file__).parents[1] / "zones"
 VARIANT_FILES = {
     "plain": "answer.zone",
     "nsec": "answer.nsec.zone",

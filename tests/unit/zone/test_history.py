@@ -32,7 +32,7 @@ from authd.zone.store import HISTORY_DIR, Store, VersionMeta
 
 ORIGIN = names.key_from_text("example.test.")
 A, NS, TXT = 1, 2, 16
-ZONES = Path(__file__).parent / "zones"
+ZONES = Path(__file__).parents[1] / "zones"
 
 
 def soa(serial: int) -> bytes:

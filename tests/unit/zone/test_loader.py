@@ -18,7 +18,7 @@ from authd.zone.loader import ZoneLoadError, load_zone_file
 from authd.zone.snapshot import Record
 from tests.support.system import require_binary
 
-ZONES = Path(__file__).parent / "zones"
+ZONES = Path(__file__).parents[1] / "zones"
 HEAD = """$ORIGIN example.com.
 $TTL 300
 @ IN SOA ns1 host 1 7200 900 1209600 300
@@ -128,7 +128,7 @@ def test_large_zone_loads_in_bounded_time(tmp_path: Path) -> None:
 
 # -- the fast reader against dnspython's (load_zone_file(fast=False)) ---------------------
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def outcome(path: Path, origin: str, fast: bool) -> tuple[str, object]:

@@ -116,7 +116,7 @@ ORPHAN_SCRIPT = textwrap.dedent(
 
 def test_workers_exit_when_the_main_process_is_killed(tmp_path: Path) -> None:
     script = tmp_path / "main.py"
-    root = str(Path(__file__).resolve().parents[2])
+    root = str(Path(__file__).resolve().parents[3])
     script.write_text(ORPHAN_SCRIPT.format(root=root, port=free_port()))
     main = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:

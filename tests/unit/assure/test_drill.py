@@ -22,7 +22,7 @@ from authd.zone import names
 from authd.zone.loader import load_zone_file
 from authd.zone.snapshot import DNSKEY, NS, SOA, Snapshot
 
-ZONES = Path(__file__).parent / "zones"
+ZONES = Path(__file__).parents[1] / "zones"
 # The signatures in answer.nsec.zone run from 2026-01-01 to 2040-01-01.
 NOW = calendar.timegm((2030, 1, 1, 0, 0, 0))
 LATE = calendar.timegm((2041, 1, 1, 0, 0, 0))
