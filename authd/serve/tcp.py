@@ -15,6 +15,13 @@ responder may come back out of order. Limits, all in `TcpLimits`:
   being read (backpressure) and is dropped after `write_timeout`;
 - message length cap and a cap on queries in flight per connection.
 
+Multi-message answers (outbound AXFR/IXFR, a `xfrout.MessageStream`) are written by a pump:
+messages are pulled one at a time while the transport's write buffer is under its
+high-water mark, at most STREAM_TURN_BYTES per event-loop turn (other connections and UDP
+are served in between); a paused buffer stops the pump until it drains, and the write
+timeout ends a client that stops reading. While a stream runs, the connection reads no
+further queries (their answers would land between the transfer's messages).
+
 Deadlines are checked by one sweep every `sweep_interval` seconds over all connections, so
 no timer object is created per query.
 """
@@ -25,11 +32,12 @@ import asyncio
 import logging
 import socket
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import cast
 
 from authd.serve.sockets import TCP_BACKLOG
+from authd.serve.xfrout import MessageStream
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +50,7 @@ MAX_FRAME = 0xFFFF
 # responder chose silence): distinct from None, which means "answered later".
 NO_REPLY = b""
 STOP_GRACE = 0.25  # seconds a quiet connection may still send a query when we stop
+STREAM_TURN_BYTES = 64 * 1024  # most a transfer writes before yielding to the event loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +98,7 @@ class _Connection(asyncio.Protocol):
         "last_activity",
         "partial_since",
         "peer",
+        "stream",
         "transport",
         "write_paused_since",
     )
@@ -106,6 +116,7 @@ class _Connection(asyncio.Protocol):
         self.last_activity = 0.0
         self.partial_since: float | None = None
         self.write_paused_since: float | None = None
+        self.stream: Iterator[bytes] | None = None
 
     # -- asyncio callbacks ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -145,6 +156,9 @@ class _Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused_since = None
+        if self.stream is not None:
+            self._pump()
+            return
         self._maybe_resume_reading()
         if not self.closing:
             self._process()
@@ -159,7 +173,11 @@ class _Connection(asyncio.Protocol):
         out_bytes = 0
         pos = 0
         while len(buf) - pos >= 2:
-            if self.write_paused_since is not None or self.in_flight >= limits.max_in_flight:
+            if (
+                self.write_paused_since is not None
+                or self.in_flight >= limits.max_in_flight
+                or self.stream is not None
+            ):
                 self._pause_reading()
                 break
             size = (buf[pos] << 8) | buf[pos + 1]
@@ -187,6 +205,12 @@ class _Connection(asyncio.Protocol):
                 else:
                     self.close()
                 return
+            if isinstance(reply, MessageStream):
+                out.append(server.frame(reply) or b"")
+                self._write(out)
+                out = []
+                self.start_stream(reply.rest)
+                continue  # the loop pauses reading at its top
             if reply is not None:
                 out.append(reply)
                 out_bytes += len(reply)
@@ -210,7 +234,7 @@ class _Connection(asyncio.Protocol):
         self.transport.writelines(frames)
 
     def deliver(self, reply: bytes | None) -> None:
-        """An async answer is ready."""
+        """An async answer is ready (None: nothing to write, e.g. a transfer's end)."""
         self.in_flight -= 1
         server = self._server
         if reply is not None and self.transport is not None and not self.transport.is_closing():
@@ -225,6 +249,49 @@ class _Connection(asyncio.Protocol):
         self._maybe_resume_reading()
         if self._buf and not self.closing:
             self._process()
+
+    # -- multi-message answers ------------------------------------------------------------
+    def start_stream(self, rest: Iterator[bytes]) -> None:
+        """Write the later messages of a transfer (the first is already out)."""
+        self.in_flight += 1
+        self.stream = rest
+        asyncio.get_running_loop().call_soon(self._pump)
+
+    def _pump(self) -> None:
+        stream = self.stream
+        transport = self.transport
+        if stream is None:
+            return
+        if transport is None or transport.is_closing():
+            self._end_stream()
+            return
+        server = self._server
+        written = 0
+        while self.write_paused_since is None and written < STREAM_TURN_BYTES:
+            try:
+                message = next(stream)
+            except StopIteration:
+                self._end_stream()
+                return
+            except Exception:
+                server._responder_failed()
+                self.abort()  # a transfer cut short must not look complete
+                self._end_stream()
+                return
+            framed = server.frame(message)
+            if framed is None:
+                self.abort()
+                self._end_stream()
+                return
+            written += len(framed)
+            transport.write(framed)  # may call pause_writing, which ends this loop
+        self.last_activity = server.now()
+        if self.write_paused_since is None:
+            asyncio.get_running_loop().call_soon(self._pump)  # next turn: others go first
+
+    def _end_stream(self) -> None:
+        self.stream = None
+        self.deliver(None)
 
     def _pause_reading(self) -> None:
         if not self._paused_reading and self.transport is not None:
@@ -401,6 +468,8 @@ class TcpServer:
         if result is None:
             self.counters.no_reply += 1
             return NO_REPLY
+        if isinstance(result, MessageStream):
+            return result  # the connection frames it and pumps the rest
         if isinstance(result, bytes):
             return self.frame(result)
         conn.in_flight += 1
