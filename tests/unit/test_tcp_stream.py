@@ -1,0 +1,124 @@
+"""Multi-message answers (outbound transfers) on the TCP server: every message in order,
+flow control against a client that does not read, other clients served meanwhile, the
+write timeout, and no query of the same connection answered in the middle of a transfer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+from authd.serve.tcp import TcpLimits
+from authd.serve.xfrout import MessageStream
+from tests.unit.test_tcp import (
+    closed_by_server,
+    connect,
+    echo,
+    frame,
+    query,
+    read_message,
+    run,
+    serving,
+    settle,
+)
+
+MESSAGES = 1000
+SIZE = 16000  # 16 MB: more than loopback's socket buffers (tcp_rmem + tcp_wmem) hold
+
+
+def numbered(qid: int, count: int) -> Iterator[bytes]:
+    for index in range(1, count):
+        yield qid.to_bytes(2, "big") + index.to_bytes(4, "big") + b"x" * (SIZE - 6)
+
+
+def transfer_or_echo(data: bytes, tcp: bool, client: object) -> bytes:
+    """Label "axfr" starts a stream of MESSAGES messages; anything else is echoed."""
+    if b"\x04axfr" in data:
+        qid = int.from_bytes(data[:2], "big")
+        first = qid.to_bytes(2, "big") + (0).to_bytes(4, "big") + b"x" * (SIZE - 6)
+        return MessageStream(first, numbered(qid, MESSAGES))
+    return echo(data, tcp, client)
+
+
+async def read_stream(reader: asyncio.StreamReader, qid: int) -> list[int]:
+    indexes = []
+    for _ in range(MESSAGES):
+        message = await read_message(reader)
+        assert int.from_bytes(message[:2], "big") == qid and len(message) == SIZE
+        indexes.append(int.from_bytes(message[2:6], "big"))
+    return indexes
+
+
+def test_a_stream_is_written_whole_and_in_order_while_others_are_served() -> None:
+    async def scenario() -> None:
+        server, address = await serving(transfer_or_echo, TcpLimits(write_buffer=64 * 1024))
+        slow_reader, slow_writer = await connect(address)
+        slow_writer.write(frame(query(7, b"axfr")))
+        # The transfer client reads nothing yet: the server's buffer fills and the pump
+        # stops (pause_writing), so only part of the 6.4 MB can have left.
+        conns = list(server._conns)
+        assert await settle(lambda: any(c.write_paused_since is not None for c in conns))
+        assert server.counters.responses < MESSAGES
+        # Meanwhile another client is answered at once.
+        reader, writer = await connect(address)
+        writer.write(frame(query(8)))
+        assert (await read_message(reader))[:2] == (8).to_bytes(2, "big")
+        # Now the transfer client reads: every message arrives, in order.
+        assert await read_stream(slow_reader, 7) == list(range(MESSAGES))
+        # And the connection takes queries again afterwards.
+        slow_writer.write(frame(query(9)))
+        assert (await read_message(slow_reader))[:2] == (9).to_bytes(2, "big")
+        for w in (writer, slow_writer):
+            w.close()
+        await server.stop()
+
+    run(scenario)
+
+
+def test_a_query_pipelined_behind_a_transfer_is_answered_after_it() -> None:
+    async def scenario() -> None:
+        server, address = await serving(transfer_or_echo)
+        reader, writer = await connect(address)
+        writer.write(frame(query(7, b"axfr")) + frame(query(8)))
+        assert await read_stream(reader, 7) == list(range(MESSAGES))
+        assert (await read_message(reader))[:2] == (8).to_bytes(2, "big")
+        writer.close()
+        await server.stop()
+
+    run(scenario)
+
+
+def test_a_transfer_client_that_never_reads_is_dropped_after_the_write_timeout() -> None:
+    async def scenario() -> None:
+        limits = TcpLimits(write_buffer=64 * 1024, write_timeout=0.3, sweep_interval=0.05)
+        server, address = await serving(transfer_or_echo, limits)
+        _reader, writer = await connect(address)
+        writer.write(frame(query(7, b"axfr")))
+        assert await settle(lambda: server.counters.write_timeouts == 1)
+        assert await settle(lambda: server.open_connections == 0)
+        writer.close()
+        await server.stop()
+
+    run(scenario)
+
+
+def test_a_stream_that_fails_midway_is_cut_not_completed() -> None:
+    def broken(data: bytes, tcp: bool, client: object) -> bytes:
+        def rest() -> Iterator[bytes]:
+            yield b"\x00\x07" + b"y" * 100
+            raise RuntimeError("the version went away")
+
+        return MessageStream(b"\x00\x07" + b"x" * 100, rest())
+
+    async def scenario() -> None:
+        server, address = await serving(broken)
+        reader, writer = await connect(address)
+        writer.write(frame(query(7, b"axfr")))
+        assert (await read_message(reader))[2:3] == b"x"
+        assert (await read_message(reader))[2:3] == b"y"
+        assert await closed_by_server(reader)
+        assert server.counters.responder_errors == 1
+        writer.close()
+        await server.stop()
+
+    run(scenario)
