@@ -88,6 +88,13 @@ class XfrHandler(Protocol):
 
     def counters(self) -> dict[str, int]: ...
 
+    def signed_query(
+        self, data: bytes, query: wire.Query, answer: Callable[[bytes], bytes | None]
+    ) -> bytes | None:
+        """A TSIG-signed query (a downstream's SOA check): verified, `answer`ed unsigned,
+        then signed with the same key (RFC 8945 5.3)."""
+        ...
+
 
 def txt_rdata(text: str) -> bytes:
     """TXT RDATA holding text, split into character-strings of at most 255 octets."""
@@ -544,6 +551,11 @@ class Responder:
         ):
             response = self.xfr_handler(data, query, tcp, client)
             return response, (response[3] & 0xF) if response else 0
+        if query.tsig is not None and self.xfr_handler is not None:
+            response = self.xfr_handler.signed_query(
+                data, query, lambda unsigned: self._answer_unsigned(unsigned, tcp, client)
+            )
+            return response, (response[3] & 0xF) if response else 0
         if query.tsig is not None:
             # We hold no keys for queries: unknown key (RFC 8945 5.2.1), reply unsigned.
             trailer = self._opt(edns) + tsig_error_record(query.tsig, BADKEY)
@@ -595,6 +607,14 @@ class Responder:
         question = data[12 : query.question_end]
         response = render_empty(query.id, query.flags, question, SERVFAIL, opt, 1 if opt else 0)
         return response, SERVFAIL
+
+    def _answer_unsigned(self, data: bytes, tcp: bool, client: object) -> bytes | None:
+        """The answer to a signed query once its TSIG is checked and removed."""
+        query = wire.parse_query(data)
+        if query is None or query.tsig is not None:
+            return None
+        response, _ = self._answer(data, query, tcp, client)
+        return response
 
     def _from_zone(
         self, data: bytes, query: wire.Query, zone: PublishedZone, tcp: bool, options: Options

@@ -163,6 +163,26 @@ class XfrEndpoint:
             return first
         return MessageStream(first, messages)
 
+    def signed_query(
+        self, data: bytes, query: wire.Query, answer: Callable[[bytes], bytes | None]
+    ) -> bytes | None:
+        """Downstreams sign their SOA checks with the transfer key: verify, answer, sign.
+
+        Any key we hold is accepted here, as Knot does (the ACL guards transfers, not
+        queries); an unknown key or a bad MAC gets NOTAUTH with the TSIG error."""
+        now = self.clock()
+        tsig = provide.verify_tsig(data, self.keyring, now)
+        if tsig.error:
+            self._count(provide.Result.BAD_TSIG)
+            refused = provide.Decision(False, provide.Result.BAD_TSIG, provide.NOTAUTH)
+            return provide.refusal(data, query, refused, tsig, None, now, self.udp_payload)
+        unsigned = provide.strip_tsig(data)
+        response = answer(unsigned) if unsigned is not None else None
+        if response is None:
+            return None
+        key = self.keyring.get(tsig.key) if tsig.key else None
+        return provide.sign_answer(data, response, tsig, key, now)
+
     def _view(
         self, published: PublishedZone | None, origin: bytes, now: float
     ) -> provide.ZoneView | None:

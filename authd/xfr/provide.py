@@ -208,6 +208,18 @@ def sign_answer(
     return response
 
 
+def strip_tsig(data: bytes) -> bytes | None:
+    """The message without its TSIG record (ARCOUNT one less), as it was signed."""
+    try:
+        message = parse_message(data)
+    except StreamError:
+        return None
+    if message.tsig_start < 0:
+        return data
+    arcount = struct.unpack_from(">H", data, 10)[0] - 1
+    return data[:10] + struct.pack(">H", arcount) + data[12 : message.tsig_start]
+
+
 def _request_tsig(data: bytes) -> tuple[dns.name.Name, dns.rdtypes.ANY.TSIG.TSIG] | None:
     try:
         message = parse_message(data)

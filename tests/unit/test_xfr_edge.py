@@ -232,3 +232,22 @@ def test_a_zone_not_served_is_notauth(state: tuple[Path, list[Snapshot]]) -> Non
     query = dns.message.make_query("other.example.", "AXFR")
     answer = r.respond(query.to_wire(), True, CLIENT)
     assert answer is not None and answer[3] & 0xF == dns.rcode.NOTAUTH
+
+
+def test_a_signed_soa_query_is_answered_and_signed_with_the_same_key(
+    state: tuple[Path, list[Snapshot]],
+) -> None:
+    """Knot, NSD and BIND sign their SOA checks with the transfer key."""
+    state_dir, (_, _, v3) = state
+    r = responder(state_dir, v3)
+    query = dns.message.make_query(ORIGIN, "SOA")
+    data, mac = sign_message(query.to_wire(), KEY, NOW)
+    answer = r.respond(data, False, CLIENT)
+    assert answer is not None
+    message = parse_message(answer)
+    TsigVerifier(KEY, mac).check(answer, message, NOW)
+    assert message.rcode == 0 and [rec[1] for rec in message.records] == [6]
+    stranger = dns.tsig.Key("who.", "d3Jvbmd3cm9uZ3dyb25nd3Jvbmc=", dns.tsig.HMAC_SHA256)
+    data, _ = sign_message(query.to_wire(), stranger, NOW)
+    answer = r.respond(data, False, CLIENT)
+    assert answer is not None and answer[3] & 0xF == dns.rcode.NOTAUTH
