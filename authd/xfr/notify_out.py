@@ -28,7 +28,7 @@ import logging
 import secrets
 import struct
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -286,7 +286,40 @@ class NotifySender:
         self._timer: asyncio.TimerHandle | None = None
         self._wake_at: float | None = None
         self._busy: asyncio.Task[None] | None = None
+        self._publishes: dict[bytes, int] = {}  # zone -> publishes seen (newest wins)
+        self._waiting: set[asyncio.Task[None]] = set()
         self.sent = 0
+
+    def published_when_applied(
+        self,
+        config: ZoneConfig,
+        serial: int,
+        soa: tuple[int, bytes],
+        applied: Awaitable[bool] | None,
+    ) -> None:
+        """NOTIFY once every worker serves the version (`applied`), so a downstream that
+        comes at once never finds the old serial and believes itself current."""
+        zone = config.origin
+        generation = self._publishes[zone] = self._publishes.get(zone, 0) + 1
+        if applied is None:
+            self.published(config, serial, soa)
+            return
+
+        async def when_applied() -> None:
+            confirmed = await applied
+            if self._publishes.get(zone) != generation:
+                return  # a newer publish of the zone supersedes this one
+            if not confirmed:
+                log.warning(
+                    "zone %s: serial %d not confirmed by every worker; NOTIFY sent anyway",
+                    config.name,
+                    serial,
+                )
+            self.published(config, serial, soa)
+
+        task = asyncio.get_running_loop().create_task(when_applied())
+        self._waiting.add(task)
+        task.add_done_callback(self._waiting.discard)
 
     def published(self, config: ZoneConfig, serial: int, soa: tuple[int, bytes]) -> None:
         targets = targets_of(config.notify)
@@ -409,6 +442,8 @@ class NotifySender:
         self._sockets.clear()
 
     def close(self) -> None:
+        for task in list(self._waiting):
+            task.cancel()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -430,9 +465,16 @@ class _Host(Protocol):
     def stats(self) -> Any: ...
 
 
-def after_publish(host: _Host, config: ZoneConfig, serial: int, soa: tuple[int, bytes]) -> None:
-    """Called once per published version (App.publish). NOTIFYs the zone's `notify`
-    remotes; nothing happens for zones without any, or outside a running event loop."""
+def after_publish(
+    host: _Host,
+    config: ZoneConfig,
+    serial: int,
+    soa: tuple[int, bytes],
+    seq: int | None = None,
+) -> None:
+    """Called once per published version (App.publish, with the publish's sequence number
+    for `host.wait_published`). NOTIFYs the zone's `notify` remotes once every worker
+    serves the version; nothing happens for zones without any, or outside an event loop."""
     if not config.notify:
         return
     try:
@@ -443,7 +485,9 @@ def after_publish(host: _Host, config: ZoneConfig, serial: int, soa: tuple[int, 
     sender = _senders.get(host)
     if sender is None:
         sender = _senders[host] = NotifySender(host.clock, host.stats)
-    sender.published(config, serial, soa)
+    wait = getattr(host, "wait_published", None)
+    applied = wait(seq) if seq is not None and wait is not None else None
+    sender.published_when_applied(config, serial, soa, applied)
 
 
 def sender_of(host: object) -> NotifySender | None:

@@ -230,3 +230,34 @@ def test_rcode_results(rcode: int) -> None:
     reply[2:4] = (0x8000 | (4 << 11) | rcode).to_bytes(2)
     result = notify_out.response_result(bytes(reply), 5, QKEY, None, b"", NOW)
     assert result == dns.rcode.to_text(rcode).lower()
+
+
+def test_notify_waits_for_the_workers_and_a_newer_publish_supersedes() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        down = Downstream(answer=True)
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: down, local_addr=("127.0.0.1", 0), family=socket.AF_INET
+        )
+        port = transport.get_extra_info("sockname")[1]
+        stats = Stats()
+        sender = NotifySender(FakeClock(now=NOW), stats)
+        first: asyncio.Future[bool] = loop.create_future()
+        second: asyncio.Future[bool] = loop.create_future()
+        sender.published_when_applied(zone_config(port), 7, SOA, first)  # type: ignore[arg-type]
+        soa8 = (300, soa(8)[3])
+        sender.published_when_applied(zone_config(port), 8, soa8, second)  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        assert down.received == []  # nothing before the workers serve the version
+        second.set_result(True)
+        assert await wait_until(lambda: stats.notifies_sent[("example.com", "edge1", "ok")] == 1)
+        first.set_result(True)  # late: superseded by the publish of serial 8
+        await asyncio.sleep(0.05)
+        serials = [
+            parse_notify(d, {KEY.name: KEY.to_dnspython()}, NOW).serial for d in down.received
+        ]
+        assert serials == [8]
+        sender.close()
+        transport.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 20))
