@@ -4,6 +4,10 @@ secondaries, all with TSIG. Each takes the zone by AXFR; a one-record change on 
 reaches every downstream by NOTIFY and IXFR from the hub's journal; a client outside the
 ACL, an unsigned client and a wrong key are refused; kdig verifies a signed AXFR.
 
+Then the hub is killed: all keep serving, and the downstreams that list the provider as a
+second primary (knotd, authd) fail over to it; the hub restarted serves its stored copy,
+catches up by IXFR, and NSD and BIND catch up by IXFR from its journal.
+
 Every server runs on loopback on free ports in its own directory and is stopped by PID.
 """
 
@@ -11,10 +15,10 @@ from __future__ import annotations
 
 import base64
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -38,11 +42,6 @@ KDIG_KEY = f"{KEY.algorithm}:{KEY.name}:{KEY.secret}"
 CHANGE_WITHIN = 5.0  # seconds; the issue asks for 2 s, measured and printed below
 
 
-@dataclass
-class Downstreams:
-    ports: dict[str, int]
-
-
 class HubAuthd(AuthdSecondary):
     """authd as the hub: a secondary of the provider with provide-xfr and notify."""
 
@@ -52,7 +51,10 @@ class HubAuthd(AuthdSecondary):
         return super().config_text() + self.extra
 
 
-def knotd_downstream(knotd: str, workdir: Path, port: int, hub: int) -> RunningServer:
+def knotd_downstream(
+    knotd: str, workdir: Path, port: int, hub: int, provider: int
+) -> RunningServer:
+    """knotd with the hub as primary and the provider as the second one (failover)."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "run").mkdir(exist_ok=True)
     (workdir / "db").mkdir(exist_ok=True)
@@ -62,6 +64,9 @@ def knotd_downstream(knotd: str, workdir: Path, port: int, hub: int) -> RunningS
         + f"""remote:
   - id: hub
     address: {HOST}@{hub}
+    key: {KEY.name}
+  - id: provider
+    address: {HOST}@{provider}
     key: {KEY.name}
 acl:
   - id: hub_notify
@@ -74,7 +79,7 @@ template:
     zonefile-sync: -1
 zone:
   - domain: "{ZONE}."
-    master: hub
+    master: [hub, provider]
     acl: hub_notify
 """
     )
@@ -197,13 +202,15 @@ def test_distribution_tier(tmp_path: Path, cleanup: list[Callable[[], None]]) ->
 
     hub_port = hub.port
     servers = {
-        "knotd": knotd_downstream(knotd, tmp_path / "knotd", ports["knotd"], hub_port),
+        "knotd": knotd_downstream(
+            knotd, tmp_path / "knotd", ports["knotd"], hub_port, provider.port
+        ),
         "nsd": nsd_downstream(nsd, tmp_path / "nsd", ports["nsd"], hub_port),
         "named": named_downstream(named, tmp_path / "named", ports["named"], hub_port),
     }
     for server in servers.values():
         cleanup.append(server.stop)
-    down_authd.zones = [SecondaryZone(ZONE, [hub.address])]
+    down_authd.zones = [SecondaryZone(ZONE, [hub.address, provider.address])]
     down_authd.start()
     cleanup.append(down_authd.stop)
     down_authd.refresh(ZONE)
@@ -261,3 +268,29 @@ def test_distribution_tier(tmp_path: Path, cleanup: list[Callable[[], None]]) ->
     # Nothing of the zone leaked in the refusals.
     for text in (outside, unsigned, wrong):
         assert "changed.dist.test." not in text
+
+    # The hub killed: every downstream keeps serving; knotd and authd, which list the
+    # provider as their second primary, fail over to it for the next change.
+    hub.stop(signal.SIGKILL)
+    provider.set_record(ZONE, "during", "A", "203.0.113.8")
+    newer = provider.serial(ZONE)
+    assert newer is not None and newer != new
+    for name, address in addresses.items():
+        assert served_serial(*address, ZONE) == new, name
+    knot_conf = tmp_path / "knotd" / "knot.conf"
+    subprocess.run([knotc, "-c", str(knot_conf), "zone-refresh", ZONE], check=True, timeout=20)
+    down_authd.refresh(ZONE)
+    for name in ("knotd", "authd"):
+        assert wait_for(lambda a=addresses[name]: served_serial(*a, ZONE) == newer, 20), name  # type: ignore[misc]
+    for name in ("nsd", "named"):
+        assert served_serial(*addresses[name], ZONE) == new, name
+
+    # The hub restarted: it serves its stored copy, catches up with the provider by IXFR,
+    # and the downstreams still behind (NSD, BIND) take the step by IXFR from its journal.
+    hub.start()
+    hub.refresh(ZONE)
+    for name, address in addresses.items():
+        assert wait_for(lambda a=address: served_serial(*a, ZONE) == newer, 20), name  # type: ignore[misc]
+    log = hub.log()
+    assert re.search(rf"serving serial {newer} \(was {new}\) .* via IXFR", log), log
+    assert len(re.findall(rf"{ZONE}\. ixfr serial {newer} to {HOST}", log)) >= 2, log
