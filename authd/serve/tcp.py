@@ -50,7 +50,7 @@ MAX_FRAME = 0xFFFF
 # responder chose silence): distinct from None, which means "answered later".
 NO_REPLY = b""
 STOP_GRACE = 0.25  # seconds a quiet connection may still send a query when we stop
-STREAM_TURN_BYTES = 64 * 1024  # most a transfer writes before yielding to the event loop
+STREAM_TURN_BYTES = 8 * 1024  # a transfer writes about one message per event-loop turn
 
 
 @dataclass(frozen=True, slots=True)

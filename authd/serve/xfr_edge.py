@@ -34,7 +34,7 @@ log = logging.getLogger("authd.xfrout")
 
 # Outbound messages are kept to 16 KiB: each is built in one go on the event loop, and a
 # smaller message keeps other queries' wait short (Knot fills 64 KiB; BIND ~16 KiB).
-OUT_BUDGET = 16384 - 512
+OUT_BUDGET = 8192 - 512
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,13 +118,26 @@ class _Messages:
                 self.count += len(rdatas)
                 return self._take()
         for rdata in rdatas:  # larger than a whole message: split between records
-            if not self.writer.rrset(owner, rtype, wire.CLASS_IN, ttl, (rdata,)):
+            one = (rdata,)
+            if self.writer.rrset(owner, rtype, wire.CLASS_IN, ttl, one):
+                self.count += 1
+                continue
+            if self.count:
                 self._finish()
                 self._start()
-                if not self.writer.rrset(owner, rtype, wire.CLASS_IN, ttl, (rdata,)):
-                    raise ValueError("a single record is larger than a transfer message")
+                if self.writer.rrset(owner, rtype, wire.CLASS_IN, ttl, one):
+                    self.count += 1
+                    continue
+            self._widen()  # a record larger than the usual message: one of the largest size
+            if not self.writer.rrset(owner, rtype, wire.CLASS_IN, ttl, one):
+                raise ValueError("a single record is larger than a transfer message")
             self.count += 1
         return self._take()
+
+    def _widen(self) -> None:
+        """Give the current (empty) message the largest budget."""
+        question, qkey = (self.question, self.qkey) if self.started == 1 else (b"", b"")
+        self.writer = RecordWriter(question, qkey, max(self.budget, MESSAGE_BUDGET))
 
     def _take(self) -> list[bytes]:
         if not self.done:
