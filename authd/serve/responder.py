@@ -550,7 +550,10 @@ class Responder:
             and query.qclass == wire.CLASS_IN
         ):
             response = self.xfr_handler(data, query, tcp, client)
-            return response, (response[3] & 0xF) if response else 0
+            rcode = (response[3] & 0xF) if response else 0
+            if rcode == REFUSED and edns is not None:  # refused transfers carry EDE 18
+                self.ede[edns_options.EDE_PROHIBITED] = self.ede.get(18, 0) + 1
+            return response, rcode
         if query.tsig is not None and self.xfr_handler is not None:
             response = self.xfr_handler.signed_query(
                 data, query, lambda unsigned: self._answer_unsigned(unsigned, tcp, client)

@@ -1,8 +1,9 @@
 """Outbound AXFR/IXFR at the serving edge: the responder's `xfr_handler`, in each worker.
 
 The decisions are xfr/provide.py's; this adds what needs I/O: the client address, the
-zone's expiry (its persisted timers record), the journal of received diffs (read only,
-from the state directory), the log line and the counters. AXFR comes from the served
+journal of received diffs (read only, from the state directory), the log line and the
+counters. Expiry is the zone table's (`PublishedZone.expired_at`, set by the main
+process). AXFR comes from the served
 version (the worker's zone table), so a transfer always matches what the worker answers.
 
 A transfer answer over TCP is a `xfrout.MessageStream`: the first message now, the rest
@@ -26,9 +27,9 @@ from authd.serve.xfrout import IxfrStep, MessageStream, axfr_messages, ixfr_mess
 from authd.serve.zonetable import PublishedZone, ZoneTable
 from authd.xfr import provide
 from authd.xfr.notify import AllowedSource, RateLimitedLog
-from authd.zone import journal, names, timerstore
+from authd.zone import journal, names
 from authd.zone.snapshot import Snapshot
-from authd.zone.store import FULL_NAME, JOURNAL_NAME, TIMERS_NAME, decode_full_header, zone_dir_name
+from authd.zone.store import FULL_NAME, JOURNAL_NAME, decode_full_header, zone_dir_name
 
 log = logging.getLogger("authd.xfrout")
 
@@ -190,9 +191,8 @@ class XfrEndpoint:
             return None
         settings = self.settings.get(origin) or ProvideSettings(())
         loaded = published.snapshot is not None
-        expired = published.servfail and loaded
-        if loaded and not expired and settings.acl:
-            expired = self._expired(origin, now)
+        # Past expire, as the main process told this worker (on-expire = servfail or not).
+        expired = loaded and (published.expired_at is not None or published.servfail)
         return provide.ZoneView(settings.acl, loaded, expired, settings.provide_expired)
 
     def _log_refusal(self, source: str, now: float, reason: str) -> None:
@@ -207,19 +207,6 @@ class XfrEndpoint:
         if self.state_dir is None:
             return None
         return self.state_dir / zone_dir_name(origin)
-
-    def _expired(self, origin: bytes, now: float) -> bool:
-        """Past the SOA expire by the zone's persisted timers (file zones have none)."""
-        zone_dir = self._zone_dir(origin)
-        if zone_dir is None:
-            return False
-        try:
-            data = (zone_dir / TIMERS_NAME).read_bytes()
-            timers = timerstore.decode_timers(data, names.to_text(origin))
-        except (OSError, ValueError):
-            return False
-        expires_at = timers.get("expires_at")
-        return isinstance(expires_at, int | float) and now >= expires_at
 
     def _ixfr_steps(self, snapshot: Snapshot, client_serial: int) -> list[IxfrStep] | None:
         """The journal's steps from the client's serial to the served one; None: not there."""

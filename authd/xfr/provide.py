@@ -35,6 +35,7 @@ import dns.rdtypes.ANY.TSIG
 import dns.tsig
 
 from authd import wire
+from authd.serve import edns
 from authd.serve.render import render_empty
 from authd.serve.xfrout import IxfrStep
 from authd.xfr.notify import BADKEY, BADSIG, BADTIME, AllowedSource, acl_allows
@@ -118,6 +119,7 @@ class Decision:
     rcode: int = NOERROR
     ede: int | None = None
     reason: str = ""
+    ede_text: str = ""  # EDE EXTRA-TEXT
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +159,7 @@ def decide(zone: ZoneView | None, source: str, tsig: TsigCheck, tcp: bool, qtype
             REFUSED,
             EDE_PROHIBITED,
             "zone served past its SOA expire (provide-xfr-expired = false)",
+            "zone expired",
         )
     return Decision(True, Result.AXFR if kind == "AXFR" else Result.IXFR)
 
@@ -179,7 +182,7 @@ def refusal(
     if query.edns is not None:
         options = b""
         if decision.ede is not None:
-            options = wire.edns_option(wire.OPTION_EDE, decision.ede.to_bytes(2))
+            options = edns.ede(decision.ede, decision.ede_text)
         trailer = wire.opt_record(udp_payload, 0, query.edns.do, options)
         count = 1
     question = data[12 : query.question_end]

@@ -31,10 +31,9 @@ from authd.xfr.stream import (
     parse_message,
     sign_message,
 )
-from authd.zone import timerstore
 from authd.zone.journal import VersionMeta
 from authd.zone.snapshot import Snapshot
-from authd.zone.store import TIMERS_NAME, Store
+from authd.zone.store import Store
 from tests.unit.test_xfrout import ORIGIN, QKEY, rec, soa, zone
 
 NOW = 1_800_000_000.0
@@ -209,20 +208,25 @@ def test_refusals(state: tuple[Path, list[Snapshot]]) -> None:
     assert r.xfr_handler is not None
     counts = r.xfr_handler.counters()
     assert counts["xfrout.refused"] == 2 and counts["xfrout.bad-tsig"] == 1
+    assert r.ede == {18: 2}  # authd_responses_ede_total{code="18"}
 
 
 def test_an_expired_zone_is_not_transferred_unless_allowed(
     state: tuple[Path, list[Snapshot]],
 ) -> None:
     state_dir, (_, _, v3) = state
-    timers = state_dir / Store(state_dir, lock=False).zone_dir(QKEY).name / TIMERS_NAME
-    timers.write_bytes(timerstore.encode_timers("example.com.", {"expires_at": NOW - 1}))
-    messages, _ = ask(responder(state_dir, v3), "AXFR", edns=True)
+    expired = responder(state_dir, v3)
+    expired.zones.set_state(QKEY, False, NOW - 1)  # serve-stale: answers, but past expire
+    messages, _ = ask(expired, "AXFR", edns=True)
     assert messages[0][3] & 0xF == dns.rcode.REFUSED
-    messages, mac = ask(responder(state_dir, v3, provide_expired=True), "AXFR")
+    options = dns.message.from_wire(messages[0], keyring=False).options  # type: ignore[arg-type]
+    assert [(o.otype, o.code, o.text) for o in options] == [(15, 18, "zone expired")]  # type: ignore[attr-defined]
+    allowed = responder(state_dir, v3, provide_expired=True)
+    allowed.zones.set_state(QKEY, False, NOW - 1)
+    messages, mac = ask(allowed, "AXFR")
     assert receive(messages, TYPE_AXFR, None, mac).snapshot is not None
-    timers.write_bytes(timerstore.encode_timers("example.com.", {"expires_at": NOW + 1}))
-    messages, _ = ask(responder(state_dir, v3), "AXFR")
+    expired.zones.set_state(QKEY, False, None)  # refreshed again
+    messages, _ = ask(expired, "AXFR")
     assert messages[0][3] & 0xF == dns.rcode.NOERROR
 
 
