@@ -33,7 +33,7 @@ from authd.bench.primaries import (
     wait_for,
     write_zone,
 )
-from authd.bench.servers import HOST, RunningServer
+from authd.bench.servers import HOST, RunningServer, authd_command
 from authd.bench.servers import _start as start_server
 from tests.conftest import free_port, require_binary
 
@@ -52,9 +52,15 @@ class HubAuthd(AuthdSecondary):
 
 
 def knotd_downstream(
-    knotd: str, workdir: Path, port: int, hub: int, provider: int
+    knotd: str,
+    workdir: Path,
+    port: int,
+    hub: int,
+    provider: int | None = None,
+    zone: str = ZONE,
 ) -> RunningServer:
-    """knotd with the hub as primary and the provider as the second one (failover)."""
+    """knotd with the hub as primary and the provider, if any, as the second (failover)."""
+    second = f"  - id: provider\n    address: {HOST}@{provider}\n    key: {KEY.name}\n"
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "run").mkdir(exist_ok=True)
     (workdir / "db").mkdir(exist_ok=True)
@@ -65,10 +71,7 @@ def knotd_downstream(
   - id: hub
     address: {HOST}@{hub}
     key: {KEY.name}
-  - id: provider
-    address: {HOST}@{provider}
-    key: {KEY.name}
-acl:
+{second if provider else ""}acl:
   - id: hub_notify
     address: {HOST}
     key: {KEY.name}
@@ -78,12 +81,12 @@ template:
     storage: "{workdir}/db"
     zonefile-sync: -1
 zone:
-  - domain: "{ZONE}."
-    master: [hub, provider]
+  - domain: "{zone}."
+    master: {"[hub, provider]" if provider else "hub"}
     acl: hub_notify
 """
     )
-    return start_server("knotd", [knotd, "-c", str(conf)], workdir, port, [ZONE])
+    return start_server("knotd", [knotd, "-c", str(conf)], workdir, port, [zone])
 
 
 def nsd_downstream(nsd: str, workdir: Path, port: int, hub: int) -> RunningServer:
@@ -294,3 +297,66 @@ def test_distribution_tier(tmp_path: Path, cleanup: list[Callable[[], None]]) ->
     log = hub.log()
     assert re.search(rf"serving serial {newer} \(was {new}\) .* via IXFR", log), log
     assert len(re.findall(rf"{ZONE}\. ixfr serial {newer} to {HOST}", log)) >= 2, log
+
+
+def test_a_file_zone_provided_to_knotd_is_notified_after_refresh(
+    tmp_path: Path, cleanup: list[Callable[[], None]]
+) -> None:
+    """authd serving a zone from a file: `authd zone refresh` after an edit NOTIFYs the
+    downstream, which takes the new version (AXFR-style: a file zone keeps no journal)."""
+    knotd = require_binary("knotd")
+    zone = "file.test"
+    zone_file = write_zone(tmp_path / f"{zone}.zone", zone, 1, names=20)
+    key_file = tmp_path / "xfr.key"
+    key_file.write_text(
+        f'key "{KEY.name}" {{ algorithm {KEY.algorithm}; secret "{KEY.secret}"; }};\n'
+    )
+    key_file.chmod(0o600)
+    port, knot_port = free_port(HOST), free_port(HOST)
+    conf = tmp_path / "authd.toml"
+    conf.write_text(
+        f"""[server]
+listen = ["{HOST}@{port}"]
+workers = 1
+state-dir = "{tmp_path}/state"
+control-socket = "{tmp_path}/authd.sock"
+metrics = ""
+
+[tsig]
+key-files = ["{key_file}"]
+
+[[remote]]
+id = "edge"
+addresses = ["{HOST}@{knot_port}"]
+key = "{KEY.name}"
+
+[[zone]]
+name = "{zone}"
+file = "{zone_file}"
+provide-xfr = ["edge"]
+notify = ["edge"]
+"""
+    )
+    server = start_server(
+        "authd", [*authd_command(), "serve", "-c", str(conf)], tmp_path, port, [zone]
+    )
+    cleanup.append(server.stop)
+    edge = knotd_downstream(knotd, tmp_path / "knotd", knot_port, port, zone=zone)
+    cleanup.append(edge.stop)
+    assert wait_for(lambda: served_serial(HOST, knot_port, zone) == 1, 20)
+    write_zone(zone_file, zone, 2, names=21)
+    started = time.monotonic()
+    done = subprocess.run(
+        [*authd_command(), "zone", "refresh", zone, "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert wait_for(lambda: served_serial(HOST, knot_port, zone) == 2, 10), server.log()
+    print(f"file zone serial 2 on knotd {time.monotonic() - started:.2f} s after the refresh")
+    assert "h20.file.test." in kdig(f"@{HOST}", "-p", str(knot_port), f"h20.{zone}", "A")
+    log = server.log()
+    assert re.search(r"NOTIFY serial 2 to edge \(.*\): ok", log), log
+    assert re.search(rf"{zone}\. ixfr-axfr-style serial 2 to {HOST}", log), log
