@@ -261,3 +261,29 @@ def test_notify_waits_for_the_workers_and_a_newer_publish_supersedes() -> None:
         transport.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
+def test_results_are_exported_as_metrics() -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from authd.metrics import AuthdCollector, ControlPlaneStats, ZoneFacts, make_registry
+
+    stats = ControlPlaneStats()
+    stats.notifies_sent[("example.com", "edge1", "ok")] += 2
+    stats.notifies_sent[("example.com", "edge2", "timeout")] += 1
+    facts = [ZoneFacts("example.com", "ok", 7, None, 0.0, None, None)]
+    workers = {"xfrout.ixfr": 3, "xfrout.refused": 1}
+    collector = AuthdCollector(stats, lambda: facts, lambda: workers, now=lambda: 10.0)
+    text = generate_latest(make_registry(collector)).decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    sent = "authd_xfr_notifies_sent_total"
+    assert samples[(sent, (("remote", "edge1"), ("result", "ok"), ("zone", "example.com")))] == 2
+    key = (("remote", "edge2"), ("result", "timeout"), ("zone", "example.com"))
+    assert samples[(sent, key)] == 1
+    assert samples[("authd_xfr_outbound_total", (("result", "ixfr"),))] == 3
+    assert samples[("authd_xfr_outbound_total", (("result", "refused"),))] == 1
