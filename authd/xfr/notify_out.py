@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import secrets
 import struct
@@ -109,15 +111,24 @@ class _Round:
     serial: int
     soa: tuple[int, bytes]  # ttl, rdata
     starts_at: float
+    ident: int  # which round of the zone this is (heap entries of older rounds are stale)
     pending: dict[Target, _Pending] = field(default_factory=dict)
 
 
 class NotifySchedule:
-    """Who is notified of what and when; see the module docstring. Pure."""
+    """Who is notified of what and when; see the module docstring. Pure.
+
+    The wake-ups are a heap of (time, round, zone, target); entries of answered targets or
+    replaced rounds are dropped when they come up, so every operation costs O(log n) in the
+    number of targets waiting, not a pass over every zone (many zones notify at start-up).
+    """
 
     def __init__(self, retry_after: Sequence[float] = RETRY_AFTER) -> None:
         self.retry_after = tuple(retry_after)
         self.rounds: dict[bytes, _Round] = {}
+        self._heap: list[tuple[float, int, int, bytes, Target]] = []  # at, tie, round, ...
+        self._ties = itertools.count()
+        self._rounds_started = 0
 
     def published(
         self,
@@ -135,29 +146,44 @@ class NotifySchedule:
         starts_at = now + delay
         if current is not None and current.starts_at > now:
             starts_at = current.starts_at  # still waiting: the burst keeps its start
+        self._rounds_started += 1
+        ident = self._rounds_started
         self.rounds[zone] = _Round(
-            serial, soa, starts_at, {target: _Pending(0, starts_at) for target in targets}
+            serial, soa, starts_at, ident, {target: _Pending(0, starts_at) for target in targets}
         )
+        for target in dict.fromkeys(targets):
+            heapq.heappush(self._heap, (starts_at, next(self._ties), ident, zone, target))
+
+    def _live(self, entry: tuple[float, int, int, bytes, Target]) -> _Pending | None:
+        at, _, ident, zone, target = entry
+        round_ = self.rounds.get(zone)
+        if round_ is None or round_.ident != ident:
+            return None
+        state = round_.pending.get(target)
+        return state if state is not None and state.next_at == at else None
 
     def due(self, now: float) -> tuple[list[Send], list[Outcome]]:
         """The NOTIFYs to send now, and the targets given up on."""
         sends: list[Send] = []
         outcomes: list[Outcome] = []
-        for zone, round_ in list(self.rounds.items()):
-            if round_.starts_at > now:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            state = self._live(entry)
+            if state is None:
                 continue
-            for target, state in list(round_.pending.items()):
-                if state.next_at > now:
-                    continue
-                if state.attempts >= len(self.retry_after):
-                    del round_.pending[target]
-                    outcomes.append(Outcome(zone, round_.serial, target, "timeout", state.attempts))
-                    continue
-                state.next_at = now + self.retry_after[state.attempts]
-                state.attempts += 1
-                sends.append(Send(zone, round_.serial, target, state.attempts))
-            if not round_.pending:
-                del self.rounds[zone]
+            _, _, ident, zone, target = entry
+            round_ = self.rounds[zone]
+            if state.attempts >= len(self.retry_after):
+                del round_.pending[target]
+                outcomes.append(Outcome(zone, round_.serial, target, "timeout", state.attempts))
+                if not round_.pending:
+                    del self.rounds[zone]
+                continue
+            state.next_at = now + self.retry_after[state.attempts]
+            state.attempts += 1
+            sends.append(Send(zone, round_.serial, target, state.attempts))
+            heapq.heappush(heap, (state.next_at, next(self._ties), ident, zone, target))
         return sends, outcomes
 
     def answered(self, zone: bytes, serial: int, target: Target, result: str) -> Outcome | None:
@@ -178,10 +204,10 @@ class NotifySchedule:
         return round_.soa if round_ is not None else None
 
     def next_wake(self) -> float | None:
-        times = [
-            state.next_at for round_ in self.rounds.values() for state in round_.pending.values()
-        ]
-        return min(times) if times else None
+        heap = self._heap
+        while heap and self._live(heap[0]) is None:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
 
 # -- messages (pure) ----------------------------------------------------------------------
@@ -359,6 +385,8 @@ class NotifySender:
         if soa is None:
             return
         ident = secrets.randbelow(0x10000)
+        while (ident, target.host, target.port) in self._in_flight:  # many zones, one target
+            ident = secrets.randbelow(0x10000)
         wire = notify_message(ident, send.zone, soa[0], soa[1])
         key = target.key.to_dnspython() if target.key is not None else None
         mac = b""

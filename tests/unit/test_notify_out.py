@@ -21,6 +21,7 @@ from authd.xfr import notify_out
 from authd.xfr.notify import parse_notify
 from authd.xfr.notify_out import NotifySchedule, NotifySender, Target
 from authd.xfr.stream import sign_message
+from authd.zone import names
 from tests.unit.test_xfrout import QKEY, soa
 
 SECRET = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI="
@@ -77,6 +78,25 @@ def test_a_publish_during_a_round_restarts_it_with_the_new_serial() -> None:
         ("edge1", 8, 1),
         ("edge2", 8, 1),
     ]
+
+
+def test_many_zones_each_get_exactly_one_outcome_per_target() -> None:
+    """Start-up publishes every zone at once: answered ones end, the others time out."""
+    schedule = NotifySchedule(retry_after=(1.0, 2.0))
+    zones = [names.key_from_text(f"z{i}.example.") for i in range(2000)]
+    for zone in zones:
+        schedule.published(zone, 7, SOA, [EDGE1, EDGE2], now=0.0, delay=0.0)
+    sends, _ = schedule.due(0.0)
+    assert len(sends) == 4000 and {s.attempt for s in sends} == {1}
+    for zone in zones[:1000]:
+        assert schedule.answered(zone, 7, EDGE1, "ok") is not None
+        assert schedule.answered(zone, 7, EDGE2, "ok") is not None
+    assert schedule.next_wake() == 1.0  # answered targets' entries are skipped, not woken
+    resent, _ = schedule.due(1.0)
+    assert len(resent) == 2000 and {s.zone for s in resent} == set(zones[1000:])
+    _, outcomes = schedule.due(3.0)
+    assert len(outcomes) == 2000 and {o.result for o in outcomes} == {"timeout"}
+    assert schedule.next_wake() is None and not schedule.rounds
 
 
 def test_no_targets_means_no_round() -> None:
