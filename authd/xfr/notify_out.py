@@ -56,6 +56,7 @@ SOA = 6
 # (RFC 1996 3.6 asks for retransmission with an operational interval and count; NSD
 # sends 5, Knot retries a few times).
 RETRY_AFTER: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
+START_WAIT = 120.0  # seconds NOTIFYs of versions loaded at start-up wait for the workers
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +315,34 @@ class NotifySender:
         self._busy: asyncio.Task[None] | None = None
         self._publishes: dict[bytes, int] = {}  # zone -> publishes seen (newest wins)
         self._waiting: set[asyncio.Task[None]] = set()
+        self._deferred: dict[bytes, tuple[int, ZoneConfig, int, tuple[int, bytes]]] = {}
+        self._deferrer: asyncio.Task[None] | None = None
         self.sent = 0
+
+    def published_when_serving(
+        self,
+        config: ZoneConfig,
+        serial: int,
+        soa: tuple[int, bytes],
+        serving: Callable[[], bool],
+    ) -> None:
+        """A version published before the workers exist (start-up): NOTIFY once they
+        serve (`serving()`), all such zones by one waiting task."""
+        zone = config.origin
+        generation = self._publishes[zone] = self._publishes.get(zone, 0) + 1
+        self._deferred[zone] = (generation, config, serial, soa)
+        if self._deferrer is None or self._deferrer.done():
+            self._deferrer = asyncio.get_running_loop().create_task(self._flush_when(serving))
+
+    async def _flush_when(self, serving: Callable[[], bool]) -> None:
+        for _ in range(int(START_WAIT / 0.1)):
+            if serving():
+                break
+            await asyncio.sleep(0.1)
+        deferred, self._deferred = self._deferred, {}
+        for zone, (generation, config, serial, soa) in deferred.items():
+            if self._publishes.get(zone) == generation:  # not superseded meanwhile
+                self.published(config, serial, soa)
 
     def published_when_applied(
         self,
@@ -472,6 +500,8 @@ class NotifySender:
     def close(self) -> None:
         for task in list(self._waiting):
             task.cancel()
+        if self._deferrer is not None:
+            self._deferrer.cancel()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -513,6 +543,12 @@ def after_publish(
     sender = _senders.get(host)
     if sender is None:
         sender = _senders[host] = NotifySender(host.clock, host.stats)
+    if seq is None and hasattr(host, "pool") and getattr(host, "pool", None) is None:
+        # Published at start-up, before the workers are forked: nobody answers yet.
+        sender.published_when_serving(
+            config, serial, soa, lambda: getattr(host, "pool", None) is not None
+        )
+        return
     wait = getattr(host, "wait_published", None)
     applied = wait(seq) if seq is not None and wait is not None else None
     sender.published_when_applied(config, serial, soa, applied)

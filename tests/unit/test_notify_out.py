@@ -307,3 +307,30 @@ def test_results_are_exported_as_metrics() -> None:
     assert samples[(sent, key)] == 1
     assert samples[("authd_xfr_outbound_total", (("result", "ixfr"),))] == 3
     assert samples[("authd_xfr_outbound_total", (("result", "refused"),))] == 1
+
+
+def test_versions_loaded_at_start_up_are_notified_once_the_workers_serve() -> None:
+    @dataclass(eq=False)
+    class Starting:
+        clock: FakeClock
+        stats: Stats
+        pool: object | None = None  # App.pool: None until the workers are forked
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        down = Downstream(answer=True)
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: down, local_addr=("127.0.0.1", 0), family=socket.AF_INET
+        )
+        port = transport.get_extra_info("sockname")[1]
+        host = Starting(FakeClock(now=NOW), Stats())
+        notify_out.after_publish(host, zone_config(port), 7, SOA)  # type: ignore[arg-type]
+        await asyncio.sleep(0.3)
+        assert down.received == []  # no worker answers yet: nothing is announced
+        host.pool = object()
+        assert await wait_until(lambda: host.stats.notifies_sent[("example.com", "edge1", "ok")])
+        assert len(down.received) == 1
+        notify_out.close(host)
+        transport.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 20))
