@@ -8,7 +8,8 @@ IXFR step, so durability and compaction are the store's as ever), and falls back
 full copy when a diff cannot help:
 
 - nothing stored yet, or the stored tip is not the version replaced (the diff must chain);
-- the same serial again (a forced re-transfer: a journal entry must move the serial);
+- a serial that did not move forward (a forced re-transfer, an accepted rollback): a
+  downstream never takes such a version by IXFR;
 - a diff larger than `max_share` of the new version: downstreams would be better served
   by an AXFR-style answer anyway (serve/xfr_edge.py answers so when the diffs outweigh
   the zone), and the journal would only grow.
@@ -22,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from authd.serve.xfrout import diff
+from authd.xfr.provide import serial_newer
 from authd.zone.journal import VersionMeta
 from authd.zone.snapshot import SOA, Snapshot
 from authd.zone.store import Store
@@ -69,8 +71,8 @@ def _why_full(store: Store, previous: Snapshot | None, snapshot: Snapshot) -> st
         return "no previous version"
     if previous.origin != snapshot.origin:
         return "another zone"
-    if previous.serial == snapshot.serial:
-        return "same serial"
+    if not serial_newer(snapshot.serial, previous.serial):
+        return "the serial did not move forward"
     if store.tip_serial(snapshot.origin) != previous.serial:
         return "the stored version is not the one replaced"
     return None

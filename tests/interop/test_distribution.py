@@ -360,3 +360,42 @@ notify = ["edge"]
     log = server.log()
     assert re.search(r"NOTIFY serial 2 to edge \(.*\): ok", log), log
     assert re.search(rf"{zone}\. ixfr-axfr-style serial 2 to {HOST}", log), log
+
+
+def test_ixfr_from_axfr_keeps_downstreams_incremental(
+    tmp_path: Path, cleanup: list[Callable[[], None]]
+) -> None:
+    """A provider without IXFR history (knotd, journal-content: none) answers the hub's IXFR
+    AXFR-style; the hub journals the computed diff, so its downstream still gets an IXFR."""
+    knotd, knotc = require_binary("knotd"), require_binary("knotc")
+    edge_port = free_port(HOST)
+    hub = HubAuthd(tmp_path / "hub", [])
+    provider = knot_primary(
+        knotd,
+        knotc,
+        tmp_path / "provider",
+        {ZONE: write_zone(tmp_path / f"{ZONE}.zone", ZONE, 1, names=50)},
+        notify=[hub.address],
+        journal=False,
+    )
+    cleanup.append(provider.stop)
+    hub.zones = [
+        SecondaryZone(ZONE, [provider.address], {"provide-xfr": ["edge"], "notify": ["edge"]})
+    ]
+    hub.extra = (
+        f'\n[[remote]]\nid = "edge"\naddresses = ["{HOST}@{edge_port}"]\nkey = "{KEY.name}"\n'
+    )
+    hub.start()
+    cleanup.append(hub.stop)
+    hub.refresh(ZONE)
+    assert hub.wait_serial(ZONE, 1), hub.log()
+    edge = knotd_downstream(knotd, tmp_path / "edge", edge_port, hub.port)
+    cleanup.append(edge.stop)
+    assert wait_for(lambda: served_serial(HOST, edge_port, ZONE) == 1, 20)
+    provider.set_record(ZONE, "changed", "A", "203.0.113.7")
+    new = provider.serial(ZONE)
+    assert wait_for(lambda: served_serial(HOST, edge_port, ZONE) == new, 10), hub.log()
+    log = hub.log()
+    assert re.search(rf"serving serial {new} \(was 1\) .* via AXFR-style IXFR", log), log
+    assert re.search(rf"{ZONE}\. ixfr serial {new} to {HOST}", log), log
+    assert "IXFR, incoming" in edge.log() and "finished, " in edge.log()
