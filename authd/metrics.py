@@ -96,7 +96,8 @@ WORKER_GROUPS: dict[str, tuple[str, str, str | None]] = {
     "xfrout": (
         "authd_xfr_outbound_total",
         "Outbound AXFR/IXFR requests by result (axfr, ixfr, ixfr-axfr-style, up-to-date, "
-        "udp-soa, refused, bad-tsig, expired, not-loaded, not-auth, udp-axfr, formerr).",
+        "udp-soa, refused, bad-tsig, expired, not-loaded, not-auth, udp-axfr, formerr), and "
+        "signed queries whose TSIG did not verify (query-bad-tsig).",
         "result",
     ),
 }

@@ -110,12 +110,12 @@ class XfrEndpoint:
         published = self.zones.get(query.qkey)
         tsig = provide.verify_tsig(data, self.keyring, now) if query.tsig else provide.TsigCheck()
         key = self.keyring.get(tsig.key) if tsig.key else None
-        view = self._view(published, query.qkey, now)
+        view = self._view(published, query.qkey)
         decision = provide.decide(view, source, tsig, tcp, query.qtype)
-        zone_text = names.to_text(query.qkey)
+        zone_text = names.to_text(query.qkey).rstrip(".") or "."
         if not decision.allowed:
             self._count(decision.result)
-            self._log_refusal(source, now, f"{zone_text}: {decision.reason}")
+            self._log_refusal(source, now, f"zone {zone_text}: {decision.reason}")
             return provide.refusal(data, query, decision, tsig, key, now, self.udp_payload)
         assert published is not None and published.snapshot is not None
         snapshot = published.snapshot
@@ -150,7 +150,7 @@ class XfrEndpoint:
         self._count(result)
         if result not in (provide.Result.UDP_SOA, provide.Result.UP_TO_DATE):
             log.info(
-                "%s %s serial %d to %s%s",
+                "zone %s: %s serial %d to %s%s",
                 zone_text,
                 result.value,
                 snapshot.serial,
@@ -174,8 +174,8 @@ class XfrEndpoint:
         now = self.clock()
         tsig = provide.verify_tsig(data, self.keyring, now)
         if tsig.error:
-            self._count(provide.Result.BAD_TSIG)
-            refused = provide.Decision(False, provide.Result.BAD_TSIG, provide.NOTAUTH)
+            self._count(provide.Result.QUERY_BAD_TSIG)
+            refused = provide.Decision(False, provide.Result.QUERY_BAD_TSIG, provide.NOTAUTH)
             return provide.refusal(data, query, refused, tsig, None, now, self.udp_payload)
         unsigned = provide.strip_tsig(data)
         response = answer(unsigned) if unsigned is not None else None
@@ -184,9 +184,7 @@ class XfrEndpoint:
         key = self.keyring.get(tsig.key) if tsig.key else None
         return provide.sign_answer(data, response, tsig, key, now)
 
-    def _view(
-        self, published: PublishedZone | None, origin: bytes, now: float
-    ) -> provide.ZoneView | None:
+    def _view(self, published: PublishedZone | None, origin: bytes) -> provide.ZoneView | None:
         if published is None:
             return None
         settings = self.settings.get(origin) or ProvideSettings(())

@@ -110,6 +110,7 @@ class Result(Enum):
     REFUSED = "refused"  # outside provide-xfr (address or key)
     NOT_LOADED = "not-loaded"
     EXPIRED = "expired"
+    QUERY_BAD_TSIG = "query-bad-tsig"  # a signed (SOA) query whose TSIG did not verify
 
 
 @dataclass(frozen=True, slots=True)
