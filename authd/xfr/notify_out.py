@@ -311,7 +311,6 @@ class NotifySender:
         self._sockets: dict[tuple[int, str | None], asyncio.DatagramTransport] = {}
         self._in_flight: dict[tuple[int, str, int], _InFlight] = {}  # (id, host, port)
         self._timer: asyncio.TimerHandle | None = None
-        self._wake_at: float | None = None
         self._busy: asyncio.Task[None] | None = None
         self._publishes: dict[bytes, int] = {}  # zone -> publishes seen (newest wins)
         self._waiting: set[asyncio.Task[None]] = set()
