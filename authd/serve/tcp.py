@@ -94,6 +94,7 @@ class _Connection(asyncio.Protocol):
         "address",
         "closing",
         "closing_since",
+        "eof_during_stream",
         "in_flight",
         "last_activity",
         "partial_since",
@@ -117,6 +118,7 @@ class _Connection(asyncio.Protocol):
         self.partial_since: float | None = None
         self.write_paused_since: float | None = None
         self.stream: Iterator[bytes] | None = None
+        self.eof_during_stream = False
 
     # -- asyncio callbacks ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -146,6 +148,10 @@ class _Connection(asyncio.Protocol):
         self.partial_since = None
         if self.in_flight == 0:
             self.close()
+        elif self.stream is not None:
+            # A transfer may outlast the closing grace (write_timeout): it closes when it
+            # ends, and the write timeout still ends it if the client stops reading.
+            self.eof_during_stream = True
         else:
             self.mark_closing()
         return True
@@ -291,6 +297,8 @@ class _Connection(asyncio.Protocol):
 
     def _end_stream(self) -> None:
         self.stream = None
+        if self.eof_during_stream:
+            self.mark_closing()  # deliver() closes: nothing else is in flight
         self.deliver(None)
 
     def _pause_reading(self) -> None:

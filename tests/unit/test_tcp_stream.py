@@ -122,3 +122,38 @@ def test_a_stream_that_fails_midway_is_cut_not_completed() -> None:
         await server.stop()
 
     run(scenario)
+
+
+def test_a_client_that_half_closes_still_gets_a_transfer_longer_than_the_grace() -> None:
+    """RFC 7766 allows a client to shut down its sending side after the query; the
+    transfer must not be cut after the closing grace (write_timeout) while it progresses.
+    Time is the server's clock, moved by the test (never wall time)."""
+    total = 3000  # 48 MB: most of it is produced after the grace has passed
+
+    def long_transfer(data: bytes, tcp: bool, client: object) -> bytes:
+        return MessageStream(
+            b"\x00\x07" + (0).to_bytes(4, "big") + b"x" * (SIZE - 6), numbered(7, total)
+        )
+
+    async def scenario() -> None:
+        limits = TcpLimits(write_buffer=64 * 1024, write_timeout=0.3, sweep_interval=0.01)
+        server, address = await serving(long_transfer, limits)
+        fake = [0.0]
+        server.now = lambda: fake[0]  # type: ignore[method-assign]
+        reader, writer = await connect(address)
+        writer.write(frame(query(7, b"axfr")))
+        writer.write_eof()
+        indexes = []
+        for count in range(1, total + 1):
+            message = await read_message(reader)
+            indexes.append(int.from_bytes(message[2:6], "big"))
+            if count % 100 == 0:  # 0.04 s of server time per 1.6 MB read, 1.2 s in all
+                fake[0] += 0.04
+                await asyncio.sleep(0.02)  # the sweep runs meanwhile
+        assert indexes == list(range(total))
+        assert server.counters.write_timeouts == 0
+        assert await closed_by_server(reader)  # closed once the transfer ended
+        writer.close()
+        await server.stop()
+
+    run(scenario)
