@@ -195,7 +195,7 @@ class App:
             snapshot.record_count,
         )
         notify_out.after_publish(
-            self, runtime.config, snapshot.serial, (snapshot.soa_ttl, snapshot.soa_rdata), seq
+            self, runtime.config, snapshot.serial, (snapshot.soa_ttl, snapshot.soa_rdata), ticket
         )
         return ticket
 
