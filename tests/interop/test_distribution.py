@@ -21,6 +21,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import dns.message
+import dns.query
+import dns.rcode
 import pytest
 
 from authd.bench.primaries import (
@@ -399,3 +402,45 @@ def test_ixfr_from_axfr_keeps_downstreams_incremental(
     assert re.search(rf"serving serial {new} \(was 1\) .* via AXFR-style IXFR", log), log
     assert re.search(rf"zone {ZONE}: ixfr serial {new} to {HOST}", log), log
     assert "IXFR, incoming" in edge.log() and "finished, " in edge.log()
+
+
+def test_reload_applies_a_changed_provide_xfr(
+    tmp_path: Path, cleanup: list[Callable[[], None]]
+) -> None:
+    """`authd reload` re-forks the workers, so a new provide-xfr entry is in force at once."""
+    zone = "reload.test"
+    zone_file = write_zone(tmp_path / f"{zone}.zone", zone, 1, names=5)
+    port = free_port(HOST)
+    conf = tmp_path / "authd.toml"
+    head = f"""[server]
+listen = ["{HOST}@{port}"]
+workers = 1
+state-dir = "{tmp_path}/state"
+control-socket = "{tmp_path}/authd.sock"
+metrics = ""
+
+[[zone]]
+name = "{zone}"
+file = "{zone_file}"
+"""
+    conf.write_text(head + 'provide-xfr = ["192.0.2.0/24"]\n')
+    server = start_server(
+        "authd", [*authd_command(), "serve", "-c", str(conf)], tmp_path, port, [zone]
+    )
+    cleanup.append(server.stop)
+
+    def axfr_rcode() -> int:
+        query = dns.message.make_query(f"{zone}.", "AXFR")
+        return dns.query.tcp(query, HOST, port=port, timeout=5).rcode()
+
+    assert axfr_rcode() == dns.rcode.REFUSED
+    conf.write_text(head + f'provide-xfr = ["{HOST}"]\n')
+    done = subprocess.run(
+        [*authd_command(), "reload", "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert wait_for(lambda: axfr_rcode() == dns.rcode.NOERROR, 10), server.log()
