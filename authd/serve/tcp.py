@@ -15,11 +15,13 @@ responder may come back out of order. Limits, all in `TcpLimits`:
   being read (backpressure) and is dropped after `write_timeout`;
 - message length cap and a cap on queries in flight per connection.
 
-Multi-message answers (outbound AXFR/IXFR, a `xfrout.MessageStream`) are written by a pump:
-messages are pulled one at a time while the transport's write buffer is under its
-high-water mark, at most STREAM_TURN_BYTES per event-loop turn (other connections and UDP
-are served in between); a paused buffer stops the pump until it drains, and the write
-timeout ends a client that stops reading. While a stream runs, the connection reads no
+Multi-message answers (outbound AXFR/IXFR, a `xfrout.MessageStream`) are written by one
+pump for all connections: messages are pulled one at a time, round-robin over the
+connections whose transport write buffer is under its high-water mark, at most
+STREAM_TURN_BYTES per event-loop turn for all transfers together (other connections and
+UDP are served in between, however many transfers run); a paused buffer takes its
+connection out of the round until it drains, and the write timeout ends a client that
+stops reading. While a stream runs, the connection reads no
 further queries (their answers would land between the transfer's messages).
 
 Deadlines are checked by one sweep every `sweep_interval` seconds over all connections, so
@@ -31,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import cast
@@ -50,7 +52,8 @@ MAX_FRAME = 0xFFFF
 # responder chose silence): distinct from None, which means "answered later".
 NO_REPLY = b""
 STOP_GRACE = 0.25  # seconds a quiet connection may still send a query when we stop
-STREAM_TURN_BYTES = 8 * 1024  # a transfer writes about one message per event-loop turn
+STREAM_TURN_BYTES = 16 * 1024  # transfer octets written per event-loop turn, all transfers
+# together: the wait they add to any query is bounded whatever their number
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,7 @@ class _Connection(asyncio.Protocol):
         "last_activity",
         "partial_since",
         "peer",
+        "pump_queued",
         "stream",
         "transport",
         "write_paused_since",
@@ -118,6 +122,7 @@ class _Connection(asyncio.Protocol):
         self.partial_since: float | None = None
         self.write_paused_since: float | None = None
         self.stream: Iterator[bytes] | None = None
+        self.pump_queued = False
         self.eof_during_stream = False
 
     # -- asyncio callbacks ------------------------------------------------------------
@@ -163,7 +168,7 @@ class _Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused_since = None
         if self.stream is not None:
-            self._pump()
+            self._server.want_pump(self)
             return
         self._maybe_resume_reading()
         if not self.closing:
@@ -261,39 +266,39 @@ class _Connection(asyncio.Protocol):
         """Write the later messages of a transfer (the first is already out)."""
         self.in_flight += 1
         self.stream = rest
-        asyncio.get_running_loop().call_soon(self._pump)
+        self._server.want_pump(self)
 
-    def _pump(self) -> None:
+    def pump_one(self) -> int:
+        """Write the transfer's next message; the octets written (0: it ended or failed).
+        Asks for another turn while the write buffer has room (else resume_writing will)."""
         stream = self.stream
         transport = self.transport
         if stream is None:
-            return
+            return 0
         if transport is None or transport.is_closing():
             self._end_stream()
-            return
+            return 0
         server = self._server
-        written = 0
-        while self.write_paused_since is None and written < STREAM_TURN_BYTES:
-            try:
-                message = next(stream)
-            except StopIteration:
-                self._end_stream()
-                return
-            except Exception:
-                server._responder_failed()
-                self.abort()  # a transfer cut short must not look complete
-                self._end_stream()
-                return
-            framed = server.frame(message)
-            if framed is None:
-                self.abort()
-                self._end_stream()
-                return
-            written += len(framed)
-            transport.write(framed)  # may call pause_writing, which ends this loop
+        try:
+            message = next(stream)
+        except StopIteration:
+            self._end_stream()
+            return 0
+        except Exception:
+            server._responder_failed()
+            self.abort()  # a transfer cut short must not look complete
+            self._end_stream()
+            return 0
+        framed = server.frame(message)
+        if framed is None:
+            self.abort()
+            self._end_stream()
+            return 0
+        transport.write(framed)  # may call pause_writing
         self.last_activity = server.now()
         if self.write_paused_since is None:
-            asyncio.get_running_loop().call_soon(self._pump)  # next turn: others go first
+            server.want_pump(self)
+        return len(framed)
 
     def _end_stream(self) -> None:
         self.stream = None
@@ -356,7 +361,35 @@ class TcpServer:
         self._sweeper: asyncio.TimerHandle | None = None
         self._stopping = False
         self._stopped = False
+        self._pump_queue: deque[_Connection] = deque()
+        self._pump_scheduled = False
         self._logged_error = False
+
+    # -- transfers: one pump for all connections ---------------------------------------
+    def want_pump(self, conn: _Connection) -> None:
+        """Queue a streaming connection for its next message (round-robin, once)."""
+        if not conn.pump_queued:
+            conn.pump_queued = True
+            self._pump_queue.append(conn)
+        if not self._pump_scheduled and self._loop is not None:
+            self._pump_scheduled = True
+            self._loop.call_soon(self._pump_turn)
+
+    def _pump_turn(self) -> None:
+        """Up to STREAM_TURN_BYTES of transfer messages, one message per connection in
+        turn; the rest waits for the next turn, after the loop has served other I/O."""
+        self._pump_scheduled = False
+        queue = self._pump_queue
+        budget = STREAM_TURN_BYTES
+        for _ in range(len(queue)):
+            if budget <= 0:
+                break
+            conn = queue.popleft()
+            conn.pump_queued = False
+            budget -= conn.pump_one()
+        if queue and not self._pump_scheduled and self._loop is not None:
+            self._pump_scheduled = True
+            self._loop.call_soon(self._pump_turn)
 
     @property
     def open_connections(self) -> int:

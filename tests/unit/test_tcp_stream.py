@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
-from authd.serve.tcp import TcpLimits
+from authd.serve.tcp import STREAM_TURN_BYTES, TcpLimits
 from authd.serve.xfrout import MessageStream
 from tests.unit.test_tcp import (
     closed_by_server,
@@ -154,6 +154,53 @@ def test_a_client_that_half_closes_still_gets_a_transfer_longer_than_the_grace()
         assert server.counters.write_timeouts == 0
         assert await closed_by_server(reader)  # closed once the transfer ended
         writer.close()
+        await server.stop()
+
+    run(scenario)
+
+
+def test_all_transfers_share_one_budget_per_loop_turn_round_robin() -> None:
+    """However many transfers run, one event-loop turn writes about STREAM_TURN_BYTES of
+    them in all (the wait they add to other queries is bounded), one message per
+    connection in turn."""
+    size, count = 12000, 40
+    turn = [0]
+    pulls: list[tuple[int, int]] = []  # (turn, stream)
+
+    def recorded(qid: int) -> Iterator[bytes]:
+        for index in range(1, count):
+            pulls.append((turn[0], qid))
+            yield qid.to_bytes(2, "big") + index.to_bytes(4, "big") + b"z" * (size - 6)
+
+    def three(data: bytes, tcp: bool, client: object) -> bytes:
+        qid = int.from_bytes(data[:2], "big")
+        return MessageStream(qid.to_bytes(2, "big") + bytes(4) + b"z" * (size - 6), recorded(qid))
+
+    async def scenario() -> None:
+        server, address = await serving(three)
+        real_turn = server._pump_turn
+
+        def counted_turn() -> None:
+            turn[0] += 1
+            real_turn()
+
+        server._pump_turn = counted_turn  # type: ignore[method-assign]
+        clients = [await connect(address) for _ in range(3)]
+        for qid, (_, writer) in enumerate(clients, start=1):
+            writer.write(frame(query(qid, b"axfr")))
+        for qid, (reader, _) in enumerate(clients, start=1):
+            for index in range(count):
+                message = await read_message(reader)
+                assert message[:6] == qid.to_bytes(2, "big") + index.to_bytes(4, "big")
+        per_turn: dict[int, list[int]] = {}
+        for number, qid in pulls:
+            per_turn.setdefault(number, []).append(qid)
+        for streams in per_turn.values():
+            assert len(streams) * (size + 2) <= STREAM_TURN_BYTES + size + 2  # the budget
+            assert len(set(streams)) == len(streams)  # one message per connection per turn
+        assert max(len(s) for s in per_turn.values()) == 2  # 16 KiB: two 12 KB messages
+        for _, writer in clients:
+            writer.close()
         await server.stop()
 
     run(scenario)
