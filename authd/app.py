@@ -29,8 +29,10 @@ from authd.serve.responder import Responder
 from authd.serve.stats import responder_counters
 from authd.serve.tcp import TcpLimits
 from authd.serve.workers import ResponderLike, WorkerPool, send_event, worker_count
+from authd.serve.xfr_edge import XfrEndpoint
 from authd.serve.zonetable import ZoneTable
 from authd.wording import plural
+from authd.xfr import notify_out
 from authd.xfr.notify_edge import NotifyEndpoint, NotifyEvent, notify_acls, notify_keyring
 from authd.xfr.policy import policy_for
 from authd.xfr.secondary import (
@@ -191,6 +193,9 @@ class App:
             "first version" if previous is None else f"was {previous}",
             how,
             snapshot.record_count,
+        )
+        notify_out.after_publish(
+            self, runtime.config, snapshot.serial, (snapshot.soa_ttl, snapshot.soa_rdata), ticket
         )
         return ticket
 
@@ -624,6 +629,7 @@ class App:
             clock=self.clock.now,
             udp_payload=server.udp_payload,
         )
+        responder.xfr_handler = XfrEndpoint.from_config(self.config, table)
         front: ResponderLike = rrl.install(responder, self.config.rrl, worker_count(server.workers))
         if self.config.log.query_sample_rate > 0:
             front = SampledQueryLog(front, self.config.log.query_sample_rate)
@@ -633,6 +639,7 @@ class App:
         return self.pool.collect_counters() if self.pool is not None else {}
 
     async def stop(self) -> None:
+        notify_out.close(self)
         if self.secondaries is not None:
             await self.secondaries.stop()
         if self.validation is not None:

@@ -174,6 +174,11 @@ class ZoneConfig:
     # Version history (issue 14): how many published versions are kept to list, diff and
     # rebuild (authd zone history / diff; rollback later).
     history_versions: int = 20
+    # Outbound transfers and NOTIFY (a distribution tier); the entries are notify-from's shape.
+    provide_xfr: tuple[NotifySource, ...] = ()  # who may AXFR/IXFR the zone from us
+    provide_xfr_expired: bool = False  # transfer a copy served past its SOA expire
+    notify: tuple[Remote, ...] = ()  # remotes to NOTIFY after each publish
+    notify_delay: float = 0.0  # seconds a publish waits so a burst sends one NOTIFY round
 
     @property
     def is_secondary(self) -> bool:
@@ -920,6 +925,10 @@ class _Settings:
     parent: tuple[Endpoint, ...] | None = None
     ds_check: str | None = None
     history_versions: int | None = None
+    provide_xfr: tuple[NotifySource, ...] | None = None
+    provide_xfr_expired: bool | None = None
+    notify: tuple[Remote, ...] | None = None
+    notify_delay: float | None = None
     # Where each set value came from, for errors found after merging.
     origin: dict[str, str] = field(default_factory=dict)
 
@@ -969,6 +978,10 @@ def _read_settings(
     s.parent = _endpoints(t, "parent")
     s.ds_check = t.choice("ds-check", DS_CHECKS)
     s.history_versions = t.integer("history-versions", 0, 10_000)
+    s.provide_xfr = _read_notify_from(t, remotes, tsig_keys, "provide-xfr")
+    s.provide_xfr_expired = t.boolean("provide-xfr-expired")
+    s.notify = _read_remote_ids(t, remotes, "notify")
+    s.notify_delay = t.duration("notify-delay", 0, 3600)
     for f in dataclasses.fields(s):
         if f.name != "origin" and getattr(s, f.name) is not None:
             s.origin[f.name] = t.key(f.name.replace("_", "-"))
@@ -976,11 +989,18 @@ def _read_settings(
 
 
 def _read_primaries(t: _Table, remotes: Mapping[str, Remote]) -> tuple[Remote, ...] | None:
-    items = t.string_list("primaries")
+    return _read_remote_ids(t, remotes, "primaries", required=True)
+
+
+def _read_remote_ids(
+    t: _Table, remotes: Mapping[str, Remote], name: str, *, required: bool = False
+) -> tuple[Remote, ...] | None:
+    """A list of [[remote]] ids (primaries, notify)."""
+    items = t.string_list(name)
     if items is None:
         return None
-    if not items and isinstance(t.data.get("primaries"), list):
-        t.error("primaries", "at least one remote id is needed")
+    if required and not items and isinstance(t.data.get(name), list):
+        t.error(name, "at least one remote id is needed")
     primaries: list[Remote] = []
     for key_path, remote_id in items:
         remote = remotes.get(remote_id)
@@ -1001,18 +1021,22 @@ def _unknown_remote(remote_id: str, remotes: Mapping[str, Remote]) -> str:
 
 
 def _read_notify_from(
-    t: _Table, remotes: Mapping[str, Remote], tsig_keys: Mapping[str, TsigKey]
+    t: _Table,
+    remotes: Mapping[str, Remote],
+    tsig_keys: Mapping[str, TsigKey],
+    name: str = "notify-from",
 ) -> tuple[NotifySource, ...] | None:
-    """Entries are a remote id or a prefix, or a table {from = "...", key = "..."}."""
-    value = t.get("notify-from")
+    """Entries are a remote id or a prefix, or a table {from = "...", key = "..."}
+    (notify-from, and provide-xfr in the same shape)."""
+    value = t.get(name)
     if value is None:
         return None
     if not isinstance(value, list):
-        t.error("notify-from", f"expected a list, got {_toml_type(value)}")
+        t.error(name, f"expected a list, got {_toml_type(value)}")
         return None
     sources: list[NotifySource] = []
     for index, item in enumerate(value):
-        key_path = f"{t.key('notify-from')}[{index}]"
+        key_path = f"{t.key(name)}[{index}]"
         if isinstance(item, str):
             sources.extend(_notify_entry(t.ctx, key_path, item, None, False, remotes))
         elif isinstance(item, dict):
@@ -1021,7 +1045,8 @@ def _read_notify_from(
             key_name = entry.string("key")
             if where is None:
                 if not entry.has("from"):
-                    entry.error("from", "missing: the remote id or prefix NOTIFY comes from")
+                    what = "NOTIFY comes from" if name == "notify-from" else "transfers go to"
+                    entry.error("from", f"missing: the remote id or prefix {what}")
             else:
                 key = None
                 if key_name:
@@ -1185,6 +1210,10 @@ def _read_zone(
         parent=_or(s.parent, ()),
         ds_check=ds_check,
         history_versions=_or(s.history_versions, 20),
+        provide_xfr=s.provide_xfr or (),
+        provide_xfr_expired=_or(s.provide_xfr_expired, False),
+        notify=s.notify or (),
+        notify_delay=_or(s.notify_delay, 0.0),
     )
 
 

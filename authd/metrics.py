@@ -40,6 +40,9 @@ class ControlPlaneStats:
     transfer_bytes: Counter[str] = field(default_factory=Counter)  # zone -> bytes received
     transfer_records: Counter[str] = field(default_factory=Counter)
     notifies: Counter[tuple[str, str]] = field(default_factory=Counter)  # zone,result
+    notifies_sent: Counter[tuple[str, str, str]] = field(
+        default_factory=Counter
+    )  # zone,remote,result
     rejections: Counter[tuple[str, str]] = field(default_factory=Counter)  # zone,reason
     tsig_failures: Counter[str] = field(default_factory=Counter)  # reason (TSIG_REASONS)
     soa_checks: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # zone,remote,result
@@ -90,6 +93,13 @@ WORKER_GROUPS: dict[str, tuple[str, str, str | None]] = {
     "rrl": ("authd_rrl_responses_total", "Responses affected by RRL.", "action"),
     "ede": ("authd_responses_ede_total", "Extended DNS Errors sent (RFC 8914).", "code"),
     "cookie": ("authd_cookies_total", "Queries with a DNS Cookie, by verdict.", "result"),
+    "xfrout": (
+        "authd_xfr_outbound_total",
+        "Outbound AXFR/IXFR requests by result (axfr, ixfr, ixfr-axfr-style, up-to-date, "
+        "udp-soa, refused, bad-tsig, expired, not-loaded, not-auth, udp-axfr, formerr), and "
+        "signed queries whose TSIG did not verify (query-bad-tsig).",
+        "result",
+    ),
 }
 GAUGE_COUNTERS = {"tcp.open_connections": ("authd_tcp_open_connections", "Open TCP connections.")}
 
@@ -217,6 +227,13 @@ class AuthdCollector:
             "NOTIFY messages by result.",
             ["zone", "result"],
             {key: value for key, value in stats.notifies.items()},
+        )
+        yield _counter(
+            "authd_xfr_notifies_sent_total",
+            "NOTIFY rounds sent to downstreams (zone `notify`), one per target and round, by "
+            "result: ok, timeout, bad-tsig, or the rcode of the answer (notauth, refused...).",
+            ["zone", "remote", "result"],
+            {key: value for key, value in stats.notifies_sent.items()},
         )
         yield _counter(
             "authd_zone_rejections_total",

@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Protocol
 
 from authd import wire
 from authd.clock import SYSTEM_CLOCK, Clock, SystemClock
@@ -78,6 +79,23 @@ NotifyHandler = Callable[[bytes, wire.Query, object], "bytes | None"]
 """(query bytes, parsed query, client address) -> response bytes, or None to send nothing."""
 
 
+class XfrHandler(Protocol):
+    """Outbound AXFR/IXFR (serve/xfr_edge.py): the answer, a xfrout.MessageStream over TCP."""
+
+    def __call__(
+        self, data: bytes, query: wire.Query, tcp: bool, client: object
+    ) -> bytes | None: ...
+
+    def counters(self) -> dict[str, int]: ...
+
+    def signed_query(
+        self, data: bytes, query: wire.Query, answer: Callable[[bytes], bytes | None]
+    ) -> bytes | None:
+        """A TSIG-signed query (a downstream's SOA check): verified, `answer`ed unsigned,
+        then signed with the same key (RFC 8945 5.3)."""
+        ...
+
+
 def txt_rdata(text: str) -> bytes:
     """TXT RDATA holding text, split into character-strings of at most 255 octets."""
     raw = text.encode()
@@ -124,6 +142,7 @@ class Responder:
         self.valid_cookie_query: bytes | None = None
         self._extra = b""  # per-query options of the query on the full path
         self._cookie_memo: tuple[bytes, int, int, bytes] = (b"", -1, -1, b"")
+        self.xfr_handler: XfrHandler | None = None
         # Counters (read by metrics): index = rcode incl. extended ones (BADVERS=16).
         self.rcodes = [0] * 32
         self.qtypes: dict[int, int] = {}
@@ -524,6 +543,22 @@ class Responder:
             if response is not None and response.endswith(_EDE_PROHIBITED):
                 self.ede[edns_options.EDE_PROHIBITED] = self.ede.get(18, 0) + 1
             return response, (response[3] & 0xF) if response else 0
+        if (
+            self.xfr_handler is not None
+            and opcode == wire.OPCODE_QUERY
+            and query.qtype in (AXFR, IXFR)
+            and query.qclass == wire.CLASS_IN
+        ):
+            response = self.xfr_handler(data, query, tcp, client)
+            rcode = (response[3] & 0xF) if response else 0
+            if rcode == REFUSED and edns is not None:  # refused transfers carry EDE 18
+                self.ede[edns_options.EDE_PROHIBITED] = self.ede.get(18, 0) + 1
+            return response, rcode
+        if query.tsig is not None and self.xfr_handler is not None:
+            response = self.xfr_handler.signed_query(
+                data, query, lambda unsigned: self._answer_unsigned(unsigned, tcp, client)
+            )
+            return response, (response[3] & 0xF) if response else 0
         if query.tsig is not None:
             # We hold no keys for queries: unknown key (RFC 8945 5.2.1), reply unsigned.
             trailer = self._opt(edns) + tsig_error_record(query.tsig, BADKEY)
@@ -575,6 +610,14 @@ class Responder:
         question = data[12 : query.question_end]
         response = render_empty(query.id, query.flags, question, SERVFAIL, opt, 1 if opt else 0)
         return response, SERVFAIL
+
+    def _answer_unsigned(self, data: bytes, tcp: bool, client: object) -> bytes | None:
+        """The answer to a signed query once its TSIG is checked and removed."""
+        query = wire.parse_query(data)
+        if query is None or query.tsig is not None:
+            return None
+        response, _ = self._answer(data, query, tcp, client)
+        return response
 
     def _from_zone(
         self, data: bytes, query: wire.Query, zone: PublishedZone, tcp: bool, options: Options

@@ -35,4 +35,6 @@ def responder_counters(responder: ResponderLike) -> dict[str, int]:
             out[f"cookie.{verdict}"] = count
     for origin, count in responder.zone_queries.items():
         out[f"zone.{names.to_text(origin).rstrip('.') or '.'}"] = count
+    if responder.xfr_handler is not None:
+        out.update(responder.xfr_handler.counters())  # "xfrout.<result>"
     return out

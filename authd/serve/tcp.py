@@ -15,6 +15,15 @@ responder may come back out of order. Limits, all in `TcpLimits`:
   being read (backpressure) and is dropped after `write_timeout`;
 - message length cap and a cap on queries in flight per connection.
 
+Multi-message answers (outbound AXFR/IXFR, a `xfrout.MessageStream`) are written by one
+pump for all connections: messages are pulled one at a time, round-robin over the
+connections whose transport write buffer is under its high-water mark, at most
+STREAM_TURN_BYTES per event-loop turn for all transfers together (other connections and
+UDP are served in between, however many transfers run); a paused buffer takes its
+connection out of the round until it drains, and the write timeout ends a client that
+stops reading. While a stream runs, the connection reads no
+further queries (their answers would land between the transfer's messages).
+
 Deadlines are checked by one sweep every `sweep_interval` seconds over all connections, so
 no timer object is created per query.
 """
@@ -24,12 +33,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import cast
 
 from authd.serve.sockets import TCP_BACKLOG
+from authd.serve.xfrout import MessageStream
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +52,8 @@ MAX_FRAME = 0xFFFF
 # responder chose silence): distinct from None, which means "answered later".
 NO_REPLY = b""
 STOP_GRACE = 0.25  # seconds a quiet connection may still send a query when we stop
+STREAM_TURN_BYTES = 16 * 1024  # transfer octets written per event-loop turn, all transfers
+# together: the wait they add to any query is bounded whatever their number
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +97,13 @@ class _Connection(asyncio.Protocol):
         "address",
         "closing",
         "closing_since",
+        "eof_during_stream",
         "in_flight",
         "last_activity",
         "partial_since",
         "peer",
+        "pump_queued",
+        "stream",
         "transport",
         "write_paused_since",
     )
@@ -106,6 +121,9 @@ class _Connection(asyncio.Protocol):
         self.last_activity = 0.0
         self.partial_since: float | None = None
         self.write_paused_since: float | None = None
+        self.stream: Iterator[bytes] | None = None
+        self.pump_queued = False
+        self.eof_during_stream = False
 
     # -- asyncio callbacks ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -135,6 +153,10 @@ class _Connection(asyncio.Protocol):
         self.partial_since = None
         if self.in_flight == 0:
             self.close()
+        elif self.stream is not None:
+            # A transfer may outlast the closing grace (write_timeout): it closes when it
+            # ends, and the write timeout still ends it if the client stops reading.
+            self.eof_during_stream = True
         else:
             self.mark_closing()
         return True
@@ -145,6 +167,9 @@ class _Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused_since = None
+        if self.stream is not None:
+            self._server.want_pump(self)
+            return
         self._maybe_resume_reading()
         if not self.closing:
             self._process()
@@ -159,7 +184,11 @@ class _Connection(asyncio.Protocol):
         out_bytes = 0
         pos = 0
         while len(buf) - pos >= 2:
-            if self.write_paused_since is not None or self.in_flight >= limits.max_in_flight:
+            if (
+                self.write_paused_since is not None
+                or self.in_flight >= limits.max_in_flight
+                or self.stream is not None
+            ):
                 self._pause_reading()
                 break
             size = (buf[pos] << 8) | buf[pos + 1]
@@ -187,6 +216,12 @@ class _Connection(asyncio.Protocol):
                 else:
                     self.close()
                 return
+            if isinstance(reply, MessageStream):
+                out.append(server.frame(reply) or b"")
+                self._write(out)
+                out = []
+                self.start_stream(reply.rest)
+                continue  # the loop pauses reading at its top
             if reply is not None:
                 out.append(reply)
                 out_bytes += len(reply)
@@ -210,7 +245,7 @@ class _Connection(asyncio.Protocol):
         self.transport.writelines(frames)
 
     def deliver(self, reply: bytes | None) -> None:
-        """An async answer is ready."""
+        """An async answer is ready (None: nothing to write, e.g. a transfer's end)."""
         self.in_flight -= 1
         server = self._server
         if reply is not None and self.transport is not None and not self.transport.is_closing():
@@ -225,6 +260,51 @@ class _Connection(asyncio.Protocol):
         self._maybe_resume_reading()
         if self._buf and not self.closing:
             self._process()
+
+    # -- multi-message answers ------------------------------------------------------------
+    def start_stream(self, rest: Iterator[bytes]) -> None:
+        """Write the later messages of a transfer (the first is already out)."""
+        self.in_flight += 1
+        self.stream = rest
+        self._server.want_pump(self)
+
+    def pump_one(self) -> int:
+        """Write the transfer's next message; the octets written (0: it ended or failed).
+        Asks for another turn while the write buffer has room (else resume_writing will)."""
+        stream = self.stream
+        transport = self.transport
+        if stream is None:
+            return 0
+        if transport is None or transport.is_closing():
+            self._end_stream()
+            return 0
+        server = self._server
+        try:
+            message = next(stream)
+        except StopIteration:
+            self._end_stream()
+            return 0
+        except Exception:
+            server._responder_failed()
+            self.abort()  # a transfer cut short must not look complete
+            self._end_stream()
+            return 0
+        framed = server.frame(message)
+        if framed is None:
+            self.abort()
+            self._end_stream()
+            return 0
+        transport.write(framed)  # may call pause_writing
+        self.last_activity = server.now()
+        if self.write_paused_since is None:
+            server.want_pump(self)
+        return len(framed)
+
+    def _end_stream(self) -> None:
+        self.stream = None
+        if self.eof_during_stream:
+            self.mark_closing()  # deliver() closes: nothing else is in flight
+        self.deliver(None)
 
     def _pause_reading(self) -> None:
         if not self._paused_reading and self.transport is not None:
@@ -281,7 +361,35 @@ class TcpServer:
         self._sweeper: asyncio.TimerHandle | None = None
         self._stopping = False
         self._stopped = False
+        self._pump_queue: deque[_Connection] = deque()
+        self._pump_scheduled = False
         self._logged_error = False
+
+    # -- transfers: one pump for all connections ---------------------------------------
+    def want_pump(self, conn: _Connection) -> None:
+        """Queue a streaming connection for its next message (round-robin, once)."""
+        if not conn.pump_queued:
+            conn.pump_queued = True
+            self._pump_queue.append(conn)
+        if not self._pump_scheduled and self._loop is not None:
+            self._pump_scheduled = True
+            self._loop.call_soon(self._pump_turn)
+
+    def _pump_turn(self) -> None:
+        """Up to STREAM_TURN_BYTES of transfer messages, one message per connection in
+        turn; the rest waits for the next turn, after the loop has served other I/O."""
+        self._pump_scheduled = False
+        queue = self._pump_queue
+        budget = STREAM_TURN_BYTES
+        for _ in range(len(queue)):
+            if budget <= 0:
+                break
+            conn = queue.popleft()
+            conn.pump_queued = False
+            budget -= conn.pump_one()
+        if queue and not self._pump_scheduled and self._loop is not None:
+            self._pump_scheduled = True
+            self._loop.call_soon(self._pump_turn)
 
     @property
     def open_connections(self) -> int:
@@ -401,6 +509,8 @@ class TcpServer:
         if result is None:
             self.counters.no_reply += 1
             return NO_REPLY
+        if isinstance(result, MessageStream):
+            return result  # the connection frames it and pumps the rest
         if isinstance(result, bytes):
             return self.frame(result)
         conn.in_flight += 1

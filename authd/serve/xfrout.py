@@ -82,7 +82,11 @@ def _records_as_rows(records: Iterable[Record]) -> Iterator[RRsetRow]:
 
 
 class _Messages:
-    """Fills messages with RRsets; each finished message is header, question, records."""
+    """Fills messages with RRsets; each finished message is header, question, records.
+
+    `add` returns the messages it finished (at most a few), so callers can hand them out
+    one by one while the rest of the version is still unread (a lazy stream).
+    """
 
     def __init__(
         self, ident: int, query_flags: int, question: bytes, qkey: bytes, budget: int
@@ -91,42 +95,108 @@ class _Messages:
         self.flags = wire.response_flags(query_flags, aa=True)
         self.question, self.qkey = question, qkey
         self.budget = budget
+        self.started = 0
         self.done: list[bytes] = []
         self._start()
 
     def _start(self) -> None:
-        first = not self.done
+        first = not self.started
+        self.started += 1
         question, qkey = (self.question, self.qkey) if first else (b"", b"")
         self.writer = RecordWriter(question, qkey, self.budget)
         self.count = 0
 
-    def add(self, row: RRsetRow) -> None:
+    def add(self, row: RRsetRow) -> list[bytes]:
         owner, rtype, ttl, rdatas = row
         if self.writer.rrset(owner, rtype, wire.CLASS_IN, ttl, rdatas):
             self.count += len(rdatas)
-            return
+            return self._take()
         if self.count:
             self._finish()
             self._start()
             if self.writer.rrset(owner, rtype, wire.CLASS_IN, ttl, rdatas):
                 self.count += len(rdatas)
-                return
+                return self._take()
         for rdata in rdatas:  # larger than a whole message: split between records
-            if not self.writer.rrset(owner, rtype, wire.CLASS_IN, ttl, (rdata,)):
+            one = (rdata,)
+            if self.writer.rrset(owner, rtype, wire.CLASS_IN, ttl, one):
+                self.count += 1
+                continue
+            if self.count:
                 self._finish()
                 self._start()
-                if not self.writer.rrset(owner, rtype, wire.CLASS_IN, ttl, (rdata,)):
-                    raise ValueError("a single record is larger than a transfer message")
+                if self.writer.rrset(owner, rtype, wire.CLASS_IN, ttl, one):
+                    self.count += 1
+                    continue
+            self._widen()  # a record larger than the usual message: one of the largest size
+            if not self.writer.rrset(owner, rtype, wire.CLASS_IN, ttl, one):
+                raise ValueError("a single record is larger than a transfer message")
             self.count += 1
+        return self._take()
+
+    def _widen(self) -> None:
+        """Give the current (empty) message the largest budget."""
+        question, qkey = (self.question, self.qkey) if self.started == 1 else (b"", b"")
+        self.writer = RecordWriter(question, qkey, max(self.budget, MESSAGE_BUDGET))
+
+    def _take(self) -> list[bytes]:
+        if not self.done:
+            return self.done
+        finished, self.done = self.done, []
+        return finished
 
     def _finish(self) -> None:
-        question = self.question if not self.done else b""
+        question = self.question if self.started == 1 else b""
         head = wire.header(self.ident, self.flags, 1 if question else 0, self.count, 0, 0)
         self.done.append(b"".join((head, question, *self.writer.parts)))
 
     def close(self) -> list[bytes]:
         self._finish()
-        return self.done
+        return self._take()
+
+
+def axfr_messages(
+    snapshot: Snapshot,
+    ident: int,
+    query_flags: int,
+    question: bytes,
+    qkey: bytes,
+    *,
+    budget: int = MESSAGE_BUDGET,
+) -> Iterator[bytes]:
+    """The messages of an AXFR answer (also the AXFR-style answer to an IXFR), built
+    one at a time as the caller asks: a large zone never sits in memory as messages."""
+    messages = _Messages(ident, query_flags, question, qkey, budget)
+    yield from messages.add(_soa_row(snapshot))
+    for row in _version_rrsets(snapshot):
+        yield from messages.add(row)
+    yield from messages.add(_soa_row(snapshot))
+    yield from messages.close()
+
+
+def ixfr_messages(
+    snapshot: Snapshot,
+    steps: Sequence[IxfrStep],
+    ident: int,
+    query_flags: int,
+    question: bytes,
+    qkey: bytes,
+    *,
+    budget: int = MESSAGE_BUDGET,
+) -> Iterator[bytes]:
+    """The messages of an incremental answer; no steps means "you are current": one SOA."""
+    messages = _Messages(ident, query_flags, question, qkey, budget)
+    yield from messages.add(_soa_row(snapshot))
+    for step in steps:
+        yield from messages.add(_soa_row(snapshot, step.from_soa))
+        for row in _records_as_rows(step.deleted):
+            yield from messages.add(row)
+        yield from messages.add(_soa_row(snapshot, step.to_soa))
+        for row in _records_as_rows(step.added):
+            yield from messages.add(row)
+    if steps:
+        yield from messages.add(_soa_row(snapshot))
+    yield from messages.close()
 
 
 def axfr(
@@ -138,13 +208,8 @@ def axfr(
     *,
     budget: int = MESSAGE_BUDGET,
 ) -> list[bytes]:
-    """The messages of an AXFR answer (also the AXFR-style answer to an IXFR)."""
-    messages = _Messages(ident, query_flags, question, qkey, budget)
-    messages.add(_soa_row(snapshot))
-    for row in _version_rrsets(snapshot):
-        messages.add(row)
-    messages.add(_soa_row(snapshot))
-    return messages.close()
+    """Every message of an AXFR answer at once (tests, small zones)."""
+    return list(axfr_messages(snapshot, ident, query_flags, question, qkey, budget=budget))
 
 
 def ixfr(
@@ -157,19 +222,8 @@ def ixfr(
     *,
     budget: int = MESSAGE_BUDGET,
 ) -> list[bytes]:
-    """The messages of an incremental answer; no steps means "you are current": one SOA."""
-    messages = _Messages(ident, query_flags, question, qkey, budget)
-    messages.add(_soa_row(snapshot))
-    for step in steps:
-        messages.add(_soa_row(snapshot, step.from_soa))
-        for row in _records_as_rows(step.deleted):
-            messages.add(row)
-        messages.add(_soa_row(snapshot, step.to_soa))
-        for row in _records_as_rows(step.added):
-            messages.add(row)
-    if steps:
-        messages.add(_soa_row(snapshot))
-    return messages.close()
+    """Every message of an incremental answer at once."""
+    return list(ixfr_messages(snapshot, steps, ident, query_flags, question, qkey, budget=budget))
 
 
 def diff(old: Snapshot, new: Snapshot) -> tuple[list[Record], list[Record]]:
@@ -197,3 +251,17 @@ def diff(old: Snapshot, new: Snapshot) -> tuple[list[Record], list[Record]]:
             deleted.extend((owner, wire_type, old_ttl, r) for r in old_rdatas if r in gone)
             added.extend((owner, wire_type, new_ttl, r) for r in new_rdatas if r in came)
     return deleted, added
+
+
+class MessageStream(bytes):
+    """A multi-message TCP answer: the first message is the bytes value (what counters,
+    RRL and the query log read); `rest` yields the later ones lazily, pulled by the TCP
+    connection as its write buffer drains (tcp.py), so a large transfer is never built
+    whole and never holds the event loop for more than one message at a time."""
+
+    rest: Iterator[bytes]
+
+    def __new__(cls, first: bytes, rest: Iterator[bytes]) -> MessageStream:
+        stream = super().__new__(cls, first)
+        stream.rest = rest
+        return stream

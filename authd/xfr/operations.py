@@ -28,6 +28,7 @@ import dns.tsig
 
 from authd.clock import Clock
 from authd.config import Remote, TransferConfig
+from authd.xfr.ixfr_from_axfr import store_version
 from authd.xfr.policy import policy_for
 from authd.xfr.stream import Kind, TransferLimits
 from authd.xfr.timers import SoaTimers
@@ -371,7 +372,7 @@ class Operations:
         meta = candidate.meta = self._meta(candidate)
         current = self.host.served_snapshot(entry.origin)
         try:
-            await asyncio.to_thread(self._store, entry, candidate, meta, current is None)
+            await asyncio.to_thread(self._store, entry, candidate, meta, current)
         except StoreError as exc:
             self.host.stats.store_failures[entry.name] += 1
             serial = candidate.snapshot.serial
@@ -387,11 +388,17 @@ class Operations:
         return lc.Stored(True)
 
     def _store(
-        self, entry: ZoneEntry, candidate: Candidate, meta: VersionMeta, first: bool
+        self,
+        entry: ZoneEntry,
+        candidate: Candidate,
+        meta: VersionMeta,
+        current: Snapshot | None,
     ) -> None:
         store = self.host.store
-        if candidate.full or first:
-            store.save_full(candidate.snapshot, meta)
+        if candidate.full or current is None:
+            # An AXFR replacing a version goes in as its diff when that keeps IXFR open to
+            # downstreams (ixfr_from_axfr.py); otherwise, and for a first version, in full.
+            store_version(store, current, candidate.snapshot, meta)
             return
         steps = candidate.result.steps
         for index, step in enumerate(steps):

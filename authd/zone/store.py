@@ -740,6 +740,12 @@ class Store:
             log.warning("%s (it is stale and will be replaced)", exc)
         return size
 
+    def tip_serial(self, zone: bytes) -> int | None:
+        """The serial of the newest stored version (full copy plus journal), None if none."""
+        with self._zone_lock(zone):
+            state = self._state(zone)
+            return state.tip_serial if state is not None else None
+
     def compaction_due(self, zone: bytes, entry_size: int = 0) -> bool:
         """The journal, with an entry of `entry_size` bytes appended, is over its limit."""
         state = self._state(zone)

@@ -24,6 +24,9 @@ ALLOWED DIFFERENCES (each one is reported with its reason, never silently droppe
   the other side's complete (TCP) answer really exceeds the limit.
 - ANY_CHOICE: for qtype ANY, RFC 8482 lets each server choose which one RRset it returns; both
   must return exactly one RRset (with its RRSIGs) owned by the query name.
+- TRANSFER_REFUSED: an AXFR or IXFR nobody allowed (no provide-xfr) is REFUSED by authd, as
+  issue 15 asks and RFC 1035 4.1.1 gives as REFUSED's own example (BIND and NSD agree), where
+  knotd 3.2 answers NOTAUTH; only the rcode (and its bits in the flags) may differ.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ TRUNCATED_CONTENT = "both truncated over UDP: content compared on the TCP retry"
 ADDITIONAL_DROPPED_FOR_SIZE = "optional additional RRset left out by one side for size"
 ANY_CHOICE = "RFC 8482: each server picks which one RRset answers ANY"
 TC_FROM_COMPRESSION = "TC on one side only: its complete answer is larger (name compression)"
+TRANSFER_REFUSED = "a transfer not allowed: authd REFUSED (issue 15, RFC 1035), knotd NOTAUTH"
 OPTIONS_KNOTD_LACKS = (
     "a server COOKIE or an Extended DNS Error only authd sends (the reference knotd 3.2 "
     "runs without mod-cookies and sends EDE only with REFUSED)"
@@ -56,6 +60,7 @@ ALLOWED_REASONS = (
     TC_FROM_COMPRESSION,
     ANY_CHOICE,
     OPTIONS_KNOTD_LACKS,
+    TRANSFER_REFUSED,
 )
 _COOKIE, _EDE = 10, 15
 
@@ -260,12 +265,24 @@ def compare(
     tc_from_compression = transport == "udp" and _tc_from_compression(
         query.udp_limit, ref, sut, retry
     )
+    transfer_refused = (
+        query.qtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
+        and ref.rcode == dns.rcode.NOTAUTH
+        and sut.rcode == dns.rcode.REFUSED
+    )
     if ref.header[1] != sut.header[1]:
         flags = f"knotd {_flag_text(ref.header[1])}; sut {_flag_text(sut.header[1])}"
-        diffs.append(Difference("flags", flags, TC_FROM_COMPRESSION if tc_from_compression else ""))
+        allowed = TC_FROM_COMPRESSION if tc_from_compression else ""
+        if transfer_refused and not (ref.header[1] ^ sut.header[1]) & ~0xF:
+            allowed = TRANSFER_REFUSED
+        diffs.append(Difference("flags", flags, allowed))
     if ref.rcode != sut.rcode:
         diffs.append(
-            Difference("rcode", f"knotd {_rcode_text(ref.rcode)}; sut {_rcode_text(sut.rcode)}")
+            Difference(
+                "rcode",
+                f"knotd {_rcode_text(ref.rcode)}; sut {_rcode_text(sut.rcode)}",
+                TRANSFER_REFUSED if transfer_refused else "",
+            )
         )
     if ref.header[2] != sut.header[2] or ref.question != sut.question:
         diffs.append(

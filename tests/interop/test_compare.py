@@ -158,3 +158,26 @@ def test_tc_on_one_side_is_allowed_only_when_the_other_sent_everything() -> None
     assert len(bigger) > len(full_tcp)
     diffs = compare(roomy, "udp", _wire(truncated), full_tcp, (bigger, full_tcp))
     assert [d.allowed for d in diffs] == [TC_FROM_COMPRESSION, TC_FROM_COMPRESSION]
+
+
+def test_a_refused_transfer_may_be_notauth_at_knotd_and_nothing_else() -> None:
+    axfr = make_query("plain.test.", 252, None, tag="")
+    knot = dns.message.make_response(dns.message.from_wire(axfr.wire))
+    knot.set_rcode(dns.rcode.NOTAUTH)
+    ours = dns.message.make_response(dns.message.from_wire(axfr.wire))
+    ours.set_rcode(dns.rcode.REFUSED)
+    diffs = compare(axfr, "tcp", _wire(knot), _wire(ours))
+    assert {d.what for d in diffs} == {"flags", "rcode"} and not unexplained(diffs)
+    ours.flags |= dns.flags.AA  # any other flag difference is still one
+    assert [d.what for d in unexplained(compare(axfr, "tcp", _wire(knot), _wire(ours)))] == [
+        "flags"
+    ]
+    servfail = dns.message.make_response(dns.message.from_wire(axfr.wire))
+    servfail.set_rcode(dns.rcode.SERVFAIL)  # only REFUSED for NOTAUTH
+    assert unexplained(compare(axfr, "tcp", _wire(knot), _wire(servfail)))
+    a_query = make_query("www.plain.test.", 1, None)  # only for transfers
+    knot_a = dns.message.make_response(dns.message.from_wire(a_query.wire))
+    knot_a.set_rcode(dns.rcode.NOTAUTH)
+    ours_a = dns.message.make_response(dns.message.from_wire(a_query.wire))
+    ours_a.set_rcode(dns.rcode.REFUSED)
+    assert unexplained(compare(a_query, "tcp", _wire(knot_a), _wire(ours_a)))

@@ -157,3 +157,16 @@ def test_diff_takes_the_old_version_to_the_new(
     deleted, added = xfrout.diff(old, new)
     rebuilt = old.apply_diff([soa(1), *deleted], [soa(2), *added])
     assert sorted(rebuilt.records()) == sorted(new.records())
+
+
+def test_a_record_larger_than_the_message_budget_gets_a_message_of_its_own() -> None:
+    """Outbound messages are small (8 KiB), but a record may hold up to 64 KiB of RDATA."""
+    strings = " ".join(['"' + "y" * 250 + '"'] * 60)  # ~15 KB of TXT RDATA in one record
+    rows = [soa(1), rec(ORIGIN, "NS", "ns1.example.com."), rec(f"big.{ORIGIN}", "TXT", strings)]
+    rows += [rec(f"h{i}.{ORIGIN}", "A", f"198.51.100.{i}") for i in range(20)]
+    snapshot = build(rows)
+    for budget in (200, 1000):
+        messages = xfrout.axfr(snapshot, 4242, 0, QUESTION_AXFR, QKEY, budget=budget)
+        assert max(len(m) for m in messages) > 15000
+        records = decode(messages)
+        assert sorted(records[1:-1]) == sorted(r for r in as_records(snapshot) if r[1] != 6)
