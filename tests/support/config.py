@@ -33,3 +33,24 @@ def errors_of(tmp_path: Path, text: str) -> list[ConfigIssue]:
         assert issue.file == str(path)
         assert str(issue).startswith(f"{path}: ")
     return info.value.errors
+
+
+PREAMBLE = """
+[tsig]
+key-files = ["xfr.key"]
+
+[[remote]]
+id = "provider"
+addresses = ["192.0.2.53", "2001:db8::53@5353"]
+key = "xfr-key"
+
+[[remote]]
+id = "backup"
+addresses = ["198.51.100.1"]
+"""
+
+
+def only_error(tmp_path: Path, text: str) -> ConfigIssue:
+    errors = errors_of(tmp_path, text)
+    assert len(errors) == 1, errors
+    return errors[0]

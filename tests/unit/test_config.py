@@ -12,7 +12,6 @@ import pytest
 from authd.config import (
     Config,
     ConfigError,
-    ConfigIssue,
     CookiesConfig,
     Endpoint,
     load_config,
@@ -20,33 +19,12 @@ from authd.config import (
     parse_endpoint,
 )
 from authd.keys import generate_tsig_key
-from tests.support.config import errors_of, write_config
+from tests.support.config import PREAMBLE, errors_of, only_error, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 
 # DS of a made-up key, the right length for digest type 2 (SHA-256).
 DS_LINE = "example.com. 3600 IN DS 12345 13 2 " + "AB" * 32 + "\n"
-
-
-PREAMBLE = """
-[tsig]
-key-files = ["xfr.key"]
-
-[[remote]]
-id = "provider"
-addresses = ["192.0.2.53", "2001:db8::53@5353"]
-key = "xfr-key"
-
-[[remote]]
-id = "backup"
-addresses = ["198.51.100.1"]
-"""
-
-
-def only_error(tmp_path: Path, text: str) -> ConfigIssue:
-    errors = errors_of(tmp_path, text)
-    assert len(errors) == 1, errors
-    return errors[0]
 
 
 # --- the shipped config ---------------------------------------------------------------------------

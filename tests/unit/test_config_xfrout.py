@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from authd.config import load_config
-from tests.unit.test_config import PREAMBLE, only_error, write_config
+from tests.support.config import PREAMBLE, only_error, write_config
 
 DOWN = """
 [[remote]]

@@ -12,74 +12,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authd.serve import xfrout
-from authd.zone import names
-from authd.zone.snapshot import Record, Snapshot, SnapshotBuilder
-
-ORIGIN = "example.com."
-QUESTION_AXFR = b"\x07example\x03com\x00\x00\xfc\x00\x01"
-QKEY = names.key_from_text(ORIGIN)
-
-
-def wire(rtype: str, text: str) -> bytes:
-    data = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(rtype), text).to_wire()
-    assert data is not None
-    return data
-
-
-def rec(owner: str, rtype: str, text: str, ttl: int = 300) -> Record:
-    return (names.key_from_text(owner), dns.rdatatype.from_text(rtype), ttl, wire(rtype, text))
-
-
-def soa(serial: int) -> Record:
-    return rec(ORIGIN, "SOA", f"ns1.example.com. h.example.com. {serial} 7200 900 1209600 300")
-
-
-def build(records: list[Record]) -> Snapshot:
-    builder = SnapshotBuilder(QKEY)
-    builder.add_records(records)
-    return builder.build()
-
-
-def zone(serial: int = 1, hosts: int = 300, big_txt: int = 0) -> Snapshot:
-    rows = [
-        soa(serial),
-        rec(ORIGIN, "NS", "ns1.example.com."),
-        rec("ns1." + ORIGIN, "A", "192.0.2.1"),
-    ]
-    rows += [rec(f"h{i}.{ORIGIN}", "A", f"198.51.100.{i % 250}") for i in range(hosts)]
-    rows += [rec(f"h{i}.{ORIGIN}", "MX", f"10 mail.h{i}.{ORIGIN}") for i in range(0, hosts, 3)]
-    rows += [
-        rec(f"big.{ORIGIN}", "TXT", f'"record number {i:04d} {"x" * 40}"') for i in range(big_txt)
-    ]
-    rows += [rec(f"sub.{ORIGIN}", "NS", "ns.sub.example.net.")]
-    return build(rows)
-
-
-def decode(messages: list[bytes]) -> list[tuple[dns.name.Name, int, int, bytes]]:
-    """Every answer record of every message, in order, as (owner, type, ttl, rdata wire)."""
-    out = []
-    for index, data in enumerate(messages):
-        message = dns.message.from_wire(data, one_rr_per_rrset=True)
-        assert (len(message.question) == 1) == (index == 0)
-        assert message.flags & dns.flags.AA and message.id == 4242
-        for rrset in message.answer:
-            for rdata in rrset:
-                out.append(
-                    (rrset.name, int(rrset.rdtype), rrset.ttl, rdata.to_digestable(dns.name.root))
-                )
-    return out
-
-
-def as_records(snapshot: Snapshot) -> list[tuple[dns.name.Name, int, int, bytes]]:
-    return [
-        (
-            names.to_name(o),
-            t,
-            ttl,
-            dns.rdata.from_wire(dns.rdataclass.IN, t, r, 0, len(r)).to_digestable(dns.name.root),
-        )
-        for o, t, ttl, r in snapshot.records()
-    ]
+from authd.zone.snapshot import Record
+from tests.support.outbound import (
+    ORIGIN,
+    QKEY,
+    QUESTION_AXFR,
+    as_records,
+    build,
+    decode,
+    rec,
+    soa,
+    zone,
+)
 
 
 def test_axfr_is_soa_every_record_soa_over_several_messages() -> None:

@@ -9,8 +9,7 @@ from authd.xfr.ixfr_from_axfr import store_version
 from authd.xfr.stream import TYPE_IXFR, Kind
 from authd.zone.journal import VersionMeta
 from authd.zone.store import Store
-from tests.unit.test_xfr_edge import NOW, ask, receive, responder
-from tests.unit.test_xfrout import ORIGIN, QKEY, build, rec, soa, zone
+from tests.support.outbound import NOW, ORIGIN, QKEY, ask, build, rec, receive, responder, soa, zone
 
 AXFR = VersionMeta("AXFR", NOW, "provider")
 

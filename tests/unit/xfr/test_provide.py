@@ -22,7 +22,7 @@ from authd.serve import xfrout
 from authd.xfr import provide
 from authd.xfr.notify import BADKEY, BADSIG, BADTIME, AllowedSource
 from authd.xfr.stream import TsigVerifier, parse_message, sign_message
-from tests.unit.test_xfrout import QKEY, zone
+from tests.support.outbound import QKEY, zone
 
 NOW = 1_800_000_000.0
 SECRET = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI="

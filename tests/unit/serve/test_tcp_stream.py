@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from authd.serve.tcp import STREAM_TURN_BYTES, TcpLimits
 from authd.serve.xfrout import MessageStream
-from tests.unit.test_tcp import (
+from tests.support.tcp import (
     closed_by_server,
     connect,
     echo,

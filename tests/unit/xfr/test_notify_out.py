@@ -22,7 +22,7 @@ from authd.xfr.notify import parse_notify
 from authd.xfr.notify_out import NotifySchedule, NotifySender, Target
 from authd.xfr.stream import sign_message
 from authd.zone import names
-from tests.unit.test_xfrout import QKEY, soa
+from tests.support.outbound import QKEY, soa
 
 SECRET = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI="
 EDGE1 = Target("edge1", "192.0.2.1", 53)

@@ -7,7 +7,6 @@ so "the downstream ends at the served version" is what is checked, not the bytes
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 
 import dns.message
@@ -16,52 +15,30 @@ import dns.rrset
 import dns.tsig
 import pytest
 
-from authd.serve.responder import Responder
-from authd.serve.xfr_edge import ProvideSettings, XfrEndpoint
-from authd.serve.xfrout import MessageStream
-from authd.serve.zonetable import ZoneTable
-from authd.xfr.notify import AllowedSource
 from authd.xfr.stream import (
     TYPE_AXFR,
     TYPE_IXFR,
     Kind,
-    TransferAssembler,
-    TransferLimits,
     TsigVerifier,
     parse_message,
     sign_message,
 )
-from authd.zone.journal import VersionMeta
 from authd.zone.snapshot import Snapshot
 from authd.zone.store import Store
-from tests.unit.test_xfrout import ORIGIN, QKEY, rec, soa, zone
-
-NOW = 1_800_000_000.0
-KEY = dns.tsig.Key(
-    "down-key.", "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=", dns.tsig.HMAC_SHA256
+from tests.support.outbound import (
+    CLIENT,
+    KEY,
+    META,
+    NOW,
+    ORIGIN,
+    QKEY,
+    ask,
+    diff_records,
+    receive,
+    responder,
+    versions,
+    zone,
 )
-CLIENT = ("192.0.2.9", 5353)
-META = VersionMeta("IXFR", NOW, "provider")
-
-
-def versions() -> list[Snapshot]:
-    v1 = zone(serial=1, hosts=60)
-    v2 = v1.apply_diff(
-        [soa(1), rec(f"h3.{ORIGIN}", "A", "198.51.100.3")],
-        [soa(2), rec(f"h3.{ORIGIN}", "A", "203.0.113.3")],
-    )
-    v3 = v2.apply_diff([soa(2)], [soa(3), rec(f"new.{ORIGIN}", "AAAA", "2001:db8::1")])
-    return [v1, v2, v3]
-
-
-def diff_records(old: Snapshot, new: Snapshot) -> tuple[list, list]:  # type: ignore[type-arg]
-    from authd.serve.xfrout import diff
-
-    deleted, added = diff(old, new)
-    return [(old.origin, 6, old.soa_ttl, old.soa_rdata), *deleted], [
-        (new.origin, 6, new.soa_ttl, new.soa_rdata),
-        *added,
-    ]
 
 
 @pytest.fixture
@@ -73,66 +50,6 @@ def state(tmp_path: Path) -> tuple[Path, list[Snapshot]]:
             deleted, added = diff_records(old, new)
             store.append_diff(QKEY, old.serial, new.serial, deleted, added, META)
     return tmp_path, [v1, v2, v3]
-
-
-def responder(state_dir: Path | None, served: Snapshot, **settings: object) -> Responder:
-    table = ZoneTable()
-    table.publish(QKEY, served)
-    acl = (AllowedSource(ipaddress.ip_network("192.0.2.0/24"), "down-key."),)
-    provide = ProvideSettings(acl, bool(settings.get("provide_expired", False)))
-    endpoint = XfrEndpoint(
-        table, {QKEY: provide}, {"down-key.": KEY}, state_dir, clock=lambda: NOW, budget=1200
-    )
-    r = Responder(table, identity="", version="", nsid=b"", udp_payload=1232)
-    r.xfr_handler = endpoint
-    return r
-
-
-def ask(
-    r: Responder,
-    rdtype: str,
-    serial: int | None = None,
-    *,
-    tcp: bool = True,
-    key: dns.tsig.Key | None = KEY,
-    client: tuple[str, int] = CLIENT,
-    edns: bool = False,
-) -> tuple[list[bytes], bytes]:
-    """(every answer message, the request MAC) for a transfer request."""
-    query = dns.message.make_query(ORIGIN, rdtype, use_edns=0 if edns else None)
-    if serial is not None:
-        query.authority.append(
-            dns.rrset.from_text(
-                ORIGIN, 0, "IN", "SOA", f"ns1.example.com. h.example.com. {serial} 1 1 1 1"
-            )
-        )
-    query.id = 4242
-    data = query.to_wire()
-    mac = b""
-    if key is not None:
-        data, mac = sign_message(data, key, NOW)
-    answer = r.respond(data, tcp, client)
-    assert answer is not None
-    messages = [bytes(answer)]
-    if isinstance(answer, MessageStream):
-        messages += list(answer.rest)
-    return messages, mac
-
-
-def receive(
-    messages: list[bytes], qtype: int, current: Snapshot | None, mac: bytes
-) -> TransferAssembler:
-    """Read an answer as authd's own secondary does (TSIG on every message checked)."""
-    assembler = TransferAssembler(QKEY, qtype, 4242, TransferLimits(), current)
-    verifier = TsigVerifier(KEY, mac)
-    done = False
-    for raw in messages:
-        message = parse_message(raw)
-        verifier.check(raw, message, NOW)
-        done = assembler.feed(message)
-    verifier.finish()
-    assert done
-    return assembler
 
 
 def test_axfr_is_the_served_version(state: tuple[Path, list[Snapshot]]) -> None:
