@@ -629,7 +629,7 @@ class App:
             clock=self.clock.now,
             udp_payload=server.udp_payload,
         )
-        responder.xfr_handler = XfrEndpoint.from_config(self.config, table)
+        responder.xfr_handler = XfrEndpoint.from_config(self.config, table, self.clock.now)
         front: ResponderLike = rrl.install(responder, self.config.rrl, worker_count(server.workers))
         if self.config.log.query_sample_rate > 0:
             front = SampledQueryLog(front, self.config.log.query_sample_rate)

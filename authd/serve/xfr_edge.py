@@ -13,7 +13,6 @@ built and TSIG-signed one at a time as the connection's write buffer drains (tcp
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +69,7 @@ class XfrEndpoint:
         settings: Mapping[bytes, ProvideSettings],
         keyring: Mapping[str, dns.tsig.Key],
         state_dir: Path | None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float],
         udp_payload: int = 1232,
         budget: int = OUT_BUDGET,
     ) -> None:
@@ -85,13 +84,16 @@ class XfrEndpoint:
         self.results: dict[str, int] = {}
 
     @classmethod
-    def from_config(cls, config: Config, zones: ZoneTable) -> XfrEndpoint:
+    def from_config(
+        cls, config: Config, zones: ZoneTable, clock: Callable[[], float]
+    ) -> XfrEndpoint:
         keyring = {key.name: key.to_dnspython() for key in config.tsig_keys}
         return cls(
             zones,
             provide_settings(config),
             keyring,
             config.server.state_dir,
+            clock,
             udp_payload=config.server.udp_payload,
         )
 
