@@ -16,7 +16,7 @@ run: $(STAMP)
 	$(BIN)/authd serve -c authd.toml
 
 # Debian packages the interop tests use; installed only when root on Debian and missing.
-DEB_PACKAGES := knot knot-dnsutils bind9 bind9-dnsutils ldnsutils
+DEB_PACKAGES := knot knot-dnsutils bind9 bind9-dnsutils ldnsutils nsd dnsperf prometheus unbound groff-base iproute2
 deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v knotd >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES); \
