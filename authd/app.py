@@ -14,9 +14,13 @@ import dataclasses
 import logging
 import signal
 import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from authd import horizon, metrics, sdnotify
+from authd.assure.dscheck import DsCache
+from authd.assure.gather import ZoneView
+from authd.assure.periodic import PeriodicChecks
 from authd.clock import Clock, SystemClock
 from authd.config import Config, ZoneConfig
 from authd.control import ControlError, ControlServer
@@ -127,8 +131,28 @@ class ZoneRuntime:
             expires_at=record.expires_at,
             signature_horizon=secondary.horizon,
             refresh_interval=record.refresh,
+            retry_interval=record.retry,
             servfail_on_expire=self.config.on_expire == "servfail",
         )
+
+
+class ServedZones(Mapping[str, Snapshot]):
+    """Every served version by zone name, read live (no copy per periodic check)."""
+
+    def __init__(self, zones: Mapping[bytes, ZoneRuntime]) -> None:
+        self._zones = zones
+
+    def __getitem__(self, name: str) -> Snapshot:
+        runtime = self._zones.get(names.key_from_text(name))
+        if runtime is None or runtime.snapshot is None:
+            raise KeyError(name)
+        return runtime.snapshot
+
+    def __iter__(self) -> Iterator[str]:
+        return (r.name for r in list(self._zones.values()) if r.snapshot is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for r in self._zones.values() if r.snapshot is not None)
 
 
 # Versions at least this large are compacted in the main process (snapshot.build_compact).
@@ -147,6 +171,8 @@ class App:
         self.pool: WorkerPool[ZoneTable] | None = None
         self.pacer: Pacer | None = None
         self.secondaries: Secondaries | None = None  # the lifecycle shell of every secondary
+        self.checks: PeriodicChecks | None = None  # drift and delegation rounds (issue 13)
+        self.ds_cache = DsCache(self.clock)  # the parent's DS for ds-check = "parent"
         self._spread = 0.0  # first SOA checks after start spread over this many seconds
         self.validation: ValidationPool | None = None
         self.control: ControlServer | None = None
@@ -303,6 +329,8 @@ class App:
     def start_secondary(self, runtime: ZoneRuntime) -> None:
         assert self.secondaries is not None
         runtime.secondary = self.secondaries.add(runtime.config, spread=self._spread)
+        if self.checks is not None:
+            self.checks.add(runtime.config, self.config.server)
 
     def post(self, runtime: ZoneRuntime, event: lifecycle.Event) -> None:
         if self.secondaries is not None:
@@ -320,6 +348,9 @@ class App:
 
     def remove_zone(self, origin: bytes) -> None:
         runtime = self.zones.pop(origin)
+        if self.checks is not None:
+            self.checks.remove(origin)
+        self.ds_cache.forget(origin)
         if runtime.secondary is not None and self.secondaries is not None:
             task = asyncio.get_running_loop().create_task(self.secondaries.remove(origin))
             self._background.add(task)
@@ -353,6 +384,10 @@ class App:
             workers = self.workers_state(runtime.config.origin)
             if status.get("state") == "ok" and workers is not None:
                 status["state"] = workers
+            if self.checks is not None:
+                status.update(self.checks.status(runtime.config.origin))  # drift, delegation
+            if runtime.config.ds_check != "off":
+                status["ds_check"] = self.ds_cache.status(runtime.config)
         return statuses
 
     async def handle_control(self, command: str, args: dict[str, Any]) -> Any:
@@ -406,6 +441,20 @@ class App:
         served = {r.name: r.snapshot for r in self.zones.values() if r.snapshot is not None}
         view = run.ZoneView(self.config, runtime.config, snapshot, runtime.facts(), now, served)
         return await (run.report(view) if command == "report" else run.drill(view))
+
+    def assure_view(self, origin: bytes) -> ZoneView | None:
+        """What the periodic checks compare: the served version (None: nothing served)."""
+        runtime = self.zones.get(origin)
+        if runtime is None or runtime.snapshot is None:
+            return None
+        served = ServedZones(self.zones)
+        return ZoneView(
+            self.config, runtime.config, runtime.snapshot, runtime.facts(), self.clock.now(), served
+        )
+
+    def _drift_due(self, origin: bytes) -> None:
+        if self.checks is not None:
+            self.checks.wake(origin)
 
     # -- version history, ledger, export, promote (issue 14) ------------------------------
 
@@ -576,8 +625,13 @@ class App:
         self.pacer = Pacer(self.config.transfer)
         validation = self.config.validation
         self.validation = ValidationPool(validation.processes, validation.nice, validation.idle)
-        operations = Operations(self, self.pacer, self.validation, self.config.transfer, self.clock)
+        operations = Operations(
+            self, self.pacer, self.validation, self.config.transfer, self.clock, self.ds_cache
+        )
         self.secondaries = Secondaries(self, operations, self.clock)
+        self.checks = PeriodicChecks(
+            self.assure_view, self.secondaries.schedule("drift", self._drift_due), self.clock
+        )
         # Counted once (a count per zone was quadratic in the number of zones).
         self._spread = startup_spread(sum(1 for z in self.config.zones if z.is_secondary))
         for runtime in self.zones.values():
@@ -592,6 +646,7 @@ class App:
                 lambda: [runtime.facts() for runtime in self.zones.values()],
                 self._worker_counters,
                 self.clock.now,
+                lambda: self.checks.facts() if self.checks is not None else (),
             )
             self.health = metrics.HealthServer(
                 server.metrics.host,
@@ -640,6 +695,8 @@ class App:
 
     async def stop(self) -> None:
         notify_out.close(self)
+        if self.checks is not None:
+            await self.checks.stop()
         if self.secondaries is not None:
             await self.secondaries.stop()
         if self.validation is not None:

@@ -171,6 +171,10 @@ class ZoneConfig:
     drift_ignore_types: frozenset[int] = frozenset()
     parent: tuple[Endpoint, ...] = ()
     ds_check: str = "off"
+    # Periodic drift and delegation checks: seconds between rounds (0 = off), and whether
+    # each round samples RRsets beyond the SOA.
+    drift_interval: float = 60.0
+    drift_sample: bool = True
     # Version history (issue 14): how many published versions are kept to list, diff and
     # rebuild (authd zone history / diff; rollback later).
     history_versions: int = 20
@@ -924,6 +928,8 @@ class _Settings:
     drift_ignore_types: frozenset[int] | None = None
     parent: tuple[Endpoint, ...] | None = None
     ds_check: str | None = None
+    drift_interval: float | None = None
+    drift_sample: bool | None = None
     history_versions: int | None = None
     provide_xfr: tuple[NotifySource, ...] | None = None
     provide_xfr_expired: bool | None = None
@@ -977,6 +983,11 @@ def _read_settings(
     s.drift_ignore_types = _rr_types(t, "drift-ignore-types")
     s.parent = _endpoints(t, "parent")
     s.ds_check = t.choice("ds-check", DS_CHECKS)
+    s.drift_interval = t.duration("drift-interval", 0, 86400)
+    if s.drift_interval is not None and 0 < s.drift_interval < 1:
+        t.error("drift-interval", "must be 0 (off) or at least 1 s")
+        s.drift_interval = None
+    s.drift_sample = t.boolean("drift-sample")
     s.history_versions = t.integer("history-versions", 0, 10_000)
     s.provide_xfr = _read_notify_from(t, remotes, tsig_keys, "provide-xfr")
     s.provide_xfr_expired = t.boolean("provide-xfr-expired")
@@ -1209,6 +1220,8 @@ def _read_zone(
         drift_ignore_types=_or(s.drift_ignore_types, frozenset()),
         parent=_or(s.parent, ()),
         ds_check=ds_check,
+        drift_interval=_or(s.drift_interval, 60.0),
+        drift_sample=_or(s.drift_sample, True),
         history_versions=_or(s.history_versions, 20),
         provide_xfr=s.provide_xfr or (),
         provide_xfr_expired=_or(s.provide_xfr_expired, False),

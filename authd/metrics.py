@@ -24,6 +24,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from authd.assure.watch import DELEGATION_KINDS, Watch
+from authd.assure.watch import KINDS as DRIFT_KINDS
 from authd.horizon import Horizon, horizon
 
 log = logging.getLogger("authd.metrics")
@@ -63,6 +65,7 @@ class ZoneFacts:
     expires_at: float | None
     signature_horizon: float | None  # earliest RRSIG expiration in the served version
     refresh_interval: float | None = None  # the SOA REFRESH in force (secondary zones)
+    retry_interval: float | None = None  # the SOA RETRY in force (secondary zones)
     servfail_on_expire: bool = False  # on-expire = "servfail": the expire deadline limits
 
     @property
@@ -113,11 +116,13 @@ class AuthdCollector:
         zone_facts: Callable[[], Iterable[ZoneFacts]],
         worker_counters: Callable[[], Mapping[str, int]],
         now: Callable[[], float],
+        watches: Callable[[], Iterable[tuple[str, Watch]]] = lambda: (),
     ) -> None:
         self.stats = stats
         self.zone_facts = zone_facts
         self.worker_counters = worker_counters
         self.now = now
+        self.watches = watches  # the periodic drift and delegation checks (assure/periodic.py)
 
     def collect(self) -> Iterator[Metric]:
         facts = list(self.zone_facts())
@@ -125,6 +130,7 @@ class AuthdCollector:
         # per-zone series with it (added again, they come back with their totals).
         zones = {f.zone for f in facts}
         yield from self._zone_metrics(facts)
+        yield from watch_metrics(w for w in self.watches() if w[0] in zones)
         for family in (*self._control_plane_metrics(), *self._worker_metrics()):
             yield _only_configured_zones(family, zones)
 
@@ -153,6 +159,11 @@ class AuthdCollector:
         interval = GaugeMetricFamily(
             "authd_zone_refresh_interval_seconds",
             "The SOA REFRESH in force (clamped), secondary zones only.",
+            labels=["zone"],
+        )
+        retry = GaugeMetricFamily(
+            "authd_zone_retry_interval_seconds",
+            "The SOA RETRY in force (clamped), secondary zones only.",
             labels=["zone"],
         )
         horizon = GaugeMetricFamily(
@@ -193,7 +204,9 @@ class AuthdCollector:
                 horizon.add_metric([zone], facts.signature_horizon - now)
             if facts.refresh_interval is not None:
                 interval.add_metric([zone], facts.refresh_interval)
-        yield from (serial, primary, age, expires, expired, state, horizon, interval)
+            if facts.retry_interval is not None:
+                retry.add_metric([zone], facts.retry_interval)
+        yield from (serial, primary, age, expires, expired, state, horizon, interval, retry)
         yield from (valid_until, signatures_until)
 
     def _control_plane_metrics(self) -> Iterator[Metric]:
@@ -292,6 +305,53 @@ class AuthdCollector:
             gauge = GaugeMetricFamily(metric, help_text)
             gauge.add_metric([], flat.get(name, 0))
             yield gauge
+
+
+def watch_metrics(items: Iterable[tuple[str, Watch]]) -> Iterator[Metric]:
+    """The periodic checks' series: per peer its serial, when it was last checked, since
+    when it is ahead of authd (only while it is), and 1 per current drift finding kind (0
+    for the other kinds); per zone the count of delegation findings by kind."""
+    serial = GaugeMetricFamily(
+        "authd_peer_serial",
+        "SOA serial a peer served at the last drift check.",
+        labels=["zone", "peer"],
+    )
+    checked = GaugeMetricFamily(
+        "authd_peer_last_checked_timestamp_seconds",
+        "When a peer was last asked by the drift check.",
+        labels=["zone", "peer"],
+    )
+    ahead = GaugeMetricFamily(
+        "authd_peer_ahead_since_timestamp_seconds",
+        "Since when a peer has served a newer serial than authd (present only while it does).",
+        labels=["zone", "peer"],
+    )
+    drift = GaugeMetricFamily(
+        "authd_zone_drift",
+        "1 for each kind of the current drift findings against a peer, else 0.",
+        labels=["zone", "peer", "kind"],
+    )
+    delegation = GaugeMetricFamily(
+        "authd_zone_delegation_findings",
+        "Findings of the last delegation and DS check that the parent answered, by kind.",
+        labels=["zone", "kind"],
+    )
+    for zone, watch in items:
+        for peer in watch.peers:
+            if peer.serial is not None:
+                serial.add_metric([zone, peer.peer], peer.serial)
+            if peer.checked_at is not None:
+                checked.add_metric([zone, peer.peer], peer.checked_at)
+            if peer.ahead_since is not None:
+                ahead.add_metric([zone, peer.peer], peer.ahead_since)
+            kinds = {f.kind for f in peer.findings}
+            for kind in DRIFT_KINDS:
+                drift.add_metric([zone, peer.peer, kind], 1.0 if kind in kinds else 0.0)
+        if watch.delegation is not None:
+            found = Counter(f.kind for f in watch.delegation)
+            for kind in DELEGATION_KINDS:
+                delegation.add_metric([zone, kind], found.get(kind, 0))
+    yield from (serial, checked, ahead, drift, delegation)
 
 
 def _only_configured_zones(family: Metric, zones: set[str]) -> Metric:

@@ -22,12 +22,12 @@ import tempfile
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import dns.tsig
 
 from authd.clock import Clock
-from authd.config import Remote, TransferConfig
+from authd.config import Remote, TransferConfig, ZoneConfig
 from authd.xfr.ixfr_from_axfr import store_version
 from authd.xfr.policy import policy_for
 from authd.xfr.stream import Kind, TransferLimits
@@ -37,7 +37,14 @@ from authd.zone import lifecycle as lc
 from authd.zone.journal import VersionMeta
 from authd.zone.snapshot import DNSKEY, Snapshot, is_sig_type, unpack_node
 from authd.zone.store import StoreError, encode_full
-from authd.zone.verify import ValidationPool, Verdict, needs_full_check, touched_owners, verify
+from authd.zone.verify import (
+    Policy,
+    ValidationPool,
+    Verdict,
+    needs_full_check,
+    touched_owners,
+    verify,
+)
 
 if TYPE_CHECKING:
     from authd.xfr.secondary import Host, ZoneEntry
@@ -109,6 +116,15 @@ def _failure(action: lc.Action, error: str) -> lc.Event:
     raise TypeError(f"not an I/O action: {action!r}")
 
 
+class Policies(Protocol):
+    """How a zone's new versions are verified beyond its config (assure/dscheck.py: the
+    parent's DS as trust anchors, and the anchor failure named ds-mismatch)."""
+
+    async def policy(self, zone: ZoneConfig) -> Policy: ...
+
+    def judged(self, zone: ZoneConfig, verdict: Verdict) -> Verdict: ...
+
+
 class Operations:
     """The real I/O actions (secondary.IoActions)."""
 
@@ -119,12 +135,14 @@ class Operations:
         validation: ValidationPool,
         transfer_config: TransferConfig,
         clock: Clock,
+        policies: Policies | None = None,
     ) -> None:
         self.host = host
         self.pacer = pacer
         self.validation = validation
         self.transfer_config = transfer_config
         self.clock = clock
+        self.policies = policies
 
     def start(self, entry: ZoneEntry, action: lc.Action, done: Callable[[lc.Event], None]) -> None:
         operation: Coroutine[Any, Any, lc.Event]
@@ -294,6 +312,8 @@ class Operations:
         assert candidate is not None
         snapshot = candidate.snapshot
         verdict = await self._verdict(entry, candidate, forced)
+        if self.policies is not None:
+            verdict = self.policies.judged(entry.config, verdict)
         candidate.verdict = verdict
         for warning in verdict.warnings:
             log.warning("zone %s: serial %d: %s", entry.name, snapshot.serial, warning)
@@ -319,7 +339,11 @@ class Operations:
 
     async def _verdict(self, entry: ZoneEntry, candidate: Candidate, forced: bool) -> Verdict:
         snapshot = candidate.snapshot
-        policy = policy_for(entry.config)
+        policy = (
+            policy_for(entry.config)
+            if self.policies is None
+            else await self.policies.policy(entry.config)
+        )
         now = self.clock.now()
         current = self.host.served_snapshot(entry.origin)
         if not candidate.full and current is not None:

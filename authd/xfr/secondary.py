@@ -59,6 +59,9 @@ __all__ = [
 
 log = logging.getLogger("authd.xfr")
 
+WakeKey = bytes | tuple[str, bytes]  # a zone's machine, or (kind, zone) of other work
+WakeSetter = Callable[[bytes, float | None], None]
+
 
 class Host(Publisher, Protocol):
     """What the secondaries need from the application: the Publisher port, stats, store."""
@@ -182,7 +185,9 @@ class Secondaries:
         self.clock = clock
         self.rand = rand
         self.zones: dict[bytes, ZoneEntry] = {}
-        self.scheduler: Scheduler[bytes] = (
+        # Other periodic work per zone shares the one scheduler: keys (kind, origin).
+        self.wakers: dict[str, Callable[[bytes], None]] = {}
+        self.scheduler: Scheduler[WakeKey] = (
             Scheduler(clock, self._wake, call_later)
             if call_later is not None
             else Scheduler(clock, self._wake)
@@ -228,12 +233,21 @@ class Secondaries:
             finally:
                 entry.events.popleft()  # a bug in one step must not wedge the queue
 
-    def _wake(self, due: list[bytes]) -> None:
-        for origin in due:
+    def schedule(self, kind: str, handler: Callable[[bytes], None]) -> WakeSetter:
+        """A per-zone wake-up of another kind in the one scheduler: `handler(origin)` is
+        called when due; set it with the returned `set(origin, at)` (None: unset)."""
+        self.wakers[kind] = handler
+        return lambda origin, at: self.scheduler.set((kind, origin), at)
+
+    def _wake(self, due: list[WakeKey]) -> None:
+        for key in due:
             try:
-                self.post(origin, lc.TimerFired())
+                if isinstance(key, tuple):
+                    self.wakers[key[0]](key[1])
+                else:
+                    self.post(key, lc.TimerFired())
             except Exception:  # one zone's bug must not stop the others' wake-ups
-                log.exception("zone %r: step failed", origin)
+                log.exception("zone %r: step failed", key)
 
     # -- one step ---------------------------------------------------------------------------
 
