@@ -164,3 +164,50 @@ def test_validity_horizon_gauges() -> None:
     }
     assert valid == {"stale.test": 9000.0, "strict.test": 5000.0, "plain.test": 5000.0}
     assert signatures == {"stale.test": 9000.0, "strict.test": 9000.0}
+
+
+def test_drift_and_delegation_series() -> None:
+    """The periodic checks' series: a peer's serial and check time, ahead-since only while
+    ahead, 1 for current drift kinds and 0 for the others, delegation findings counted by
+    kind; zones not configured (a reload removed them) have none."""
+    from authd.assure import watch as w
+    from authd.zone.delegation import DelegationFinding
+    from authd.zone.drift import DriftFinding
+
+    ahead = w.peers_checked(
+        w.Watch(), [("192.0.2.53@53", 9, [DriftFinding("serial-ahead", "9 > 8")])], 500.0
+    )
+    agreed = w.peers_checked(w.Watch(), [("192.0.2.53@53", 8, [])], 400.0)
+    agreed = w.delegation_checked(
+        agreed,
+        [DelegationFinding("glue-differs", "a"), DelegationFinding("glue-differs", "b")],
+        400.0,
+        "parent 192.0.2.1@53",
+    )
+    facts = [
+        ZoneFacts("stuck.test", "ok", 8, 9, 0.0, None, None, 3600, retry_interval=600),
+        ZoneFacts("fine.test", "ok", 8, 8, 0.0, None, None, 3600, retry_interval=600),
+    ]
+    watches = [("stuck.test", ahead), ("fine.test", agreed), ("gone.test", ahead)]
+    collector = AuthdCollector(
+        ControlPlaneStats(), lambda: facts, dict, now=lambda: 1000.0, watches=lambda: watches
+    )
+    samples = _scrape(collector)
+
+    def value(name: str, **labels: str) -> float | None:
+        return samples.get((name, tuple(sorted(labels.items()))))
+
+    stuck = {"zone": "stuck.test", "peer": "192.0.2.53@53"}
+    fine = {"zone": "fine.test", "peer": "192.0.2.53@53"}
+    assert value("authd_peer_serial", **stuck) == 9 and value("authd_peer_serial", **fine) == 8
+    assert value("authd_peer_ahead_since_timestamp_seconds", **stuck) == 500.0
+    assert value("authd_peer_ahead_since_timestamp_seconds", **fine) is None
+    assert value("authd_peer_last_checked_timestamp_seconds", **fine) == 400.0
+    assert value("authd_zone_drift", kind="serial-ahead", **stuck) == 1
+    assert value("authd_zone_drift", kind="unreachable", **stuck) == 0
+    assert value("authd_zone_drift", kind="serial-ahead", **fine) == 0
+    assert value("authd_zone_delegation_findings", zone="fine.test", kind="glue-differs") == 2
+    assert value("authd_zone_delegation_findings", zone="fine.test", kind="ds-mismatch") == 0
+    assert value("authd_zone_delegation_findings", zone="stuck.test", kind="ds-mismatch") is None
+    assert value("authd_zone_retry_interval_seconds", zone="stuck.test") == 600
+    assert not any(dict(labels).get("zone") == "gone.test" for _, labels in samples)

@@ -353,3 +353,26 @@ async def test_a_removed_zone_stops_and_its_late_results_are_dropped() -> None:
     assert config.origin not in shell.zones and len(io.started) == 1
     loop.run_until(T0 + 7200)
     assert len(io.started) == 1  # no wake-up left behind for it
+
+
+async def test_other_wake_ups_share_the_one_scheduler() -> None:
+    """A per-zone wake-up of another kind (the drift rounds) sits in the same heap and timer
+    as the zones' machines, and goes to its own handler, never to the machine."""
+    clock = FakeClock(now=T0)
+    loop = FakeLoop(clock)
+    host, io, writer = FakeHost(None), FakeIo(), FakeWriter()
+    shell = Secondaries(host, io, clock, writer=writer, call_later=loop.call_later)  # type: ignore[arg-type]
+    config = zone_config(0, False)
+    shell.add(config)
+    woken: list[tuple[bytes, float]] = []
+    set_drift = shell.schedule("drift", lambda origin: woken.append((origin, clock.now())))
+    set_drift(config.origin, T0 + 30)
+    set_drift(b"\x05other\x00", T0 + 20)
+    set_drift(b"\x05other\x00", None)  # unset
+    assert len(loop.live()) == 1  # one timer for everything
+    loop.run_until(T0 + 31)
+    assert woken == [(config.origin, T0 + 30)]
+    assert shell.scheduler.heap.get(("drift", config.origin)) is None
+    # the machine's own wake-up (due at start: no copy) started its one SOA query; the
+    # drift wake-up started nothing more
+    assert len(io.started) == 1
