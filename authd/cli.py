@@ -1101,6 +1101,12 @@ def format_zone_status(status: Mapping[str, Any], now: float) -> str:
         line("last outcome", status["last_outcome"])
     line("last error", status.get("last_error") or "none")
     line("rejection", status.get("last_rejection") or "none")
+    for peer in (status.get("drift") or {}).get("peers") or ():  # issue 13: periodic checks
+        kinds = ", ".join(f["kind"] for f in peer["findings"]) or "agrees"
+        line("peer", f"{peer['peer']}: serial {peer['serial']}, {kinds}")
+    findings = (status.get("delegation") or {}).get("findings")
+    if findings is not None:
+        line("delegation", ", ".join(f["kind"] for f in findings) or "ok")
     return "\n".join(lines)
 
 

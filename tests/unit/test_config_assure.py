@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from authd.config import Config, ConfigError, Endpoint, Operator, load_config
+from authd.config import Config, ConfigError, Endpoint, Operator, ZoneConfig, load_config
 
 ZONE = """
 [[zone]]
@@ -110,3 +110,28 @@ def test_ds_check_needs_what_it_checks_against(tmp_path: Path) -> None:
     assert found == ['zone[0].ds-check: ds-check = "parent" needs the servers in parent']
     found = errors(tmp_path, ZONE + 'ds-check = "trust-anchor"\n')
     assert found == ['zone[0].ds-check: ds-check = "trust-anchor" needs a trust-anchor file']
+
+
+def test_drift_interval_and_sample(tmp_path: Path) -> None:
+    def zone(extra: str) -> ZoneConfig:
+        path = tmp_path / "d.toml"
+        path.write_text(
+            '[[remote]]\nid = "p"\naddresses = ["192.0.2.1"]\n'
+            f'[[zone]]\nname = "example.com"\nprimaries = ["p"]\n{extra}'
+        )
+        [z] = load_config(path).zones
+        return z
+
+    default = zone("")
+    assert default.drift_interval == 60.0 and default.drift_sample is True
+    set_ = zone('drift-interval = "5m"\ndrift-sample = false\n')
+    assert set_.drift_interval == 300.0 and set_.drift_sample is False
+    assert zone("drift-interval = 0\n").drift_interval == 0.0  # off
+    for bad, why in (
+        ('drift-interval = "500ms"', "must be 0 (off) or at least 1 s"),
+        ('drift-interval = "2d"', "out of range"),
+        ('drift-sample = "yes"', "expected true or false"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            zone(bad + "\n")
+        assert why in str(info.value), str(info.value)
