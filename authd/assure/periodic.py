@@ -33,7 +33,7 @@ from authd.zone import delegation, drift, names
 
 log = logging.getLogger("authd.assure")
 
-MAX_ROUNDS = 2  # zones checked at once
+MAX_ROUNDS = 4  # zones checked at once (each at most gather.IN_FLIGHT queries in flight)
 MAX_PEERS = 4
 DRIFT_SAMPLE = 3  # names beyond the apex set per round (drift.questions)
 
@@ -184,6 +184,9 @@ class PeriodicChecks:
         watch = self.watches.get(origin)
         if view is None or watch is None:
             return  # nothing served yet: nothing to compare
+        if not watched(view.zone, view.config.server):  # a reload made it a file zone, ...
+            self.remove(origin)
+            return
         try:
             found = await self.check(view, watch, self.clock.now)
         except Exception:  # a bug in one round must not stop the next ones
