@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -191,20 +192,23 @@ def test_drift_baseline_agrees(tree: Hierarchy) -> None:
 
 def test_refused_transfers_are_drift_and_alert(tree: Hierarchy, tmp_path: Path) -> None:
     before = tree.authd.serial(ZONE) or 0
-    set_transfer_acl(tree, False)
     prometheus = Prometheus(
         require_binary("prometheus"),
         tmp_path / "prometheus",
         f"127.0.0.1:{tree.authd.metrics_port}",
     )
+    expr = alert_expr("AuthdBehindProvider")
     try:
+        set_transfer_acl(tree, False)
         tree.provider.change(ZONE, ("set", f"drift.{ZONE}.", "60", "A", "192.0.2.99"))
+        changed = time.monotonic()
         newer = tree.provider.serial(ZONE) or 0
         assert newer > before
         # within 2 drift intervals (and 2 s for the queries and the status call)
         assert wait_for(
             lambda: "serial-ahead" in kinds(provider_peer(tree)), 2 * DRIFT_INTERVAL + 2.0, 0.1
         ), json.dumps(status(tree).get("drift"), indent=1) + tree.logs()
+        print(f"drift reported {time.monotonic() - changed:.2f} s after the change")
         peer = provider_peer(tree)
         assert peer is not None and peer["serial"] == newer and peer["ahead_since"], peer
         assert tree.authd.serial(ZONE) == before  # the transfers are refused
@@ -214,13 +218,16 @@ def test_refused_transfers_are_drift_and_alert(tree: Hierarchy, tmp_path: Path) 
         assert sample(text, "authd_zone_drift", kind="serial-ahead", **labels) == 1, text
         assert sample(text, "authd_zone_retry_interval_seconds", zone=ZONE) == 1, text
         # refresh + retry = 3 s: Prometheus, scraping every second, finds the rule true
-        expr = alert_expr("AuthdBehindProvider")
         assert wait_for(lambda: bool(prometheus.query(expr)), 30, 0.5), prometheus.log() + scrape(
             tree
         )
+        print(f"alert expression true {time.monotonic() - changed:.2f} s after the change")
         [firing] = prometheus.query(expr) or [{}]
         assert firing["metric"]["zone"] == ZONE, firing
         assert firing["metric"]["peer"] == f"{tree.layout.provider}@53", firing
+    except BaseException:
+        prometheus.stop()
+        raise
     finally:
         set_transfer_acl(tree, True)
     try:
