@@ -724,11 +724,16 @@ class Store:
         generation = secrets.randbits(64)
         while previous is not None and generation == previous.generation:
             generation = secrets.randbits(64)
-        if previous is not None:
-            self._retire(zone_dir)
-        size = _atomic_replace(
-            zone_dir / FULL_NAME, encode_full(snapshot, meta, generation), "full copy"
-        )
+        retired = self._retire(zone_dir) if previous is not None else None
+        try:
+            size = _atomic_replace(
+                zone_dir / FULL_NAME, encode_full(snapshot, meta, generation), "full copy"
+            )
+        except StoreError:
+            # A failed store changes nothing: the live copy stays, so its history link goes.
+            if retired is not None:
+                self._remove_segment(retired)
+            raise
         # From here the new copy is durable; a journal left behind is stale (other
         # generation) and would be skipped, so failing to remove it is not an error.
         self._states[zone] = _ZoneState(
@@ -875,13 +880,14 @@ class Store:
 
     # -- history (issue 14): retired segments, older versions rebuilt -------------------
 
-    def _retire(self, zone_dir: Path) -> None:
-        """Hard-link the live full copy and journal into history/ before they are replaced."""
+    def _retire(self, zone_dir: Path) -> Path | None:
+        """Hard-link the live full copy and journal into history/ before they are replaced;
+        the segment made (None: none, or already linked by an interrupted retirement)."""
         full = zone_dir / FULL_NAME
         history = zone_dir / HISTORY_DIR
         segments = _segments(history)
         if segments and _same_file(segments[-1].with_suffix(".full"), full):
-            return  # linked already by a retirement a crash interrupted
+            return None  # linked already by a retirement a crash interrupted
         number = int(segments[-1].name) + 1 if segments else 1
         base = history / f"{number:08d}"
         try:
@@ -892,6 +898,8 @@ class Store:
             _fsync_dir(history)
         except OSError as exc:  # history is lost for this segment; the version is not
             log.warning("%s: old versions not kept in history: %s", history, exc)
+            return None
+        return base
 
     def history_segments(self, zone: bytes) -> list[tuple[int, list[int]]]:
         """Each retired segment (oldest first) and then the live pair: (number, serials it
