@@ -899,6 +899,81 @@ def zone_promote(zone_name: str, config_path: Path, directory: Path | None) -> N
     )
 
 
+# --- change guard and rollback (issue 14) -----------------------------------------------------
+
+
+@zone.command("approve")
+@zone_argument
+@click.argument("serial", metavar="[SERIAL]", required=False)
+@config_option
+def zone_approve(zone_name: str, serial: str | None, config_path: Path) -> None:
+    """Publish the version the change guard (or a pin) holds; answers once every worker
+    serves it. SERIAL, when given, must be the held one. The approval is remembered for
+    that version's digest: it is not held again (for example after an unpin).
+
+    \b
+    Example:
+      authd zone status example.com    # state = held, held_serial, held_reason
+      authd zone diff example.com 2026120705 2026120706   # what the held version changes
+      authd zone approve example.com 2026120706
+    """
+    config = load_or_exit(config_path)
+    args: dict[str, Any] = {"zone": zone_name}
+    if serial is not None:
+        args["serial"] = serial
+    click.echo(call_daemon_within(config, "approve", 150.0, args))
+
+
+@zone.command("reject")
+@zone_argument
+@click.argument("serial", metavar="SERIAL")
+@config_option
+def zone_reject(zone_name: str, serial: str, config_path: Path) -> None:
+    """Drop the held version SERIAL and refuse that serial from now on (a newer serial
+    from the primary is compared with the served version, as always).
+
+    \b
+    Example:
+      authd zone reject example.com 2026120706
+    """
+    config = load_or_exit(config_path)
+    click.echo(call_daemon(config, "reject", zone=zone_name, serial=serial))
+
+
+@zone.command("rollback")
+@zone_argument
+@click.option("--to", "serial", required=True, metavar="SERIAL", help="A serial in `zone history`.")
+@config_option
+def zone_rollback(zone_name: str, serial: str, config_path: Path) -> None:
+    """Serve an older version from the history (durable, every worker) and PIN the zone
+    to it: refreshes go on, newer versions are held, until `authd zone unpin`. A signed
+    version whose signatures have expired is refused; the answer says until when the
+    rolled-back copy validates.
+
+    \b
+    Example:
+      authd zone history example.com
+      authd zone rollback example.com --to 2026120705
+    """
+    config = load_or_exit(config_path)
+    click.echo(call_daemon_within(config, "rollback", 150.0, {"zone": zone_name, "to": serial}))
+
+
+@zone.command("unpin")
+@zone_argument
+@config_option
+def zone_unpin(zone_name: str, config_path: Path) -> None:
+    """Follow the primary again after a rollback: a refresh starts at once, and the
+    primary's version goes through the change guard like any other.
+
+    \b
+    Example:
+      authd zone unpin example.com
+    """
+    config = load_or_exit(config_path)
+    click.echo(call_daemon(config, "unpin", zone=zone_name))
+
+
 def write_replacing(path: Path, text: str) -> None:
     """Write through a temporary file and rename, so a reader never sees half a zone."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -30,6 +30,7 @@ from authd.clock import Clock
 from authd.config import ZoneConfig
 from authd.metrics import ControlPlaneStats
 from authd.publish import Publisher
+from authd.xfr.guarding import RrsetCount
 from authd.xfr.operations import (
     Candidate,
     Operations,
@@ -40,6 +41,7 @@ from authd.xfr.operations import (
 )
 from authd.xfr.scheduler import CallLater, Scheduler
 from authd.xfr.timers import Settings
+from authd.zone import heldstore
 from authd.zone import lifecycle as lc
 from authd.zone.snapshot import Snapshot
 from authd.zone.store import Store, StoreError
@@ -73,6 +75,16 @@ class Host(Publisher, Protocol):
 
     def served_snapshot(self, origin: bytes) -> Snapshot | None:
         """The version serving answers from (the base of an IXFR)."""
+        ...
+
+    async def load_version(self, origin: bytes, serial: int) -> Snapshot:
+        """A version from the zone's history (a rollback's Load)."""
+        ...
+
+    def record_event(
+        self, origin: bytes, event: str, serial: int | None, digest: str, reason: str
+    ) -> None:
+        """One ledger entry (held, approved, rejected, pinned, unpinned)."""
         ...
 
 
@@ -110,7 +122,34 @@ class ZoneEntry:
     horizon: int | None = None  # earliest RRSIG expiration of the served version
     signed: bool = False
     last_rejection: str | None = None
+    held: Candidate | None = None  # the held version in memory (also on disk)
+    rrsets: RrsetCount | None = None  # the served version's RRset count (change guard)
     events: deque[lc.Event] = field(default_factory=deque)
+    # Control commands waiting for the record to reach a state (approve, rollback).
+    waiters: list[tuple[Callable[[lc.Zone], bool], asyncio.Future[None]]] = field(
+        default_factory=list
+    )
+
+    async def until(self, condition: Callable[[lc.Zone], bool], timeout: float) -> bool:
+        """Wait (at most `timeout` s) until a step leaves the record satisfying `condition`."""
+        if condition(self.record):
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter = (condition, future)
+        self.waiters.append(waiter)
+        try:
+            await asyncio.wait_for(future, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if waiter in self.waiters:
+                self.waiters.remove(waiter)
+
+    def _woken(self) -> None:
+        for condition, future in list(self.waiters):
+            if not future.done() and condition(self.record):
+                future.set_result(None)
 
     @property
     def name(self) -> str:
@@ -139,6 +178,11 @@ class ZoneEntry:
             "last_rejection": self.last_rejection,
             "signature_horizon": self.horizon,
             "in_flight": z.phase.value,
+            "held_serial": z.held.serial if z.held is not None else None,
+            "held_reason": z.held_reason if z.held is not None else None,
+            "held_at": z.held.at if z.held is not None else None,
+            "held_until": z.held_until,
+            "pinned": z.pinned,
         }
 
 
@@ -150,6 +194,10 @@ class IoActions(Protocol):
     ) -> None: ...
 
     def cancel(self, entry: ZoneEntry) -> None: ...
+
+    def drop_held(self, entry: ZoneEntry) -> None:
+        """Remove the zone's held version (from disk and memory)."""
+        ...
 
     def loaded(self, entry: ZoneEntry, snapshot: Snapshot) -> None:
         """The zone starts from a stored copy (scan it for the signature horizon)."""
@@ -201,12 +249,20 @@ class Secondaries:
 
     def add(self, config: ZoneConfig, *, spread: float = 0.0) -> ZoneEntry:
         served = self.host.served_snapshot(config.origin)
-        entry = ZoneEntry(config, lc.Zone(settings_for(config, spread)))
+        record = lc.Zone(settings_for(config, spread), hold_timeout=config.guard.hold_timeout)
+        entry = ZoneEntry(config, record)
         self.zones[config.origin] = entry
         if served is not None:
             entry.signed = is_signed(served)
             self.io.loaded(entry, served)
         stored = self.host.store.load_timers(config.origin)
+        if (
+            stored
+            and stored.get("held_serial") is not None
+            and not heldstore.held_path(self.host.store, config.origin).exists()
+        ):
+            log.warning("zone %s: the held version is gone from disk: not held", config.name)
+            stored = {k: v for k, v in stored.items() if not k.startswith("held_")}
         self.post(config.origin, lc.Start(soa_of(served) if served else None, stored))
         return entry
 
@@ -268,12 +324,27 @@ class Secondaries:
             self._perform(entry, action)
         if self.observer is not None:
             self.observer(entry, event, actions)
+        if entry.waiters:
+            entry._woken()
 
     def _perform(self, entry: ZoneEntry, action: lc.Action) -> None:
         origin = entry.origin
         match action:
-            case lc.QuerySoa() | lc.Transfer() | lc.Verify() | lc.Store() | lc.Publish():
+            case (
+                lc.QuerySoa()
+                | lc.Transfer()
+                | lc.Verify()
+                | lc.Guard()
+                | lc.Hold()
+                | lc.Load()
+                | lc.Store()
+                | lc.Publish()
+            ):
                 self.io.start(entry, action, lambda event: self.post(origin, event))
+            case lc.DropHeld():
+                self.io.drop_held(entry)
+            case lc.Record(event, serial, digest, reason):
+                self.host.record_event(origin, event, serial, digest, reason)
             case lc.Wake(at):
                 self.scheduler.set(origin, at)
             case lc.Persist():
