@@ -106,6 +106,7 @@ class ZoneRuntime:
         }
         if self.secondary is not None:
             status.update(self.secondary.status())
+            status["state"] = self.state()  # "held" while a version waits for approval
             if self.last_error and not status.get("last_error"):
                 status["last_error"] = self.last_error
         status.update(horizon.status_keys(self.facts().horizon))  # valid_until, ...

@@ -60,12 +60,14 @@ async def guard_command(app: App, command: str, runtime: ZoneRuntime, args: dict
             what = f"held: {held}" if held is not None else "nothing is held"
             raise ControlError(f"zone {name}: serial {serial} is not held ({what})")
         app.post(runtime, lc.Reject(serial))
+        await _durable(app)
         return f"zone {name}: serial {serial} rejected: dropped, and refused from now on"
     if command == "unpin":
         if record.pinned is None:
             raise ControlError(f"zone {name} is not pinned")
         pinned = record.pinned
         app.post(runtime, lc.Unpin())
+        await _durable(app)
         return f"zone {name}: unpinned from serial {pinned}: following the primary again"
     if command == "rollback":
         if args.get("to") is None:
@@ -110,3 +112,10 @@ async def _served(app: App, runtime: ZoneRuntime, entry: ZoneEntry, serial: int,
     if record.served is None or record.served.serial != serial:
         raise ControlError(f"zone {runtime.name}: {what} failed: {record.last_error}")
     await app.wait_published(app.publish_ticket(runtime.config.origin))
+    await _durable(app)
+
+
+async def _durable(app: App) -> None:
+    """The record (pin, rejection, approval) is on disk before the command answers."""
+    if app.secondaries is not None:
+        await app.secondaries.writer.flush()

@@ -30,6 +30,7 @@ from authd.clock import Clock
 from authd.config import ZoneConfig
 from authd.metrics import ControlPlaneStats
 from authd.publish import Publisher
+from authd.xfr import serial as serials
 from authd.xfr.guarding import RrsetCount
 from authd.xfr.operations import (
     Candidate,
@@ -211,6 +212,10 @@ class Persister(Protocol):
 
     def forget(self, zone: bytes) -> None: ...
 
+    async def flush(self) -> None:
+        """Write what is marked now (a control command answers after it is durable)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -256,15 +261,34 @@ class Secondaries:
             entry.signed = is_signed(served)
             self.io.loaded(entry, served)
         stored = self.host.store.load_timers(config.origin)
-        if (
-            stored
-            and stored.get("held_serial") is not None
-            and not heldstore.held_path(self.host.store, config.origin).exists()
-        ):
-            log.warning("zone %s: the held version is gone from disk: not held", config.name)
-            stored = {k: v for k, v in stored.items() if not k.startswith("held_")}
+        if served is not None:
+            stored = self._held_on_disk(config, served.soa.serial, stored)
         self.post(config.origin, lc.Start(soa_of(served) if served else None, stored))
         return entry
+
+    def _held_on_disk(
+        self, config: ZoneConfig, served: int, stored: dict[str, TimerValue] | None
+    ) -> dict[str, TimerValue] | None:
+        """The held version file is the truth (it is durable before the record says held):
+        a record naming a held version that is gone forgets it; a held version newer than
+        the served one that the record (written up to 0.2 s later) missed is adopted."""
+        on_disk = heldstore.held_serial(self.host.store, config.origin)
+        record = dict(stored or {})
+        if record.get("held_serial") is not None and on_disk != record["held_serial"]:
+            log.warning("zone %s: the held version is gone from disk: not held", config.name)
+            return {k: v for k, v in record.items() if not k.startswith("held_")}
+        if record.get("held_serial") is None and on_disk is not None:
+            if not serials.is_newer(on_disk, served):
+                return stored  # approved and published just before a crash
+            log.warning("zone %s: serial %d is held (found on disk)", config.name, on_disk)
+            record.update(
+                held_serial=on_disk,
+                held_at=self.clock.now(),
+                held_source="",
+                held_reason="held before a restart (the reason was not saved)",
+            )
+            return record
+        return stored
 
     async def remove(self, origin: bytes) -> None:
         entry = self.zones.pop(origin, None)

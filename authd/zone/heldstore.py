@@ -19,7 +19,14 @@ from pathlib import Path
 
 from authd.zone.journal import VersionMeta
 from authd.zone.snapshot import Snapshot
-from authd.zone.store import TEMP_SUFFIX, FullCopyError, Store, decode_full, encode_full
+from authd.zone.store import (
+    TEMP_SUFFIX,
+    FullCopyError,
+    Store,
+    decode_full,
+    decode_full_header,
+    encode_full,
+)
 
 HELD_NAME = "held"
 
@@ -66,6 +73,20 @@ def load_held(store: Store, origin: bytes) -> tuple[Snapshot, VersionMeta] | Non
     except FullCopyError as exc:
         raise HeldError(f"{path}: held version unusable: {exc}") from exc
     return snapshot, meta
+
+
+def held_serial(store: Store, origin: bytes) -> int | None:
+    """The serial of the stored held version (its header only), or None when there is
+    none or it is unreadable (load_held says why)."""
+    try:
+        with open(held_path(store, origin), "rb") as handle:
+            head = handle.read(_HEADER_MAX)
+        return decode_full_header(head).serial
+    except (OSError, FullCopyError):
+        return None
+
+
+_HEADER_MAX = 4096  # the fixed header, the origin (at most 255 octets) and a CRC
 
 
 def drop_held(store: Store, origin: bytes) -> None:

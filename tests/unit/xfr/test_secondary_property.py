@@ -39,6 +39,9 @@ class FakeStore:
     def load_timers(self, zone: bytes) -> None:
         return None
 
+    def zone_dir(self, zone: bytes) -> Path:
+        return Path("/nonexistent/authd-test")  # no held version on disk
+
 
 @dataclass(frozen=True)
 class FakeSoa:
@@ -132,6 +135,9 @@ class FakeWriter:
 
     def forget(self, zone: bytes) -> None:
         self.marked.pop(zone, None)
+
+    async def flush(self) -> None:
+        pass
 
     async def close(self) -> None:
         pass
