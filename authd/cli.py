@@ -795,8 +795,8 @@ def zone_diff(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the daemon's raw answer.")
 def zone_ledger(zone_name: str, config_path: Path, verify: bool, as_json: bool) -> None:
-    """Print the zone's ledger: every version published (and, later, held, approved,
-    rejected, rolled back), hash-chained, kept in the state-dir as <zone>.ledger.
+    """Print the zone's ledger: every version published, held, approved, rejected, rolled
+    back, and each pin and unpin, hash-chained, kept in the state-dir as <zone>.ledger.
 
     \b
     Example:
