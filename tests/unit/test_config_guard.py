@@ -40,7 +40,9 @@ def test_defaults_catch_accidents_only(tmp_path: Path) -> None:
 
 
 def test_template_and_zone_keys_merge_and_turn_limits_off(tmp_path: Path) -> None:
-    text = BASE + """
+    text = (
+        BASE
+        + """
 [template.guard]
 max-removed-share = 0.3
 min-rrsets = 100
@@ -54,6 +56,7 @@ name = "a.example"
 name = "b.example"
 guard = { max-removed-share = false, max-delegations-removed = false, hold-timeout = false }
 """
+    )
     a, b = load(tmp_path, text).zones
     assert a.guard.max_removed_share == 0.3 and a.guard.min_rrsets == 100
     assert a.guard.hold_timeout == 3600 and a.guard.ns_replaced is False
