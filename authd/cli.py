@@ -1176,6 +1176,12 @@ def format_zone_status(status: Mapping[str, Any], now: float) -> str:
         line("last outcome", status["last_outcome"])
     line("last error", status.get("last_error") or "none")
     line("rejection", status.get("last_rejection") or "none")
+    if status.get("held_serial") is not None:  # issue 14: the change guard
+        line("held", f"serial {status['held_serial']}: {status.get('held_reason') or '-'}")
+        if status.get("held_until") is not None:
+            line("published at", format_time(status["held_until"], now))
+    if status.get("pinned") is not None:
+        line("pinned", f"to serial {status['pinned']} (authd zone unpin to follow the primary)")
     for peer in (status.get("drift") or {}).get("peers") or ():  # issue 13: periodic checks
         kinds = ", ".join(f["kind"] for f in peer["findings"]) or "agrees"
         line("peer", f"{peer['peer']}: serial {peer['serial']}, {kinds}")

@@ -91,6 +91,7 @@ async def _rollback(app: App, runtime: ZoneRuntime, entry: ZoneEntry, serial: in
             )
         if expires is not None:
             until = f"; its signatures validate until {rfc3339(expires)}"
+    entry.staged = snapshot  # the Load takes it instead of rebuilding it again
     app.post(runtime, lc.Rollback(serial))
     await _served(app, runtime, entry, serial, f"rollback to {serial}")
     return f"zone {name}: rolled back to serial {serial}, served and pinned{until}"

@@ -121,6 +121,8 @@ async def load(
             if found is None or found[0].serial != action.serial:
                 return lc.Loaded(None, f"held serial {action.serial} is not stored")
             snapshot, primary = found[0], found[1].primary or ""
+    elif entry.staged is not None and entry.staged.serial == action.serial:
+        snapshot, entry.staged = entry.staged, None  # checked by the command already
     else:
         try:
             snapshot = await source.load_version(entry.origin, action.serial)

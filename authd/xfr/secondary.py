@@ -124,6 +124,7 @@ class ZoneEntry:
     signed: bool = False
     last_rejection: str | None = None
     held: Candidate | None = None  # the held version in memory (also on disk)
+    staged: Snapshot | None = None  # a rollback's version, loaded by the control command
     rrsets: RrsetCount | None = None  # the served version's RRset count (change guard)
     events: deque[lc.Event] = field(default_factory=deque)
     # Control commands waiting for the record to reach a state (approve, rollback).
