@@ -43,7 +43,7 @@ Transitions (phase, event -> phase, actions); every other pair is ignored with a
     TRANSFER   Transferred with a candidate          -> VERIFY     Verify
     TRANSFER   Transferred up to date, or failed     -> NONE
     VERIFY     Verified ok, something served         -> GUARD      Guard(pinned)
-    VERIFY     Verified ok, first or forced, unpinned -> STORE     Store
+    VERIFY     Verified ok, nothing served yet       -> STORE      Store
     VERIFY     Verified rejected                     -> NONE       Discard
     GUARD      Guarded passed (or digest approved)   -> STORE      Store
     GUARD      Guarded tripped, or zone pinned       -> HOLD       Hold(serial, reason)
@@ -934,8 +934,7 @@ def _on_verified(
 ) -> tuple[Zone, list[Action]]:
     if not event.ok:
         return _discarded(zone, now, Outcome.REJECTED, event.reason or "rejected", rand)
-    if zone.pinned is None and (zone.forced or zone.served is None):
-        # Asked for (retransfer, rollback-after), or nothing to compare with: no guard.
+    if zone.served is None:  # nothing to compare with (and nothing to pin to): no guard
         return replace(zone, phase=Phase.STORE), [Store()]
     return replace(zone, phase=Phase.GUARD), [Guard(pinned=zone.pinned is not None)]
 

@@ -330,10 +330,9 @@ def drive(
                 problems.append("candidate not dropped")
             if isinstance(action, lc.DropHeld) and io.dropped[-1:] != [origin]:
                 problems.append("held version not dropped")
-            if isinstance(action, lc.Record) and host.records[-1:] != [
-                (origin, action.event, action.serial)
-            ]:
-                problems.append(f"ledger entry {action.event} not recorded")
+        entries = [(origin, a.event, a.serial) for a in actions if isinstance(a, lc.Record)]
+        if entries and host.records[-len(entries) :] != entries:
+            problems.append(f"ledger entries {entries} not recorded")
         if isinstance(event, lc.HeldStored) and event.ok and record.held is None:
             problems.append("a stored hold is not held")
         dropped = any(isinstance(a, lc.DropHeld) for a in actions)

@@ -419,6 +419,8 @@ def test_serial_rollback_accepted_after_n_checks() -> None:
     zone.send(Transferred(ok=True, candidate=SoaTimers(2, 3600, 600, 86400)), T0 + 40)
     assert zone.did(Verify) == [Verify(forced=True)]  # the checks accept the lower serial
     zone.send(Verified(ok=True), T0 + 40)
+    assert zone.zone.phase is Phase.GUARD  # a forced version is still compared with ours
+    zone.send(Guarded(passed=True), T0 + 40)
     zone.send(Stored(ok=True), T0 + 40)
     assert zone.did(Publish) == [Publish(2)]
     zone.send(Published(confirmed=True), T0 + 40)
