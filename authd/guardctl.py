@@ -56,6 +56,8 @@ async def guard_command(app: App, command: str, runtime: ZoneRuntime, args: dict
         if args.get("serial") is None:
             raise ControlError("reject needs the held SERIAL")
         serial = _serial(args["serial"], "SERIAL")
+        if record.release:
+            raise ControlError(f"zone {name}: an {record.release} is being published; try again")
         if serial != held:
             what = f"held: {held}" if held is not None else "nothing is held"
             raise ControlError(f"zone {name}: serial {serial} is not held ({what})")

@@ -227,3 +227,23 @@ def test_reject_refuses_the_serial_and_a_newer_one_is_judged_again(
     commit(knot, *RESTORE)
     assert authd.wait_serial(ZONE, 3, 10), authd.log()
     assert "rejected" in ok(authd, "zone", "ledger", ZONE, "--verify")
+
+
+def test_hold_timeout_publishes_by_itself(
+    tmp_path: Path, knot_bins: tuple[str, str], cleanup: list[KnotPrimary | AuthdSecondary]
+) -> None:
+    zone_file = write_zone(tmp_path / "knot" / f"{ZONE}.zone", ZONE, 1, names=HOSTS)
+    port = free_port(HOST)
+    knot = knot_primary(*knot_bins, tmp_path / "knot", {ZONE: zone_file}, [(HOST, port)])
+    cleanup.append(knot)
+    zone = SecondaryZone(ZONE, [knot.address], {"guard.hold-timeout": "2s"})
+    authd = AuthdSecondary(tmp_path / "authd", [zone], port=port)
+    cleanup.append(authd.start())
+    authd.refresh(ZONE)
+    assert authd.wait_serial(ZONE, 1, 10), authd.log()
+    commit(knot, *ACCIDENT)
+    assert wait_for(lambda: status(authd).get("held_serial") == 2, 10), authd.log()
+    assert status(authd)["held_until"] is not None and authd.serial(ZONE) == 1
+    assert authd.wait_serial(ZONE, 2, 10), authd.log()  # the wake-up published it
+    assert status(authd)["held_serial"] is None
+    assert "hold-timeout passed" in authd.log()
