@@ -5,7 +5,7 @@ is refused, naming when they expired."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,19 @@ class App:
 
     def post(self, runtime: Runtime, event: lc.Event) -> None:
         self.posted.append(event)
+        entry = runtime.secondary
+        if isinstance(event, lc.Rollback) and entry is not None:  # as the machine would end
+            entry.record = replace(
+                entry.record, served=lc.Seen(event.serial, NOW, "rollback"), pinned=event.serial
+            )
+
+    async def wait_published(self, ticket: int | None) -> bool:
+        return True
+
+    def publish_ticket(self, origin: bytes) -> int | None:
+        return None
+
+    secondaries = None
 
 
 def runtime(tmp_path: Path, secondary: bool = True) -> Runtime:
@@ -116,3 +129,14 @@ async def test_bad_requests_are_one_line_errors_and_post_nothing(tmp_path: Path)
     assert app.posted == []
     file_zone = runtime(tmp_path, secondary=False)
     assert "served from a file" in await refused(app, file_zone, "rollback", to="5")
+
+
+async def test_a_rollback_says_until_when_the_copy_validates(tmp_path: Path) -> None:
+    app, rt = App(signed(NOW + 86400)), runtime(tmp_path)
+    answer = await guard_command(app, "rollback", rt, {"to": "5"})  # type: ignore[arg-type]
+    assert answer == (
+        "zone s.example: rolled back to serial 5, served and pinned; "
+        "its signatures validate until 2027-01-16T08:00:00Z"
+    )
+    assert app.posted == [lc.Rollback(5)]
+    assert rt.secondary is not None and rt.secondary.staged is app.version  # loaded once
