@@ -84,7 +84,10 @@ class ZoneRuntime:
 
     def state(self) -> str:
         if self.secondary is not None:
-            return self.secondary.record.state.value
+            record = self.secondary.record
+            if record.held is not None and record.state is lifecycle.State.OK:
+                return "held"  # a version waits for approval; the served one answers
+            return record.state.value
         return "never-loaded" if self.snapshot is None else "ok"
 
     def status(self, now: float) -> dict[str, Any]:
@@ -103,6 +106,7 @@ class ZoneRuntime:
         }
         if self.secondary is not None:
             status.update(self.secondary.status())
+            status["state"] = self.state()  # "held" while a version waits for approval
             if self.last_error and not status.get("last_error"):
                 status["last_error"] = self.last_error
         status.update(horizon.status_keys(self.facts().horizon))  # valid_until, ...
@@ -133,6 +137,8 @@ class ZoneRuntime:
             refresh_interval=record.refresh,
             retry_interval=record.retry,
             servfail_on_expire=self.config.on_expire == "servfail",
+            held=record.held is not None,
+            pinned=record.pinned is not None,
         )
 
 
@@ -201,8 +207,9 @@ class App:
         runtime.meta = meta
         self.table.publish(runtime.config.origin, snapshot)
         if self.recorder is not None:  # history index + ledger, in a thread
+            event = "rolled-back" if meta.transfer == "rollback" else "published"
             self.recorder.published(
-                runtime.config.origin, snapshot, meta, runtime.config.history_versions
+                runtime.config.origin, snapshot, meta, runtime.config.history_versions, event
             )
         ticket = None
         if self.pool is not None:
@@ -224,6 +231,10 @@ class App:
             self, runtime.config, snapshot.serial, (snapshot.soa_ttl, snapshot.soa_rdata), ticket
         )
         return ticket
+
+    def publish_ticket(self, origin: bytes) -> int | None:
+        """The publish ticket of the zone's current version (for wait_published)."""
+        return self._published.get(origin) or None
 
     def workers_state(self, origin: bytes) -> str | None:
         """Whether the workers answer for a zone's published version: None when they do,
@@ -314,6 +325,12 @@ class App:
         runtime = self.zones.get(origin)
         return runtime.snapshot if runtime is not None else None
 
+    def record_event(
+        self, origin: bytes, event: str, serial: int | None, digest: str, reason: str
+    ) -> None:
+        if self.recorder is not None:
+            self.recorder.note(origin, event, serial, digest, reason)
+
     def set_servfail(self, origin: bytes, servfail: bool, expired_at: float | None = None) -> None:
         current = self.table.get(origin)
         before = (current.servfail, current.expired_at) if current is not None else None
@@ -401,6 +418,10 @@ class App:
             return self.dump(self.zone_named(args.get("zone")))
         if command in ("report", "drill"):
             return await self.assure(command, self.zone_named(args.get("zone")))
+        if command in ("approve", "reject", "rollback", "unpin"):
+            from authd.guardctl import guard_command
+
+            return await guard_command(self, command, self.zone_named(args.get("zone")), args)
         if command in ("history", "diff", "ledger", "export", "promote"):
             return await self.versions_command(command, self.zone_named(args.get("zone")), args)
         if command in ("refresh", "retransfer"):
@@ -625,8 +646,15 @@ class App:
         self.pacer = Pacer(self.config.transfer)
         validation = self.config.validation
         self.validation = ValidationPool(validation.processes, validation.nice, validation.idle)
+        own_ns = frozenset(names.key_from_text(n) for n in server.ns_names)
         operations = Operations(
-            self, self.pacer, self.validation, self.config.transfer, self.clock, self.ds_cache
+            self,
+            self.pacer,
+            self.validation,
+            self.config.transfer,
+            self.clock,
+            self.ds_cache,
+            own_ns=own_ns,
         )
         self.secondaries = Secondaries(self, operations, self.clock)
         self.checks = PeriodicChecks(

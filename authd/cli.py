@@ -795,8 +795,8 @@ def zone_diff(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the daemon's raw answer.")
 def zone_ledger(zone_name: str, config_path: Path, verify: bool, as_json: bool) -> None:
-    """Print the zone's ledger: every version published (and, later, held, approved,
-    rejected, rolled back), hash-chained, kept in the state-dir as <zone>.ledger.
+    """Print the zone's ledger: every version published, held, approved, rejected, rolled
+    back, and each pin and unpin, hash-chained, kept in the state-dir as <zone>.ledger.
 
     \b
     Example:
@@ -897,6 +897,81 @@ def zone_promote(zone_name: str, config_path: Path, directory: Path | None) -> N
         f"zone {result.get('zone')}: serial {result.get('serial')} written to "
         f"{result.get('path')}\nsha384 {result.get('digest')}\n\n{result.get('config_change')}"
     )
+
+
+# --- change guard and rollback (issue 14) -----------------------------------------------------
+
+
+@zone.command("approve")
+@zone_argument
+@click.argument("serial", metavar="[SERIAL]", required=False)
+@config_option
+def zone_approve(zone_name: str, serial: str | None, config_path: Path) -> None:
+    """Publish the version the change guard (or a pin) holds; answers once every worker
+    serves it. SERIAL, when given, must be the held one. The approval is remembered for
+    that version's digest: it is not held again (for example after an unpin).
+
+    \b
+    Example:
+      authd zone status example.com    # state = held, held_serial, held_reason
+      authd zone diff example.com 2026120705 2026120706   # what the held version changes
+      authd zone approve example.com 2026120706
+    """
+    config = load_or_exit(config_path)
+    args: dict[str, Any] = {"zone": zone_name}
+    if serial is not None:
+        args["serial"] = serial
+    click.echo(call_daemon_within(config, "approve", 150.0, args))
+
+
+@zone.command("reject")
+@zone_argument
+@click.argument("serial", metavar="SERIAL")
+@config_option
+def zone_reject(zone_name: str, serial: str, config_path: Path) -> None:
+    """Drop the held version SERIAL and refuse that serial from now on (a newer serial
+    from the primary is compared with the served version, as always).
+
+    \b
+    Example:
+      authd zone reject example.com 2026120706
+    """
+    config = load_or_exit(config_path)
+    click.echo(call_daemon(config, "reject", zone=zone_name, serial=serial))
+
+
+@zone.command("rollback")
+@zone_argument
+@click.option("--to", "serial", required=True, metavar="SERIAL", help="A serial in `zone history`.")
+@config_option
+def zone_rollback(zone_name: str, serial: str, config_path: Path) -> None:
+    """Serve an older version from the history (durable, every worker) and PIN the zone
+    to it: refreshes go on, newer versions are held, until `authd zone unpin`. A signed
+    version whose signatures have expired is refused; the answer says until when the
+    rolled-back copy validates.
+
+    \b
+    Example:
+      authd zone history example.com
+      authd zone rollback example.com --to 2026120705
+    """
+    config = load_or_exit(config_path)
+    click.echo(call_daemon_within(config, "rollback", 150.0, {"zone": zone_name, "to": serial}))
+
+
+@zone.command("unpin")
+@zone_argument
+@config_option
+def zone_unpin(zone_name: str, config_path: Path) -> None:
+    """Follow the primary again after a rollback: a refresh starts at once, and the
+    primary's version goes through the change guard like any other.
+
+    \b
+    Example:
+      authd zone unpin example.com
+    """
+    config = load_or_exit(config_path)
+    click.echo(call_daemon(config, "unpin", zone=zone_name))
 
 
 def write_replacing(path: Path, text: str) -> None:
@@ -1101,6 +1176,12 @@ def format_zone_status(status: Mapping[str, Any], now: float) -> str:
         line("last outcome", status["last_outcome"])
     line("last error", status.get("last_error") or "none")
     line("rejection", status.get("last_rejection") or "none")
+    if status.get("held_serial") is not None:  # issue 14: the change guard
+        line("held", f"serial {status['held_serial']}: {status.get('held_reason') or '-'}")
+        if status.get("held_until") is not None:
+            line("published at", format_time(status["held_until"], now))
+    if status.get("pinned") is not None:
+        line("pinned", f"to serial {status['pinned']} (authd zone unpin to follow the primary)")
     for peer in (status.get("drift") or {}).get("peers") or ():  # issue 13: periodic checks
         kinds = ", ".join(f["kind"] for f in peer["findings"]) or "agrees"
         line("peer", f"{peer['peer']}: serial {peer['serial']}, {kinds}")

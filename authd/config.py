@@ -21,7 +21,7 @@ import os
 import re
 import socket
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +33,7 @@ import dns.tsig
 
 from authd import keys as keyfiles
 from authd.keys import TrustAnchor, TsigKey
+from authd.zone.guard import GuardPolicy
 from authd.zone.names import key_from_name
 
 T = TypeVar("T")
@@ -183,6 +184,8 @@ class ZoneConfig:
     provide_xfr_expired: bool = False  # transfer a copy served past its SOA expire
     notify: tuple[Remote, ...] = ()  # remotes to NOTIFY after each publish
     notify_delay: float = 0.0  # seconds a publish waits so a burst sends one NOTIFY round
+    # The change guard (issue 14): when a new version is held instead of published.
+    guard: GuardPolicy = field(default_factory=GuardPolicy)
 
     @property
     def is_secondary(self) -> bool:
@@ -935,6 +938,7 @@ class _Settings:
     provide_xfr_expired: bool | None = None
     notify: tuple[Remote, ...] | None = None
     notify_delay: float | None = None
+    guard: dict[str, Any] | None = None  # the [guard] keys set in this table
     # Where each set value came from, for errors found after merging.
     origin: dict[str, str] = field(default_factory=dict)
 
@@ -943,6 +947,8 @@ class _Settings:
         merged = dataclasses.replace(base, origin=dict(base.origin))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "guard" and value is not None and base.guard is not None:
+                value = {**base.guard, **value}  # a zone's guard keys over its template's
             if f.name != "origin" and value is not None:
                 setattr(merged, f.name, value)
                 merged.origin[f.name] = self.origin[f.name]
@@ -993,10 +999,46 @@ def _read_settings(
     s.provide_xfr_expired = t.boolean("provide-xfr-expired")
     s.notify = _read_remote_ids(t, remotes, "notify")
     s.notify_delay = t.duration("notify-delay", 0, 3600)
+    s.guard = _read_guard(t)
     for f in dataclasses.fields(s):
         if f.name != "origin" and getattr(s, f.name) is not None:
             s.origin[f.name] = t.key(f.name.replace("_", "-"))
     return s
+
+
+def _read_guard(t: _Table) -> dict[str, Any] | None:
+    """[guard] (in a template or a zone): the change guard's limits; `false` turns a limit
+    off. Only the keys given are returned (a zone's keys override its template's)."""
+    value = t.get("guard")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        t.error("guard", f"expected a table, got {_toml_type(value)}")
+        return None
+    g = _Table(t.ctx, value, t.key("guard"))
+    found: dict[str, Any] = {}
+
+    def off_or(name: str, read: Callable[[str], object]) -> None:
+        if g.data.get(name) is False:
+            g.get(name)
+            found[name.replace("-", "_")] = None
+            return
+        number = read(name)
+        if number is not None:
+            found[name.replace("-", "_")] = number
+
+    for flag in ("enabled", "ns-replaced", "own-ns-removed", "apex-missing", "dnskey-replaced"):
+        on = g.boolean(flag)
+        if on is not None:
+            found[flag.replace("-", "_")] = on
+    off_or("max-removed-share", lambda n: g.number(n, 0.0, 1.0))
+    off_or("max-delegations-removed", lambda n: g.integer(n, 0, _LIMIT_MAX))
+    off_or("hold-timeout", lambda n: g.duration(n, 1, 365 * 86400))
+    min_rrsets = g.integer("min-rrsets", 0, _LIMIT_MAX)
+    if min_rrsets is not None:
+        found["min_rrsets"] = min_rrsets
+    g.finish()
+    return found
 
 
 def _read_primaries(t: _Table, remotes: Mapping[str, Remote]) -> tuple[Remote, ...] | None:
@@ -1227,6 +1269,7 @@ def _read_zone(
         provide_xfr_expired=_or(s.provide_xfr_expired, False),
         notify=s.notify or (),
         notify_delay=_or(s.notify_delay, 0.0),
+        guard=dataclasses.replace(GuardPolicy(), **(s.guard or {})),
     )
 
 

@@ -67,6 +67,8 @@ class ZoneFacts:
     refresh_interval: float | None = None  # the SOA REFRESH in force (secondary zones)
     retry_interval: float | None = None  # the SOA RETRY in force (secondary zones)
     servfail_on_expire: bool = False  # on-expire = "servfail": the expire deadline limits
+    held: bool = False  # a version is held by the change guard (or the pin)
+    pinned: bool = False  # a rollback pinned the zone
 
     @property
     def horizon(self) -> Horizon:
@@ -182,8 +184,20 @@ class AuthdCollector:
             "The earliest RRSIG expiration in the served version.",
             labels=["zone"],
         )
+        held = GaugeMetricFamily(
+            "authd_zone_held",
+            "1 while a new version is held by the change guard (or a pin), not served.",
+            labels=["zone"],
+        )
+        pinned = GaugeMetricFamily(
+            "authd_zone_pinned",
+            "1 while a rollback pins the zone to an older version.",
+            labels=["zone"],
+        )
         for facts in all_facts:
             zone = facts.zone
+            held.add_metric([zone], 1.0 if facts.held else 0.0)
+            pinned.add_metric([zone], 1.0 if facts.pinned else 0.0)
             limits = facts.horizon
             if limits.valid_until is not None:
                 valid_until.add_metric([zone], limits.valid_until)
@@ -207,7 +221,7 @@ class AuthdCollector:
             if facts.retry_interval is not None:
                 retry.add_metric([zone], facts.retry_interval)
         yield from (serial, primary, age, expires, expired, state, horizon, interval, retry)
-        yield from (valid_until, signatures_until)
+        yield from (valid_until, signatures_until, held, pinned)
 
     def _control_plane_metrics(self) -> Iterator[Metric]:
         stats = self.stats

@@ -95,6 +95,21 @@ class VersionRecorder:
             log.error("zone %s: serial %d not recorded in history: %s", zone, snapshot.serial, exc)
             return None
 
+    def note(
+        self, origin: bytes, event: str, serial: int | None, digest: str, reason: str
+    ) -> Future[None]:
+        """One ledger entry that publishes nothing (held, approved, rejected, pinned,
+        unpinned), in order with the versions recorded before it."""
+        return self._executor.submit(self._note, origin, event, serial, digest, reason)
+
+    def _note(
+        self, origin: bytes, event: str, serial: int | None, digest: str, reason: str
+    ) -> None:
+        try:
+            self._ledger(origin).append(event, serial, digest, "", reason, self.now())
+        except (OSError, LedgerError) as exc:
+            log.error("zone %s: ledger entry %s not written: %s", names.to_text(origin), event, exc)
+
     def _ledger(self, origin: bytes) -> Ledger:
         ledger = self._ledgers.get(origin)
         if ledger is None:

@@ -28,6 +28,7 @@ import dns.tsig
 
 from authd.clock import Clock
 from authd.config import Remote, TransferConfig, ZoneConfig
+from authd.xfr import guarding
 from authd.xfr.ixfr_from_axfr import store_version
 from authd.xfr.policy import policy_for
 from authd.xfr.stream import Kind, TransferLimits
@@ -98,6 +99,8 @@ class Candidate:
     full: bool  # replaces the zone (AXFR or AXFR-style IXFR), else IXFR steps
     verdict: Verdict | None = None
     meta: VersionMeta | None = None  # set once when stored: the same facts on disk and served
+    rrsets: int | None = None  # its RRset count, when the change guard counted it
+    release: str = ""  # "approval" | "rollback": a stored version published again
 
 
 def _failure(action: lc.Action, error: str) -> lc.Event:
@@ -113,6 +116,12 @@ def _failure(action: lc.Action, error: str) -> lc.Event:
             return lc.Stored(False, error)
         case lc.Publish():
             return lc.Published(False)
+        case lc.Guard():
+            return lc.Guarded(False, error)
+        case lc.Hold():
+            return lc.HeldStored(False, error)
+        case lc.Load():
+            return lc.Loaded(None, error)
     raise TypeError(f"not an I/O action: {action!r}")
 
 
@@ -136,7 +145,9 @@ class Operations:
         transfer_config: TransferConfig,
         clock: Clock,
         policies: Policies | None = None,
+        own_ns: frozenset[bytes] = frozenset(),
     ) -> None:
+        self.own_ns = own_ns  # [server] ns-names as name keys, for the change guard
         self.host = host
         self.pacer = pacer
         self.validation = validation
@@ -157,6 +168,12 @@ class Operations:
                 operation = self.store(entry)
             case lc.Publish():
                 operation = self.publish(entry)
+            case lc.Guard(pinned):
+                operation = guarding.guard_verdict(self.host, entry, pinned, self.own_ns)
+            case lc.Hold():
+                operation = guarding.hold(self.host, entry, action, self.clock)
+            case lc.Load():
+                operation = guarding.load(self.host, self.host, entry, action, self.clock)
             case _:
                 raise TypeError(f"not an I/O action: {action!r}")
         task = asyncio.get_running_loop().create_task(operation, name=f"zone {entry.name}")
@@ -175,6 +192,9 @@ class Operations:
             done(_failure(action, f"internal error: {error!r}"))
 
         task.add_done_callback(finished)
+
+    def drop_held(self, entry: ZoneEntry) -> None:
+        guarding.drop_held(self.host, entry)
 
     def cancel(self, entry: ZoneEntry) -> None:
         for task in (entry.operation, entry.background):
@@ -388,7 +408,7 @@ class Operations:
 
     def _meta(self, candidate: Candidate) -> VersionMeta:
         kind = candidate.result.kind.value if candidate.result.kind else "AXFR"
-        return VersionMeta(kind, self.clock.now(), candidate.primary)
+        return VersionMeta(candidate.release or kind, self.clock.now(), candidate.primary or None)
 
     async def store(self, entry: ZoneEntry) -> lc.Event:
         candidate = entry.candidate
@@ -457,6 +477,7 @@ class Operations:
         )
         meta = candidate.meta or self._meta(candidate)  # as stored (history dedupes on it)
         seq = self.host.publish_version(entry.origin, snapshot, meta, steps)
+        guarding.note_published(entry, snapshot, candidate.rrsets)
         entry.candidate = None
         entry.last_rejection = None
         return lc.Published(await self.host.wait_published(seq))

@@ -30,6 +30,8 @@ from authd.clock import Clock
 from authd.config import ZoneConfig
 from authd.metrics import ControlPlaneStats
 from authd.publish import Publisher
+from authd.xfr import serial as serials
+from authd.xfr.guarding import RrsetCount
 from authd.xfr.operations import (
     Candidate,
     Operations,
@@ -40,6 +42,7 @@ from authd.xfr.operations import (
 )
 from authd.xfr.scheduler import CallLater, Scheduler
 from authd.xfr.timers import Settings
+from authd.zone import heldstore
 from authd.zone import lifecycle as lc
 from authd.zone.snapshot import Snapshot
 from authd.zone.store import Store, StoreError
@@ -73,6 +76,16 @@ class Host(Publisher, Protocol):
 
     def served_snapshot(self, origin: bytes) -> Snapshot | None:
         """The version serving answers from (the base of an IXFR)."""
+        ...
+
+    async def load_version(self, origin: bytes, serial: int) -> Snapshot:
+        """A version from the zone's history (a rollback's Load)."""
+        ...
+
+    def record_event(
+        self, origin: bytes, event: str, serial: int | None, digest: str, reason: str
+    ) -> None:
+        """One ledger entry (held, approved, rejected, pinned, unpinned)."""
         ...
 
 
@@ -110,7 +123,35 @@ class ZoneEntry:
     horizon: int | None = None  # earliest RRSIG expiration of the served version
     signed: bool = False
     last_rejection: str | None = None
+    held: Candidate | None = None  # the held version in memory (also on disk)
+    staged: Snapshot | None = None  # a rollback's version, loaded by the control command
+    rrsets: RrsetCount | None = None  # the served version's RRset count (change guard)
     events: deque[lc.Event] = field(default_factory=deque)
+    # Control commands waiting for the record to reach a state (approve, rollback).
+    waiters: list[tuple[Callable[[lc.Zone], bool], asyncio.Future[None]]] = field(
+        default_factory=list
+    )
+
+    async def until(self, condition: Callable[[lc.Zone], bool], timeout: float) -> bool:
+        """Wait (at most `timeout` s) until a step leaves the record satisfying `condition`."""
+        if condition(self.record):
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter = (condition, future)
+        self.waiters.append(waiter)
+        try:
+            await asyncio.wait_for(future, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if waiter in self.waiters:
+                self.waiters.remove(waiter)
+
+    def _woken(self) -> None:
+        for condition, future in list(self.waiters):
+            if not future.done() and condition(self.record):
+                future.set_result(None)
 
     @property
     def name(self) -> str:
@@ -139,6 +180,11 @@ class ZoneEntry:
             "last_rejection": self.last_rejection,
             "signature_horizon": self.horizon,
             "in_flight": z.phase.value,
+            "held_serial": z.held.serial if z.held is not None else None,
+            "held_reason": z.held_reason if z.held is not None else None,
+            "held_at": z.held.at if z.held is not None else None,
+            "held_until": z.held_until,
+            "pinned": z.pinned,
         }
 
 
@@ -151,6 +197,10 @@ class IoActions(Protocol):
 
     def cancel(self, entry: ZoneEntry) -> None: ...
 
+    def drop_held(self, entry: ZoneEntry) -> None:
+        """Remove the zone's held version (from disk and memory)."""
+        ...
+
     def loaded(self, entry: ZoneEntry, snapshot: Snapshot) -> None:
         """The zone starts from a stored copy (scan it for the signature horizon)."""
         ...
@@ -162,6 +212,10 @@ class Persister(Protocol):
     def mark(self, zone: bytes, record: Mapping[str, TimerValue]) -> None: ...
 
     def forget(self, zone: bytes) -> None: ...
+
+    async def flush(self) -> None:
+        """Write what is marked now (a control command answers after it is durable)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -201,14 +255,41 @@ class Secondaries:
 
     def add(self, config: ZoneConfig, *, spread: float = 0.0) -> ZoneEntry:
         served = self.host.served_snapshot(config.origin)
-        entry = ZoneEntry(config, lc.Zone(settings_for(config, spread)))
+        record = lc.Zone(settings_for(config, spread), hold_timeout=config.guard.hold_timeout)
+        entry = ZoneEntry(config, record)
         self.zones[config.origin] = entry
         if served is not None:
             entry.signed = is_signed(served)
             self.io.loaded(entry, served)
         stored = self.host.store.load_timers(config.origin)
+        if served is not None:
+            stored = self._held_on_disk(config, served.soa.serial, stored)
         self.post(config.origin, lc.Start(soa_of(served) if served else None, stored))
         return entry
+
+    def _held_on_disk(
+        self, config: ZoneConfig, served: int, stored: dict[str, TimerValue] | None
+    ) -> dict[str, TimerValue] | None:
+        """The held version file is the truth (it is durable before the record says held):
+        a record naming a held version that is gone forgets it; a held version newer than
+        the served one that the record (written up to 0.2 s later) missed is adopted."""
+        on_disk = heldstore.held_serial(self.host.store, config.origin)
+        record = dict(stored or {})
+        if record.get("held_serial") is not None and on_disk != record["held_serial"]:
+            log.warning("zone %s: the held version is gone from disk: not held", config.name)
+            return {k: v for k, v in record.items() if not k.startswith("held_")}
+        if record.get("held_serial") is None and on_disk is not None:
+            if not serials.is_newer(on_disk, served):
+                return stored  # approved and published just before a crash
+            log.warning("zone %s: serial %d is held (found on disk)", config.name, on_disk)
+            record.update(
+                held_serial=on_disk,
+                held_at=self.clock.now(),
+                held_source="",
+                held_reason="held before a restart (the reason was not saved)",
+            )
+            return record
+        return stored
 
     async def remove(self, origin: bytes) -> None:
         entry = self.zones.pop(origin, None)
@@ -268,12 +349,27 @@ class Secondaries:
             self._perform(entry, action)
         if self.observer is not None:
             self.observer(entry, event, actions)
+        if entry.waiters:
+            entry._woken()
 
     def _perform(self, entry: ZoneEntry, action: lc.Action) -> None:
         origin = entry.origin
         match action:
-            case lc.QuerySoa() | lc.Transfer() | lc.Verify() | lc.Store() | lc.Publish():
+            case (
+                lc.QuerySoa()
+                | lc.Transfer()
+                | lc.Verify()
+                | lc.Guard()
+                | lc.Hold()
+                | lc.Load()
+                | lc.Store()
+                | lc.Publish()
+            ):
                 self.io.start(entry, action, lambda event: self.post(origin, event))
+            case lc.DropHeld():
+                self.io.drop_held(entry)
+            case lc.Record(event, serial, digest, reason):
+                self.host.record_event(origin, event, serial, digest, reason)
             case lc.Wake(at):
                 self.scheduler.set(origin, at)
             case lc.Persist():

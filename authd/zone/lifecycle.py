@@ -27,8 +27,11 @@ one operation in flight, a pipeline from SOA check to publish.
      ^                               |  equal / lower            |  up to date         |
      |                               +---------> NONE <----------+                     | ok
      |                                            ^  failure: retry (Discard if any)  v
-     +------------ PUBLISH <--stored-- STORE <----------------------------------- (guard:
-          published: served = downloaded                                          later here)
+     +------------ PUBLISH <--stored-- STORE <--passed-- GUARD <--------------------+
+          published: served = downloaded    ^                 | tripped, or pinned
+                                            |                 v
+                        approve / timeout / |               HOLD --stored--> NONE (held: the
+                        rollback: LOAD -----+                                served copy stays)
 
 Transitions (phase, event -> phase, actions); every other pair is ignored with a log:
     NONE       TimerFired (due), NotifyReceived (newer or no serial),
@@ -39,12 +42,28 @@ Transitions (phase, event -> phase, actions); every other pair is ignored with a
     SOA_QUERY  SoaChecked equal/lower, or failed     -> NONE       (Wake at refresh / retry)
     TRANSFER   Transferred with a candidate          -> VERIFY     Verify
     TRANSFER   Transferred up to date, or failed     -> NONE
-    VERIFY     Verified ok                           -> STORE      Store
+    VERIFY     Verified ok, something served         -> GUARD      Guard(pinned)
+    VERIFY     Verified ok, nothing served yet       -> STORE      Store
     VERIFY     Verified rejected                     -> NONE       Discard
+    GUARD      Guarded passed (or digest approved)   -> STORE      Store
+    GUARD      Guarded tripped, or zone pinned       -> HOLD       Hold(serial, reason)
+    HOLD       HeldStored ok                         -> NONE       held := downloaded, Record
+    HOLD       HeldStored failed                     -> NONE       Discard
+    NONE       Approve (something held)              -> LOAD       Load(held), approved += digest
+    NONE       TimerFired past held_until            -> LOAD       Load(held)   (hold-timeout)
+    NONE       Rollback(serial)                      -> LOAD       Load(history)
+    LOAD       Loaded with a candidate               -> STORE      Store
+    LOAD       Loaded failed                         -> NONE       Log
+    any        Reject(held serial)                   -> same       DropHeld, Record, refused
+    any        Unpin                                 -> same       DropHeld (if held), Record;
+                                                                   a refresh now (or after)
+    PUBLISH    Published after a release             -> NONE       pinned := serial (rollback);
+                                                                   DropHeld when one is held
     STORE      Stored ok                             -> PUBLISH    Publish(serial)
     STORE      Stored failed                         -> NONE       Discard
     PUBLISH    Published (confirmed or not: logged)  -> NONE       served := downloaded
     busy       NotifyReceived / ForceRefresh / ForceRetransfer: remembered, run once after
+    busy       Approve / Rollback: the last one remembered, run when the operation ends
 
 Invariants:
 - At most one operation is in flight (`phase`); a NOTIFY or forced refresh that
@@ -63,6 +82,13 @@ Invariants:
 - Any failed IXFR makes the next transfer an AXFR (a zone never stays stuck).
 - A zone that never loaded retries after bootstrap_delay(n) (timers.py), not the
   SOA retry; the count resets once a version is served.
+- `held` is set exactly while a verified version is stored as a candidate and not
+  served; a newer version that is published (or a rollback, an unpin, a reject)
+  drops it with DropHeld. A serial in `rejected`, or equal to the held one, is never
+  transferred again (the SOA check counts it as up to date).
+- While `pinned`, every new version is held (never published without an approval),
+  and no hold timeout publishes it; a version whose digest was approved is not held
+  by the guard again.
 - Every step ends with exactly one Wake; Persist is emitted exactly when a field of
   `persisted()` changed; SetServing at Start and whenever `serving()` changed.
 """
@@ -92,6 +118,9 @@ class Phase(Enum):
     SOA_QUERY = "soa-query"
     TRANSFER = "transfer"
     VERIFY = "verify"
+    GUARD = "guard"
+    HOLD = "hold"
+    LOAD = "load"  # an approved held version or a rollback's version, read from disk
     STORE = "store"
     PUBLISH = "publish"
 
@@ -144,6 +173,17 @@ class Zone:
     rollback_count: int = 0
     outcome: Outcome = Outcome.NONE
     last_error: str = ""
+    # The change guard and rollback (issue 14).
+    hold_timeout: float | None = None  # config: a guard hold is published after this long
+    held: Seen | None = None  # a verified version stored as a candidate, not served
+    held_reason: str = ""  # the guard's rules and counts, or the pin
+    held_digest: str = ""
+    held_until: float | None = None  # hold-timeout: published automatically then
+    pinned: int | None = None  # the serial a rollback pinned: newer versions are held
+    rejected: frozenset[int] = frozenset()  # serials `zone reject` refused: never taken
+    approved: tuple[str, ...] = ()  # digests approved once: not held by the guard again
+    release: str = ""  # what the LOAD/STORE/PUBLISH in flight is: "approval" | "rollback"
+    queued: Approve | Rollback | None = None  # a command that arrived while busy
 
     @property
     def servfail(self) -> bool:
@@ -231,6 +271,55 @@ class Published:
     confirmed: bool  # every serving process acknowledged the version
 
 
+@dataclass(frozen=True, slots=True)
+class Guarded:
+    """Result of Guard: `passed`, or the rules and counts that tripped (`reason`) and the
+    candidate's digest (computed only for a version that would be held)."""
+
+    passed: bool
+    reason: str = ""
+    digest: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HeldStored:
+    """Result of Hold; `reason` and `digest` are the Hold action's, echoed."""
+
+    ok: bool
+    error: str = ""
+    reason: str = ""
+    digest: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Approve:
+    serial: int | None = None  # None: whatever is held
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    serial: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    serial: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unpin:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """Result of Load: the SOA of the version read (None: it could not be, `error` says why)."""
+
+    candidate: SoaTimers | None
+    error: str = ""
+    source: str = ""
+
+
 Event = (
     Start
     | TimerFired
@@ -242,6 +331,13 @@ Event = (
     | Verified
     | Stored
     | Published
+    | Guarded
+    | HeldStored
+    | Approve
+    | Reject
+    | Rollback
+    | Unpin
+    | Loaded
 )
 
 
@@ -262,6 +358,46 @@ class Transfer:
 @dataclass(frozen=True, slots=True)
 class Verify:
     forced: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """Compare the verified candidate with the served version (authd/zone/guard.py).
+    `pinned`: it will be held whatever the rules say; only its digest is needed."""
+
+    pinned: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Store the candidate durably as the held version (not served), then drop it."""
+
+    serial: int
+    reason: str
+    digest: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """Make a stored version the candidate: the held one, or `serial` from the history."""
+
+    serial: int
+    held: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DropHeld:
+    """Delete the held version from disk (it will not be served)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One ledger entry: held, approved, rejected, pinned, unpinned."""
+
+    event: str
+    serial: int | None
+    digest: str = ""
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,10 +441,24 @@ class Wake:
 
 
 Action = (
-    QuerySoa | Transfer | Verify | Store | Publish | Discard | SetServing | Persist | Log | Wake
+    QuerySoa
+    | Transfer
+    | Verify
+    | Guard
+    | Hold
+    | Load
+    | Store
+    | Publish
+    | Discard
+    | DropHeld
+    | Record
+    | SetServing
+    | Persist
+    | Log
+    | Wake
 )
 
-IO_ACTIONS = (QuerySoa, Transfer, Verify, Store, Publish)
+IO_ACTIONS = (QuerySoa, Transfer, Verify, Guard, Hold, Load, Store, Publish)
 """Actions whose result comes back as exactly one event."""
 
 
@@ -340,6 +490,15 @@ def persisted(zone: Zone) -> dict[str, int | float | str | None]:
         "bootstrap_failures": zone.bootstrap_failures,
         "last_outcome": zone.outcome.value,
         "last_error": zone.last_error,
+        "held_serial": serial(zone.held),
+        "held_at": at(zone.held),
+        "held_source": zone.held.source if zone.held is not None else None,
+        "held_reason": zone.held_reason if zone.held is not None else None,
+        "held_digest": zone.held_digest if zone.held is not None else None,
+        "held_until": zone.held_until,
+        "pinned_serial": zone.pinned,
+        "rejected_serials": ",".join(str(n) for n in sorted(zone.rejected)) or None,
+        "approved_digests": ",".join(zone.approved) or None,
     }
 
 
@@ -351,6 +510,8 @@ def serving(zone: Zone) -> tuple[bool, float | None]:
 def wake_at(zone: Zone) -> float | None:
     """When the machine must run next: the refresh if idle, and expiry in any phase."""
     at = zone.next_refresh if not zone.busy else None
+    if zone.held_until is not None and not zone.busy:
+        at = min(at, zone.held_until) if at is not None else zone.held_until
     if zone.expires_at is not None and zone.state in (State.OK, State.REFRESHING):
         at = zone.expires_at if at is None else min(at, zone.expires_at)
     return at
@@ -383,6 +544,9 @@ def _transition(zone: Zone, event: Event, now: float, rand: Random) -> tuple[Zon
         case Start():
             return _on_start(zone, event, now, rand)
         case TimerFired():
+            if not zone.busy and zone.held_until is not None and now >= zone.held_until:
+                zone, actions = _start_load(zone, now, "approval", timeout=True)
+                return zone, actions
             if not zone.busy and now >= zone.next_refresh:
                 return _start_soa_query(zone, now)
             return zone, []
@@ -417,6 +581,26 @@ def _transition(zone: Zone, event: Event, now: float, rand: Random) -> tuple[Zon
             if zone.phase is not Phase.PUBLISH:
                 return zone, [_stray(event, zone)]
             return _on_published(zone, event, now, rand)
+        case Guarded():
+            if zone.phase is not Phase.GUARD:
+                return zone, [_stray(event, zone)]
+            return _on_guarded(zone, event, now, rand)
+        case HeldStored():
+            if zone.phase is not Phase.HOLD:
+                return zone, [_stray(event, zone)]
+            return _on_held(zone, event, now, rand)
+        case Loaded():
+            if zone.phase is not Phase.LOAD:
+                return zone, [_stray(event, zone)]
+            return _on_loaded(zone, event, now, rand)
+        case Approve() | Rollback():
+            if zone.busy:
+                return replace(zone, queued=event), []
+            return _on_command(zone, event, now)
+        case Reject():
+            return _on_reject(zone, event)
+        case Unpin():
+            return _on_unpin(zone, now)
     raise TypeError(f"unknown event {event!r}")
 
 
@@ -440,7 +624,7 @@ def _begin(zone: Zone, now: float, phase: Phase) -> Zone:
 def _idle(zone: Zone) -> Zone:
     """Nothing in flight any more; REFRESHING only exists while busy."""
     state = State.OK if zone.state is State.REFRESHING else zone.state
-    return replace(zone, phase=Phase.NONE, state=state, forced=False)
+    return replace(zone, phase=Phase.NONE, state=state, forced=False, release="")
 
 
 def _check_expiry(zone: Zone, now: float) -> tuple[Zone, list[Action]]:
@@ -525,7 +709,14 @@ def _start_transfer(zone: Zone, now: float, *, forced: bool = False) -> tuple[Zo
 
 
 def _after_operation(zone: Zone, now: float, actions: list[Action]) -> tuple[Zone, list[Action]]:
-    """Run what was asked for while busy: at most one more refresh (coalescing)."""
+    """Run what was asked for while busy: a queued approve or rollback first, then at
+    most one more refresh (coalescing)."""
+    if zone.queued is not None:
+        command = zone.queued
+        zone, more = _on_command(replace(zone, queued=None), command, now)
+        if zone.busy:
+            return zone, actions + more
+        actions = actions + more
     if zone.pending_retransfer:
         zone, more = _start_transfer(zone, now, forced=True)
         return zone, actions + more
@@ -555,6 +746,7 @@ def _restored(zone: Zone, stored: Mapping[str, object]) -> Zone:
     primary_serial, primary_at = _num(stored, "primary_serial"), _num(stored, "primary_seen_at")
     notified_serial, notified_at = _num(stored, "notified_serial"), _num(stored, "notified_at")
     source = stored.get("primary")
+    zone = _restored_guard(zone, stored)
     return replace(
         zone,
         last_error=error if isinstance(error, str) else "",
@@ -570,6 +762,36 @@ def _restored(zone: Zone, stored: Mapping[str, object]) -> Zone:
             if notified_serial is not None and notified_at is not None
             else None
         ),
+    )
+
+
+def _text(stored: Mapping[str, object], key: str) -> str:
+    value = stored.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def _restored_guard(zone: Zone, stored: Mapping[str, object]) -> Zone:
+    """The held version, the pin, rejections and approvals survive a restart."""
+    held_serial, held_at = _num(stored, "held_serial"), _num(stored, "held_at")
+    pinned = _num(stored, "pinned_serial")
+    rejected = frozenset(
+        int(n) for n in _text(stored, "rejected_serials").split(",") if n.isdigit()
+    )
+    approved = tuple(d for d in _text(stored, "approved_digests").split(",") if d)
+    zone = replace(
+        zone,
+        pinned=int(pinned) if pinned is not None else None,
+        rejected=rejected,
+        approved=approved,
+    )
+    if held_serial is None or held_at is None:
+        return zone
+    return replace(
+        zone,
+        held=Seen(int(held_serial), held_at, _text(stored, "held_source")),
+        held_reason=_text(stored, "held_reason"),
+        held_digest=_text(stored, "held_digest"),
+        held_until=_num(stored, "held_until") if zone.hold_timeout is not None else None,
     )
 
 
@@ -638,6 +860,9 @@ def _on_soa(zone: Zone, event: SoaChecked, now: float, rand: Random) -> tuple[Zo
         return _start_transfer(zone, now)
     ours = zone.served.serial
     order = serials.compare(event.serial, ours)
+    if order is serials.Order.NEWER and _refused(zone, event.serial):
+        zone, actions = _refreshed(replace(zone, rollback_count=0), now, Outcome.UP_TO_DATE, rand)
+        return _after_operation(zone, now, actions)
     if order is serials.Order.NEWER:
         return _start_transfer(replace(zone, rollback_count=0), now)
     if order is serials.Order.EQUAL:
@@ -689,6 +914,11 @@ def _on_transfer(
         zone, actions = _refreshed(zone, now, Outcome.UP_TO_DATE, rand)
         return _after_operation(zone, now, actions)
     candidate = event.candidate
+    if candidate.serial in zone.rejected:
+        zone = replace(zone, primary=Seen(candidate.serial, now, event.primary))
+        zone, actions = _refreshed(zone, now, Outcome.UP_TO_DATE, rand)
+        message = f"serial {candidate.serial} was rejected by the operator: not taken"
+        return _after_operation(zone, now, [Discard(), Log("info", message), *actions])
     zone = replace(
         zone,
         phase=Phase.VERIFY,
@@ -704,8 +934,9 @@ def _on_verified(
 ) -> tuple[Zone, list[Action]]:
     if not event.ok:
         return _discarded(zone, now, Outcome.REJECTED, event.reason or "rejected", rand)
-    # A change guard (held for approval) will sit between the verdict and Store.
-    return replace(zone, phase=Phase.STORE), [Store()]
+    if zone.served is None:  # nothing to compare with (and nothing to pin to): no guard
+        return replace(zone, phase=Phase.STORE), [Store()]
+    return replace(zone, phase=Phase.GUARD), [Guard(pinned=zone.pinned is not None)]
 
 
 def _on_stored(zone: Zone, event: Stored, now: float, rand: Random) -> tuple[Zone, list[Action]]:
@@ -719,6 +950,8 @@ def _on_published(
     zone: Zone, event: Published, now: float, rand: Random
 ) -> tuple[Zone, list[Action]]:
     assert zone.downloaded is not None and zone.candidate is not None
+    if zone.release:
+        return _on_released(zone, event, now)
     downloaded = zone.downloaded
     zone = _with_soa(zone, zone.candidate)
     zone = replace(
@@ -733,5 +966,194 @@ def _on_published(
     ]
     if not event.confirmed:
         actions.append(Log("error", f"a worker did not confirm serial {downloaded.serial}"))
+    if zone.held is not None:  # a newer version passed: the hold is over
+        actions.append(
+            Log(
+                "info", f"held serial {zone.held.serial} dropped: serial {downloaded.serial} passed"
+            )
+        )
+        actions.append(DropHeld())
+        zone = _unheld(zone)
     zone, more = _refreshed(zone, now, Outcome.UPDATED, rand)
     return _after_operation(zone, now, actions + more)
+
+
+# -- the change guard, approvals and rollback (issue 14) ------------------------------------
+
+
+def _refused(zone: Zone, serial: int) -> bool:
+    """A serial that is not transferred again: rejected, or the one already held."""
+    return serial in zone.rejected or (zone.held is not None and zone.held.serial == serial)
+
+
+def _unheld(zone: Zone) -> Zone:
+    return replace(zone, held=None, held_reason="", held_digest="", held_until=None)
+
+
+def _on_guarded(zone: Zone, event: Guarded, now: float, rand: Random) -> tuple[Zone, list[Action]]:
+    assert zone.downloaded is not None
+    serial = zone.downloaded.serial
+    if event.passed and zone.pinned is None:
+        return replace(zone, phase=Phase.STORE), [Store()]
+    if zone.pinned is None and event.digest and event.digest in zone.approved:
+        message = f"serial {serial}: approved before (same digest), not held: {event.reason}"
+        return replace(zone, phase=Phase.STORE), [Log("info", message), Store()]
+    reason = event.reason or "held"
+    if zone.pinned is not None:
+        reason = f"pinned to serial {zone.pinned} by a rollback"
+    return replace(zone, phase=Phase.HOLD), [Hold(serial, reason, event.digest)]
+
+
+def _on_held(zone: Zone, event: HeldStored, now: float, rand: Random) -> tuple[Zone, list[Action]]:
+    assert zone.downloaded is not None
+    if not event.ok:
+        return _discarded(zone, now, Outcome.STORE_FAILED, event.error or "not held", rand)
+    downloaded = zone.downloaded
+    pinned = zone.pinned is not None
+    until = None if pinned or zone.hold_timeout is None else now + zone.hold_timeout
+    zone = replace(
+        zone,
+        held=downloaded,
+        held_reason=event.reason,
+        held_digest=event.digest,
+        held_until=until,
+        downloaded=None,
+        candidate=None,
+    )
+    served = zone.served.serial if zone.served is not None else None
+    actions: list[Action] = [
+        Discard(),
+        Log(
+            "error",
+            f"serial {downloaded.serial} from {downloaded.source or '-'} HELD, still serving "
+            f"serial {served}: {zone.held_reason}; `authd zone approve` publishes it, "
+            "`authd zone reject` drops it",
+        ),
+        Record("held", downloaded.serial, zone.held_digest, zone.held_reason),
+    ]
+    if until is not None:
+        actions.append(Log("info", f"held serial {downloaded.serial} is published at {until:.0f}"))
+    zone, more = _refreshed(zone, now, Outcome.UP_TO_DATE, rand)
+    return _after_operation(zone, now, actions + more)
+
+
+def _start_load(
+    zone: Zone, now: float, release: str, *, timeout: bool = False
+) -> tuple[Zone, list[Action]]:
+    """Read the held version back as the candidate (approval)."""
+    assert zone.held is not None
+    held = zone.held
+    approved = zone.approved
+    if zone.held_digest and zone.held_digest not in approved:
+        approved = (*approved, zone.held_digest)[-APPROVALS_KEPT:]
+    zone = _begin(
+        replace(zone, release=release, approved=approved, held_until=None), now, Phase.LOAD
+    )
+    why = "hold-timeout passed" if timeout else "approved"
+    return zone, [
+        Log("info", f"held serial {held.serial}: {why}, publishing it"),
+        Record("approved", held.serial, zone.held_digest, why),
+        Load(held.serial, held=True),
+    ]
+
+
+APPROVALS_KEPT = 20
+
+
+def _on_command(zone: Zone, event: Approve | Rollback, now: float) -> tuple[Zone, list[Action]]:
+    if isinstance(event, Rollback):
+        zone = _begin(replace(zone, release="rollback"), now, Phase.LOAD)
+        return zone, [
+            Log("warning", f"rollback to serial {event.serial} requested"),
+            Load(event.serial, held=False),
+        ]
+    if zone.held is None or (event.serial is not None and event.serial != zone.held.serial):
+        held = zone.held.serial if zone.held is not None else None
+        return zone, [Log("warning", f"approve {event.serial}: held is {held}; nothing done")]
+    return _start_load(zone, now, "approval")
+
+
+def _on_reject(zone: Zone, event: Reject) -> tuple[Zone, list[Action]]:
+    rejected = zone.rejected | {event.serial}
+    actions: list[Action] = [Record("rejected", event.serial, "", "by the operator")]
+    if zone.held is not None and zone.held.serial == event.serial:
+        digest = zone.held_digest
+        actions = [
+            DropHeld(),
+            Log("warning", f"held serial {event.serial} rejected: dropped, never taken"),
+            Record("rejected", event.serial, digest, "by the operator"),
+        ]
+        zone = _unheld(zone)
+    return replace(zone, rejected=rejected), actions
+
+
+def _on_unpin(zone: Zone, now: float) -> tuple[Zone, list[Action]]:
+    if zone.pinned is None:
+        return zone, [Log("info", "unpin: the zone is not pinned")]
+    actions: list[Action] = [
+        Record("unpinned", zone.pinned),
+        Log("warning", f"unpinned from serial {zone.pinned}: following the primary again"),
+    ]
+    zone = replace(zone, pinned=None)
+    if zone.held is not None:  # held for the pin: the next refresh takes it through the guard
+        actions.append(DropHeld())
+        zone = _unheld(zone)
+    if zone.busy:
+        return replace(zone, pending=True), actions
+    zone, more = _start_soa_query(zone, now)
+    return zone, actions + more
+
+
+def _on_loaded(zone: Zone, event: Loaded, now: float, rand: Random) -> tuple[Zone, list[Action]]:
+    if event.candidate is None:
+        zone = _idle(zone)
+        zone = replace(zone, last_error=event.error)
+        return _after_operation(zone, now, [Log("error", f"not published: {event.error}")])
+    candidate = event.candidate
+    zone = replace(
+        zone,
+        phase=Phase.STORE,
+        downloaded=Seen(candidate.serial, now, event.source or zone.release),
+        candidate=candidate,
+    )
+    return zone, [Store()]
+
+
+def _on_released(zone: Zone, event: Published, now: float) -> tuple[Zone, list[Action]]:
+    """An approved or rolled-back version is served: the primary did not confirm anything,
+    so the refresh and expire timers go on as they were."""
+    assert zone.downloaded is not None and zone.candidate is not None
+    downloaded = zone.downloaded
+    rollback = zone.release == "rollback"
+    zone = _with_soa(zone, zone.candidate)
+    zone = replace(
+        zone,
+        served=Seen(downloaded.serial, now, downloaded.source),
+        downloaded=None,
+        candidate=None,
+        state=State.OK if zone.state is State.NEVER_LOADED else zone.state,
+        outcome=Outcome.UPDATED,
+        last_error="",
+    )
+    actions: list[Action] = [
+        Log("info", f"now serving serial {downloaded.serial} ({zone.release})")
+    ]
+    if not event.confirmed:
+        actions.append(Log("error", f"a worker did not confirm serial {downloaded.serial}"))
+    if zone.held is not None and (rollback or zone.held.serial == downloaded.serial):
+        if zone.held.serial != downloaded.serial:
+            actions.append(Log("info", f"held serial {zone.held.serial} dropped by the rollback"))
+        actions.append(DropHeld())
+        zone = _unheld(zone)
+    if rollback:
+        zone = replace(zone, pinned=downloaded.serial)
+        actions.append(Record("pinned", downloaded.serial, "", "rollback"))
+        actions.append(
+            Log(
+                "warning",
+                f"PINNED to serial {downloaded.serial}: newer versions are held until "
+                "`authd zone unpin`",
+            )
+        )
+    zone = _idle(zone)
+    return _after_operation(zone, now, actions)

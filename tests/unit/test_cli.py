@@ -415,6 +415,29 @@ def test_status_shows_the_validity_horizon() -> None:
     assert "  signatures    valid until 2027-01-17 08:00:00Z (in 2d)" in lines
 
 
+def test_status_says_what_is_held_and_pinned() -> None:
+    text = format_zone_status(
+        {
+            "zone": "example.com",
+            "state": "held",
+            "serial": 7,
+            "held_serial": 9,
+            "held_reason": "held by the change guard: rrsets-removed: 90 of 100 RRsets",
+            "held_until": NOW + 3600,
+            "pinned": 7,
+        },
+        NOW,
+    )
+    lines = text.splitlines()
+    assert lines[0].startswith("example.com: HELD, serial 7")
+    assert (
+        "  held          serial 9: held by the change guard: rrsets-removed: 90 of 100 RRsets"
+        in lines
+    )
+    assert any(line.startswith("  published at ") and "(in 1h)" in line for line in lines), lines
+    assert "  pinned        to serial 7 (authd zone unpin to follow the primary)" in lines
+
+
 def test_status_of_a_never_loaded_secondary() -> None:
     text = format_zone_status(
         {

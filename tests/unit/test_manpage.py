@@ -74,4 +74,4 @@ def test_bash_completion_as_documented() -> None:
     words = subprocess.run(
         [str(AUTHD)], env=environment, capture_output=True, text=True, timeout=60, check=True
     ).stdout.split()
-    assert words == ["plain,refresh", "plain,retransfer", "plain,report"]
+    assert words == ["plain,refresh", "plain,retransfer", "plain,report", "plain,reject"]

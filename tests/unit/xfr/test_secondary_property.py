@@ -39,6 +39,9 @@ class FakeStore:
     def load_timers(self, zone: bytes) -> None:
         return None
 
+    def zone_dir(self, zone: bytes) -> Path:
+        return Path("/nonexistent/authd-test")  # no held version on disk
+
 
 @dataclass(frozen=True)
 class FakeSoa:
@@ -65,6 +68,15 @@ class FakeHost:
         self._store = FakeStore()
         self.servfail: dict[bytes, tuple[bool, float | None]] = {}
         self.stored = stored
+        self.records: list[tuple[bytes, str, int | None]] = []
+
+    def record_event(
+        self, origin: bytes, event: str, serial: int | None, digest: str, reason: str
+    ) -> None:
+        self.records.append((origin, event, serial))
+
+    async def load_version(self, origin: bytes, serial: int) -> Snapshot:
+        raise AssertionError("the fake operations load nothing")
 
     @property
     def store(self) -> FakeStore:
@@ -108,6 +120,11 @@ class FakeIo:
     def loaded(self, entry: ZoneEntry, snapshot: Snapshot) -> None:
         pass
 
+    dropped: list[bytes] = field(default_factory=list)
+
+    def drop_held(self, entry: ZoneEntry) -> None:
+        self.dropped.append(entry.origin)
+
 
 @dataclass
 class FakeWriter:
@@ -118,6 +135,9 @@ class FakeWriter:
 
     def forget(self, zone: bytes) -> None:
         self.marked.pop(zone, None)
+
+    async def flush(self) -> None:
+        pass
 
     async def close(self) -> None:
         pass
@@ -148,10 +168,15 @@ soa_values = st.integers(min_value=1, max_value=600)
 operations = st.one_of(
     st.tuples(st.just("advance"), st.floats(min_value=0.0, max_value=900.0)),
     st.tuples(st.just("complete"), st.integers(min_value=0, max_value=2**16)),
+    st.tuples(st.just("complete"), st.integers(min_value=0, max_value=2**16)),
+    st.tuples(st.just("complete"), st.integers(min_value=0, max_value=2**16)),
+    st.tuples(st.just("complete"), st.integers(min_value=0, max_value=2**16)),
     st.tuples(st.just("notify"), st.integers(min_value=0, max_value=2)),
     st.tuples(st.just("refresh"), st.integers(min_value=0, max_value=2)),
     st.tuples(st.just("retransfer"), st.integers(min_value=0, max_value=2)),
+    st.tuples(st.just("command"), st.integers(min_value=0, max_value=11)),  # approve, ...
 )
+COMMANDS = ("approve", "reject", "rollback", "unpin")
 
 
 def result_for(action: lc.Action, choice: int, serial: int, soa: SoaTimers) -> lc.Event:
@@ -172,6 +197,12 @@ def result_for(action: lc.Action, choice: int, serial: int, soa: SoaTimers) -> l
             return lc.Stored(ok, "" if ok else "disk full")
         case lc.Publish():
             return lc.Published(ok)
+        case lc.Guard():
+            return lc.Guarded(choice % 3 != 0, "rrsets-removed: 9 of 10", f"{choice % 2}" * 96)
+        case lc.Hold(_, reason, digest):
+            return lc.HeldStored(ok, "" if ok else "disk full", reason, digest)
+        case lc.Load(wanted):
+            return lc.Loaded(SoaTimers(wanted, soa.refresh, soa.retry, soa.expire) if ok else None)
     raise AssertionError(action)
 
 
@@ -202,6 +233,27 @@ def result_for(action: lc.Action, choice: int, serial: int, soa: SoaTimers) -> l
     servfail=False,
     stored=True,
     steps=[("advance", 3.0), ("complete", 1), ("advance", 30.0)],
+)
+@example(  # hold, approve, rollback (pin), a held version while pinned, reject, unpin
+    zones=1,
+    refresh=600,
+    retry=600,
+    expire=600,
+    servfail=False,
+    stored=True,
+    steps=[
+        ("refresh", 0),
+        *[("complete", c) for c in (1, 2, 2, 3, 3)],  # SOA, IXFR, verified, tripped, held
+        ("command", 0),  # approve
+        *[("complete", 1)] * 3,  # loaded, stored, published
+        ("command", 2),  # rollback
+        *[("complete", 1)] * 3,
+        ("refresh", 0),
+        *[("complete", c) for c in (1, 2, 2, 3, 3)],  # held: pinned
+        ("command", 1),  # reject
+        ("command", 3),  # unpin
+        *[("complete", c) for c in (1, 2, 2, 1, 1, 1)],
+    ],
 )
 def test_every_action_is_performed_and_expiry_is_on_time(
     zones: int,
@@ -276,6 +328,17 @@ def drive(
                 problems.append("SetServing not applied")
             if isinstance(action, lc.Discard) and entry.candidate is not None:
                 problems.append("candidate not dropped")
+            if isinstance(action, lc.DropHeld) and io.dropped[-1:] != [origin]:
+                problems.append("held version not dropped")
+        entries = [(origin, a.event, a.serial) for a in actions if isinstance(a, lc.Record)]
+        if entries and host.records[-len(entries) :] != entries:
+            problems.append(f"ledger entries {entries} not recorded")
+        if isinstance(event, lc.HeldStored) and event.ok and record.held is None:
+            problems.append("a stored hold is not held")
+        dropped = any(isinstance(a, lc.DropHeld) for a in actions)
+        if before_held.get(origin) and record.held is None and not dropped:
+            problems.append("a hold ended without DropHeld")
+        before_held[origin] = record.held is not None
         if record.state is lc.State.EXPIRED and before_state.get(origin) in (
             lc.State.OK,
             lc.State.REFRESHING,
@@ -285,6 +348,7 @@ def drive(
         before_state[origin] = record.state
 
     before_state: dict[bytes, lc.State] = {}
+    before_held: dict[bytes, bool] = {}
     shell = Secondaries(
         host,  # type: ignore[arg-type]
         io,
@@ -308,8 +372,11 @@ def drive(
             served = pending.entry.record.served
             serial = served.serial if served is not None else 1
             result = result_for(pending.action, int(value), serial, soa)
-            # As the real operations do: a transfer leaves the candidate, publish takes it.
-            if isinstance(result, lc.Transferred) and result.candidate is not None:
+            # As the real operations do: a transfer or a load leaves the candidate, publish
+            # takes it.
+            if (isinstance(result, lc.Transferred) and result.candidate is not None) or (
+                isinstance(result, lc.Loaded) and result.candidate is not None
+            ):
                 pending.entry.candidate = object()  # type: ignore[assignment]
             if isinstance(result, lc.Published):
                 pending.entry.candidate = None
@@ -320,6 +387,18 @@ def drive(
             shell.post(origins[int(value) % zones], lc.ForceRefresh())
         elif kind == "retransfer":
             shell.post(origins[int(value) % zones], lc.ForceRetransfer())
+        elif kind == "command":
+            origin = origins[int(value) // 4 % zones]
+            held = shell.zones[origin].record.held
+            command = COMMANDS[int(value) % 4]
+            if command == "approve":
+                shell.post(origin, lc.Approve(held.serial if held else None))
+            elif command == "reject":
+                shell.post(origin, lc.Reject(held.serial if held else 7))
+            elif command == "rollback":
+                shell.post(origin, lc.Rollback(1))
+            else:
+                shell.post(origin, lc.Unpin())
         assert not problems, problems
         for origin in origins:
             record = shell.zones[origin].record

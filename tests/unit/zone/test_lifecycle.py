@@ -11,6 +11,7 @@ from authd.zone.lifecycle import (
     Event,
     ForceRefresh,
     ForceRetransfer,
+    Guarded,
     Log,
     NotifyReceived,
     Outcome,
@@ -71,6 +72,8 @@ class Driver:
         self.send(Transferred(ok=True, candidate=soa, primary=primary), now)
         assert self.did(Verify) and self.zone.downloaded is not None
         self.send(Verified(ok=True), now)
+        if self.zone.phase is Phase.GUARD:  # something is served: the change guard looks
+            self.send(Guarded(passed=True), now)
         assert self.did(Store) == [Store()]
         self.send(Stored(ok=True), now)
         assert self.did(Publish) == [Publish(soa.serial)]
@@ -247,9 +250,17 @@ PIPELINE: list[Event] = [
     SoaChecked(serial=11),
     Transferred(ok=True, candidate=SoaTimers(11, 3600, 600, 86400)),
     Verified(ok=True),
+    Guarded(passed=True),
     Stored(ok=True),
 ]
-PHASES = [Phase.SOA_QUERY, Phase.TRANSFER, Phase.VERIFY, Phase.STORE, Phase.PUBLISH]
+PHASES = [
+    Phase.SOA_QUERY,
+    Phase.TRANSFER,
+    Phase.VERIFY,
+    Phase.GUARD,
+    Phase.STORE,
+    Phase.PUBLISH,
+]
 
 
 @pytest.mark.parametrize("depth", range(len(PHASES)), ids=[p.value for p in PHASES])
@@ -327,6 +338,7 @@ def test_a_store_failure_discards_and_keeps_the_served_version() -> None:
     zone.send(SoaChecked(serial=11), T0 + 1)
     zone.send(Transferred(ok=True, candidate=SoaTimers(11, 3600, 600, 86400)), T0 + 2)
     zone.send(Verified(ok=True), T0 + 2)
+    zone.send(Guarded(passed=True), T0 + 2)
     zone.send(Stored(ok=False, error="disk full"), T0 + 3)
     assert zone.did(Discard) and zone.did(Publish) == []
     assert served(zone) == 10 and zone.zone.outcome is Outcome.STORE_FAILED
@@ -407,6 +419,8 @@ def test_serial_rollback_accepted_after_n_checks() -> None:
     zone.send(Transferred(ok=True, candidate=SoaTimers(2, 3600, 600, 86400)), T0 + 40)
     assert zone.did(Verify) == [Verify(forced=True)]  # the checks accept the lower serial
     zone.send(Verified(ok=True), T0 + 40)
+    assert zone.zone.phase is Phase.GUARD  # a forced version is still compared with ours
+    zone.send(Guarded(passed=True), T0 + 40)
     zone.send(Stored(ok=True), T0 + 40)
     assert zone.did(Publish) == [Publish(2)]
     zone.send(Published(confirmed=True), T0 + 40)
