@@ -17,6 +17,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -246,6 +247,12 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Python warnings (a library's deprecation notice, say) become log lines too, with
+    # time and level, instead of raw multi-line text on stderr.
+    logging.captureWarnings(True)
+    # dnspython names cryptography's DSA classes at import; DSA (algorithms 3 and 6) is
+    # deprecated for DNSSEC (RFC 8624), and the notice says nothing an operator can act on.
+    warnings.filterwarnings("ignore", message="DSA is deprecated", module=r"dns\.dnssecalgs")
 
 
 # --- commands -------------------------------------------------------------------------------------
