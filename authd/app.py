@@ -17,12 +17,14 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import dns.name
+
 from authd import horizon, metrics, sdnotify
 from authd.assure.dscheck import DsCache
 from authd.assure.gather import ZoneView
 from authd.assure.periodic import PeriodicChecks
 from authd.clock import Clock, SystemClock
-from authd.config import Config, ZoneConfig
+from authd.config import Config, ZoneConfig, member_zone
 from authd.control import ControlError, ControlServer
 from authd.export import Exporter
 from authd.publish import DiffSteps
@@ -37,6 +39,8 @@ from authd.serve.xfr_edge import XfrEndpoint
 from authd.serve.zonetable import ZoneTable
 from authd.wording import plural
 from authd.xfr import notify_out
+from authd.xfr.catalogs import Membership
+from authd.xfr.consumer import REMOVED_DIR, CatalogConsumer, purge_removed, removed_dir_name
 from authd.xfr.notify_edge import NotifyEndpoint, NotifyEvent, notify_acls, notify_keyring
 from authd.xfr.policy import policy_for
 from authd.xfr.secondary import (
@@ -109,6 +113,9 @@ class ZoneRuntime:
             status["state"] = self.state()  # "held" while a version waits for approval
             if self.last_error and not status.get("last_error"):
                 status["last_error"] = self.last_error
+        if self.config.member_of is not None:
+            status["catalog"] = self.config.member_of
+            status["group"] = self.config.group
         status.update(horizon.status_keys(self.facts().horizon))  # valid_until, ...
         return status
 
@@ -191,6 +198,9 @@ class App:
         self.recorder: VersionRecorder | None = None  # history index + ledger (issue 14)
         self.exporter: Exporter | None = None
         self._export_task: asyncio.Task[None] | None = None
+        self.catalogs: CatalogConsumer | None = None  # catalog zones' members (issue 15)
+        self._purge_task: asyncio.Task[None] | None = None
+        self._member_ops: dict[bytes, asyncio.Task[None]] = {}  # one chain per member zone
 
     # -- zones ------------------------------------------------------------------------
 
@@ -215,6 +225,8 @@ class App:
         if self.pool is not None:
             ticket = self.pool.publish()
         self._published[runtime.config.origin] = ticket or 0
+        if runtime.config.catalog is not None and self.catalogs is not None:
+            self.catalogs.published(runtime.config.origin, snapshot)
         if stored:
             how = f"the stored copy (received {meta.transfer} from {meta.primary or '-'})"
         else:
@@ -363,11 +375,15 @@ class App:
         self.stats.notifies[(runtime.name, "accepted")] += 1
         self.post(runtime, lifecycle.NotifyReceived(payload.serial, payload.source))
 
-    def remove_zone(self, origin: bytes) -> None:
+    def remove_zone(
+        self, origin: bytes, why: str = "removed from the configuration"
+    ) -> asyncio.Task[None] | None:
+        """Stop serving a zone now; the returned task ends when its operations have."""
         runtime = self.zones.pop(origin)
         if self.checks is not None:
             self.checks.remove(origin)
         self.ds_cache.forget(origin)
+        task = None
         if runtime.secondary is not None and self.secondaries is not None:
             task = asyncio.get_running_loop().create_task(self.secondaries.remove(origin))
             self._background.add(task)
@@ -376,7 +392,124 @@ class App:
         self._published.pop(origin, None)
         if self.pool is not None:
             self.pool.broadcast(updates.RemoveZone(origin))
-        log.info("zone %s: removed from the configuration, no longer served", runtime.name)
+        log.info("zone %s: %s, no longer served", runtime.name, why)
+        return task
+
+    # -- catalog members (authd/xfr/consumer.py decides what, these do it) -----------------
+
+    def explicit_zones(self) -> set[bytes]:
+        return {zone.origin for zone in self.config.zones}
+
+    def member_config(self, membership: Membership) -> ZoneConfig | str:
+        catalog = next((z for z in self.config.zones if z.origin == membership.catalog), None)
+        if catalog is None:
+            return f"catalog {names.display(membership.catalog)} is not configured"
+        name = dns.name.from_text(names.display(membership.zone))
+        return member_zone(self.config, catalog, name, membership.group)
+
+    def add_member(self, config: ZoneConfig) -> None:
+        if config.origin in self._member_ops:  # removed or reset a moment ago: after that
+            self._member_op(config.origin, self._start_member_async(config))
+        else:
+            self._start_member(config)
+
+    def _start_member(self, config: ZoneConfig) -> None:
+        if config.origin in self.zones:
+            return
+        runtime = self.add_zone(config)
+        if self.secondaries is not None:
+            self.start_secondary(runtime)
+        group = f", group {config.group}" if config.group else ""
+        log.info("zone %s: added by catalog %s%s", config.name, config.member_of, group)
+
+    async def _start_member_async(self, config: ZoneConfig) -> None:
+        self._start_member(config)
+
+    def remove_member(self, zone: bytes, keep: float, catalog: str) -> None:
+        if zone not in self.zones:
+            return
+        removal = self.remove_zone(zone, f"removed from catalog {catalog}")
+        self._member_op(zone, self._set_aside(zone, removal, self.clock.now() + keep))
+
+    async def _set_aside(
+        self, zone: bytes, removal: asyncio.Task[None] | None, delete_after: float
+    ) -> None:
+        if removal is not None:
+            await removal
+        if zone in self.zones:
+            return  # listed again meanwhile: it serves from its stored data
+        into = self.config.server.state_dir / REMOVED_DIR
+        name = removed_dir_name(zone, delete_after)
+        try:
+            moved = await asyncio.to_thread(self.store.set_aside, zone, into, name)
+        except StoreError as exc:
+            log.error("zone %s: stored data not set aside: %s", names.display(zone), exc)
+            return
+        if moved is not None:
+            log.info("zone %s: stored data kept in %s until deleted", names.display(zone), moved)
+
+    def reset_member(self, config: ZoneConfig) -> None:
+        removal = None
+        if config.origin in self.zones:
+            removal = self.remove_zone(
+                config.origin, f"reset by catalog {config.member_of} (new unique-id)"
+            )
+        self._member_op(config.origin, self._reset(config, removal))
+
+    async def _reset(self, config: ZoneConfig, removal: asyncio.Task[None] | None) -> None:
+        if removal is not None:
+            await removal
+        try:
+            await asyncio.to_thread(self.store.remove, config.origin)  # state purged
+        except StoreError as exc:
+            log.error("zone %s: stored data not purged: %s", config.name, exc)
+        self._start_member(config)  # transferred afresh
+
+    def reconfigure_member(self, config: ZoneConfig) -> None:
+        runtime = self.zones.get(config.origin)
+        if runtime is None or runtime.config == config:
+            return
+        if runtime.secondary is None or self.secondaries is None:
+            runtime.config = config
+            return
+        self._member_op(config.origin, self._restart_member(runtime, config))
+
+    async def _restart_member(self, runtime: ZoneRuntime, config: ZoneConfig) -> None:
+        assert self.secondaries is not None
+        if self.zones.get(config.origin) is not runtime:
+            return
+        await self.secondaries.remove(config.origin)
+        runtime.config = config
+        self.start_secondary(runtime)
+        log.info("zone %s: catalog group %s: template settings applied", config.name, config.group)
+
+    def _member_op(self, zone: bytes, work: Any) -> None:
+        """Run `work` after the zone's earlier member operations (never two at once)."""
+        previous = self._member_ops.get(zone)
+
+        async def run() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            try:
+                await work
+            except Exception:
+                log.exception("zone %s: catalog member change failed", names.display(zone))
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._member_ops[zone] = task
+
+        def done(finished: asyncio.Task[None]) -> None:
+            if self._member_ops.get(zone) is finished:
+                del self._member_ops[zone]
+
+        task.add_done_callback(done)
+
+    async def _purge_removed(self) -> None:
+        """Delete removed members' data once their keep period is over (hourly)."""
+        while True:
+            state_dir = self.config.server.state_dir
+            await asyncio.to_thread(purge_removed, state_dir, self.clock.now())
+            await asyncio.sleep(3600)
 
     def zone_named(self, name: object) -> ZoneRuntime:
         if not isinstance(name, str) or not name:
@@ -405,11 +538,18 @@ class App:
                 status.update(self.checks.status(runtime.config.origin))  # drift, delegation
             if runtime.config.ds_check != "off":
                 status["ds_check"] = self.ds_cache.status(runtime.config)
+            if runtime.config.catalog is not None and self.catalogs is not None:
+                status.update(self.catalogs.status(runtime.config.origin))
         return statuses
 
     async def handle_control(self, command: str, args: dict[str, Any]) -> Any:
         if command == "status":
             return self.status(args.get("zone"))
+        if command == "approve":
+            runtime = self.zone_named(args.get("zone"))
+            if runtime.config.catalog is None or self.catalogs is None:
+                raise ControlError(f"zone {runtime.name}: nothing is held (not a catalog zone)")
+            return self.catalogs.approve(runtime.config.origin)
         if command == "reload":
             return await self.reload()
         if command == "verify":
@@ -558,6 +698,8 @@ class App:
         new = {z.origin: z for z in fresh.zones}
         self.config = fresh
         self._spread = startup_spread(len(new.keys() - old.keys()))
+        if self.catalogs is not None:
+            self.catalogs.configure(fresh.zones)
         for origin in old.keys() - new.keys():
             self.remove_zone(origin)
         added = changed = 0
@@ -578,6 +720,8 @@ class App:
                 else:
                     self.start_secondary(runtime)
                 changed += 1
+        if self.catalogs is not None:
+            self.catalogs.reconcile_all()  # members follow templates, catalogs removed
         if self.pool is not None:
             # Workers build their NOTIFY ACL, keyring, RRL and identity from self.config at
             # fork: re-fork them so the reloaded config (and zones it added) take effect.
@@ -621,8 +765,14 @@ class App:
             )
             raise StateDirError(f"state-dir unusable: {exc}; {hint}") from exc
         self.recorder = VersionRecorder(self._store, self.clock.now)
+        # Catalog members saved at the last run start first, before any catalog copy is read;
+        # each catalog's stored copy then goes through the consumer like any new version.
+        self.catalogs = CatalogConsumer(self, server.state_dir)
+        self.catalogs.configure(self.config.zones)
+        self.catalogs.reconcile_all()
         for zone in self.config.zones:
             self.add_zone(zone)
+        self._purge_task = asyncio.get_running_loop().create_task(self._purge_removed())
         limits = TcpLimits(
             max_connections=server.tcp_max_clients,
             max_per_address=server.tcp_max_clients_per_ip,
@@ -661,7 +811,7 @@ class App:
             self.assure_view, self.secondaries.schedule("drift", self._drift_due), self.clock
         )
         # Counted once (a count per zone was quadratic in the number of zones).
-        self._spread = startup_spread(sum(1 for z in self.config.zones if z.is_secondary))
+        self._spread = startup_spread(sum(1 for r in self.zones.values() if r.config.is_secondary))
         for runtime in self.zones.values():
             if runtime.config.is_secondary:
                 self.start_secondary(runtime)
@@ -675,6 +825,7 @@ class App:
                 self._worker_counters,
                 self.clock.now,
                 lambda: self.checks.facts() if self.checks is not None else (),
+                catalog_facts=self._catalog_facts,
             )
             self.health = metrics.HealthServer(
                 server.metrics.host,
@@ -688,6 +839,9 @@ class App:
         if export.dir is not None:
             self.exporter = Exporter(export.dir, export.interval, self._served, self.clock.now)
             self._export_task = asyncio.get_running_loop().create_task(self.exporter.run())
+
+    def _catalog_facts(self) -> list[metrics.CatalogFacts]:
+        return self.catalogs.facts() if self.catalogs is not None else []
 
     def _served(self) -> list[tuple[str, Snapshot | None]]:
         return [(runtime.name, runtime.snapshot) for runtime in self.zones.values()]
@@ -725,6 +879,8 @@ class App:
         notify_out.close(self)
         if self.checks is not None:
             await self.checks.stop()
+        if self._purge_task is not None:
+            self._purge_task.cancel()
         if self.secondaries is not None:
             await self.secondaries.stop()
         if self.validation is not None:

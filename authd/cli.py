@@ -569,6 +569,22 @@ def zone_retransfer(zone_name: str, config_path: Path, wait: bool, timeout: floa
     run_zone_command(load_or_exit(config_path), "retransfer", zone_name, wait, timeout)
 
 
+@zone.command("approve")
+@zone_argument
+@config_option
+def zone_approve(zone_name: str, config_path: Path) -> None:
+    """Apply a catalog update that was held for removing too many members.
+
+    A catalog zone's update that removes more than catalog-max-removed-share of its
+    members is held (status: catalog_held); this applies it as it is.
+
+    \b
+    Example:
+      authd zone approve catalog.example -c authd.toml
+    """
+    click.echo(format_result(call_daemon(load_or_exit(config_path), "approve", zone=zone_name)))
+
+
 POLL_INTERVAL = 0.2  # seconds between status requests while waiting
 
 
@@ -1195,6 +1211,14 @@ def format_zone_status(status: Mapping[str, Any], now: float) -> str:
     findings = (status.get("delegation") or {}).get("findings")
     if findings is not None:
         line("delegation", ", ".join(f["kind"] for f in findings) or "ok")
+    if status.get("catalog"):  # a catalog member
+        group = status.get("group")
+        line("catalog", f"{status['catalog']}" + (f" (group {group})" if group else ""))
+    if "catalog_members" in status:  # a catalog zone
+        line("members", str(status["catalog_members"]))
+        for key, label in (("catalog_broken", "catalog broken"), ("catalog_held", "held")):
+            if status.get(key):
+                line(label, str(status[key]))
     return "\n".join(lines)
 
 

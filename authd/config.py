@@ -146,6 +146,15 @@ class ZoneLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class CatalogSettings:
+    """`catalog = true` on a [[zone]]: an RFC 9432 catalog whose members become zones."""
+
+    removed_keep: float = 7 * 86400.0  # seconds a removed member's stored data is kept aside
+    max_removed_share: float = 0.5  # an update removing more of the members is held
+    guard_from: int = 10  # ... when the catalog has more members than this
+
+
+@dataclass(frozen=True, slots=True)
 class ZoneConfig:
     name: str  # lowercase, no trailing dot ("." for the root)
     origin: bytes  # the name as a key (authd.zone.names)
@@ -186,6 +195,10 @@ class ZoneConfig:
     notify_delay: float = 0.0  # seconds a publish waits so a burst sends one NOTIFY round
     # The change guard (issue 14): when a new version is held instead of published.
     guard: GuardPolicy = field(default_factory=GuardPolicy)
+    # Catalog zones (issue 15): set on a catalog zone; a member knows its catalog and group.
+    catalog: CatalogSettings | None = None
+    member_of: str | None = None  # the catalog zone listing this member (None: configured)
+    group: str | None = None  # the member's group property (RFC 9432 4.4.2)
 
     @property
     def is_secondary(self) -> bool:
@@ -289,6 +302,8 @@ class Config:
     cookies: CookiesConfig = CookiesConfig()
     operators: tuple[Operator, ...] = ()
     export: ExportConfig = ExportConfig()
+    # Zone settings by template id, for zones made at runtime (catalog members).
+    templates: Mapping[str, _Settings] = dataclasses.field(default_factory=dict, compare=False)
 
     def zone(self, name: str) -> ZoneConfig | None:
         """The zone called `name` (case-insensitive, trailing dot optional), if configured."""
@@ -1188,6 +1203,7 @@ def _read_zone(
             t.error("name", f'"{name_text}" is not a valid domain name: {exc}')
     file = t.path_value("file")
     template_id = t.string("template")
+    catalog = _read_catalog(t)
     own = _read_settings(t, remotes, tsig_keys)
     t.finish()
 
@@ -1218,9 +1234,56 @@ def _read_zone(
         # and for loading (an error in the log): the file may be written after this check.
     if dns_name is None or origin is None:
         return None
+    if catalog is not None and file is not None:
+        t.error("catalog", "a catalog zone is transferred from primaries, not read from a file")
+    zone = _zone_from_settings(t.ctx, dns_name, origin, file, template_id, s)
+    return dataclasses.replace(zone, catalog=catalog) if catalog is not None else zone
 
-    timers = _timer_bounds(t.ctx, s)
-    anchors, validation = _trust_anchors(t.ctx, s, dns_name)
+
+def _read_catalog(t: _Table) -> CatalogSettings | None:
+    """The catalog keys of a [[zone]]; the two tuning keys need `catalog = true`."""
+    is_catalog = t.boolean("catalog")
+    d = CatalogSettings()
+    keep = t.duration("catalog-removed-keep", 0, 3650 * 86400)
+    share = t.number("catalog-max-removed-share", 0.0, 1.0)
+    if not is_catalog:
+        for name, value in (("catalog-removed-keep", keep), ("catalog-max-removed-share", share)):
+            if value is not None:
+                t.error(name, "only for a catalog zone (catalog = true)")
+        return None
+    return CatalogSettings(_or(keep, d.removed_keep), _or(share, d.max_removed_share))
+
+
+def member_zone(
+    config: Config, catalog: ZoneConfig, name: dns.name.Name, group: str | None
+) -> ZoneConfig | str:
+    """The config of a catalog member: the template its group names (else "default"), with
+    the catalog zone's primaries (and their TSIG keys); or why it cannot be built."""
+    template_id: str | None = group if group in config.templates else None
+    if template_id is None and "default" in config.templates:
+        template_id = "default"
+    base = config.templates.get(template_id, _Settings()) if template_id else _Settings()
+    s = dataclasses.replace(base, origin=dict(base.origin))
+    s.primaries = catalog.primaries
+    if s.notify_from is None:
+        s.notify_from = catalog.notify_from
+    ctx = _Context(config.source)
+    zone = _zone_from_settings(ctx, name, key_from_name(name), None, template_id, s)
+    if ctx.errors:
+        return "; ".join(str(issue) for issue in ctx.errors)
+    return dataclasses.replace(zone, member_of=catalog.name, group=group)
+
+
+def _zone_from_settings(
+    ctx: _Context,
+    dns_name: dns.name.Name,
+    origin: bytes,
+    file: Path | None,
+    template_id: str | None,
+    s: _Settings,
+) -> ZoneConfig:
+    timers = _timer_bounds(ctx, s)
+    anchors, validation = _trust_anchors(ctx, s, dns_name)
     primaries = s.primaries or ()
     notify_from = s.notify_from
     if notify_from is None:
@@ -1229,9 +1292,9 @@ def _read_zone(
         )
     ds_check = _or(s.ds_check, "off")
     if ds_check == "parent" and not s.parent:
-        t.ctx.error(s.origin["ds_check"], 'ds-check = "parent" needs the servers in parent')
+        ctx.error(s.origin["ds_check"], 'ds-check = "parent" needs the servers in parent')
     if ds_check == "trust-anchor" and s.trust_anchor is None:
-        t.ctx.error(s.origin["ds_check"], 'ds-check = "trust-anchor" needs a trust-anchor file')
+        ctx.error(s.origin["ds_check"], 'ds-check = "trust-anchor" needs a trust-anchor file')
     limits = ZoneLimits()
     return ZoneConfig(
         name=dns_name.to_text(omit_final_dot=True).lower() or ".",
@@ -1416,6 +1479,7 @@ def _build(ctx: _Context, data: dict[str, Any]) -> Config:
         cookies=cookies,
         operators=tuple(o for o in operators if o is not None),
         export=export,
+        templates=templates,
     )
 
 

@@ -80,6 +80,17 @@ class ZoneFacts:
         )
 
 
+@dataclass(frozen=True)
+class CatalogFacts:
+    """What /metrics says about one catalog zone (authd/xfr/consumer.py)."""
+
+    catalog: str
+    members: int
+    held: bool  # an update waits for `authd zone approve`
+    broken: bool  # the latest version could not be processed
+    changes: Mapping[str, int] = field(default_factory=dict)  # added/removed/... -> members
+
+
 ZONE_STATES = ("ok", "refreshing", "expired", "never-loaded")
 
 
@@ -119,7 +130,9 @@ class AuthdCollector:
         worker_counters: Callable[[], Mapping[str, int]],
         now: Callable[[], float],
         watches: Callable[[], Iterable[tuple[str, Watch]]] = lambda: (),
+        catalog_facts: Callable[[], Iterable[CatalogFacts]] = list,
     ) -> None:
+        self.catalog_facts = catalog_facts
         self.stats = stats
         self.zone_facts = zone_facts
         self.worker_counters = worker_counters
@@ -133,8 +146,37 @@ class AuthdCollector:
         zones = {f.zone for f in facts}
         yield from self._zone_metrics(facts)
         yield from watch_metrics(w for w in self.watches() if w[0] in zones)
+        yield from self._catalog_metrics(list(self.catalog_facts()))
         for family in (*self._control_plane_metrics(), *self._worker_metrics()):
             yield _only_configured_zones(family, zones)
+
+    def _catalog_metrics(self, catalogs: list[CatalogFacts]) -> Iterator[Metric]:
+        held = GaugeMetricFamily(
+            "authd_catalog_held",
+            "1 while a catalog update removing too many members waits for approval.",
+            labels=["catalog"],
+        )
+        broken = GaugeMetricFamily(
+            "authd_catalog_broken",
+            "1 when the catalog's latest version could not be processed (RFC 9432 5.1).",
+            labels=["catalog"],
+        )
+        members = GaugeMetricFamily(
+            "authd_catalog_members", "Member zones served for the catalog.", labels=["catalog"]
+        )
+        changes = CounterMetricFamily(
+            "authd_catalog_changes",
+            "Catalog member changes applied (added, removed, reset, regrouped) and broken "
+            "versions seen.",
+            labels=["catalog", "change"],
+        )
+        for facts in catalogs:
+            held.add_metric([facts.catalog], int(facts.held))
+            broken.add_metric([facts.catalog], int(facts.broken))
+            members.add_metric([facts.catalog], facts.members)
+            for change, count in sorted(facts.changes.items()):
+                changes.add_metric([facts.catalog, change], count)
+        yield from (held, broken, members, changes)
 
     def _zone_metrics(self, all_facts: list[ZoneFacts]) -> Iterator[Metric]:
         now = self.now()

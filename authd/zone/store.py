@@ -878,6 +878,26 @@ class Store:
                 zone_dir.rmdir()
             self._states.pop(zone, None)
 
+    def set_aside(self, zone: bytes, into: Path, name: str) -> Path | None:
+        """Move everything stored for a zone to `into`/`name` (a removed catalog member,
+        deleted later); None when nothing is stored for it."""
+        with self._zone_lock(zone):
+            zone_dir = self.zone_dir(zone)
+            self._check_owner(zone_dir, "setting a zone aside")
+            target = into / name
+            try:
+                into.mkdir(mode=0o750, exist_ok=True)
+                zone_dir.rename(target)
+                _fsync_dir(into)
+                _fsync_dir(self.state_dir)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise StoreError(zone_dir, f"moving to {target}", exc) from exc
+            finally:
+                self._states.pop(zone, None)
+            return target
+
     # -- history (issue 14): retired segments, older versions rebuilt -------------------
 
     def _retire(self, zone_dir: Path) -> Path | None:
