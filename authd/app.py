@@ -859,8 +859,10 @@ class App:
             tcp_idle_timeout=server.tcp_idle_timeout,
             clock=self.clock,
         )
+        # Catalog members are zones too: their NOTIFY ACL comes with the zone, not the config.
+        zones = tuple(runtime.config for runtime in self.zones.values())
         responder.notify_handler = NotifyEndpoint(
-            notify_acls(self.config),
+            notify_acls(dataclasses.replace(self.config, zones=zones)),
             notify_keyring(self.config),
             send_event,
             clock=self.clock.now,

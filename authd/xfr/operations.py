@@ -249,6 +249,7 @@ class Operations:
                     self._source(remote),
                     clock=self.clock.now,
                     tls=remote.tls,
+                    tcp=entry.config.catalog is not None,
                 )
             word = result.outcome.value
             self.host.stats.soa_checks[(entry.name, remote.id, word)] += 1

@@ -381,8 +381,12 @@ async def query_soa(
     *,
     clock: Clock,
     tls: RemoteTls | None = None,
+    tcp: bool = False,
 ) -> SoaResult:
     """Ask a primary for the zone's SOA over UDP, and again over TCP if truncated.
+
+    With `tcp` it asks over TCP only: a catalog zone (knotd answers REFUSED to UDP queries
+    for a catalog it generates; RFC 9432 6 leaves catalogs to transfers).
 
     With `tls` the query goes over TLS only (the remote is XoT: its port 853 has no UDP, and
     the SOA query is part of the transfer exchange RFC 9103 protects), as BIND and Knot do.
@@ -407,7 +411,7 @@ async def query_soa(
         request_mac = b""
         if key is not None:
             wire, request_mac = sign_query(wire, key, clock())
-        if tls is not None:
+        if tls is not None or tcp:
             over_tcp = True
             answer = await _tcp_exchange(primary, wire, source, timeout, tls)
         else:

@@ -1,0 +1,230 @@
+"""Catalog zones end to end (issue 15): knotd generates an RFC 9432 catalog (catalog-role:
+generate) and is the primary of the catalog and its members; authd consumes it.
+
+Adding a member zone on knotd (knotc conf-set) makes authd serve it; removing it makes authd
+stop serving it within 1 s of taking the catalog update; the member's group picks a template
+(on-expire = "servfail" with short timers); after a restart with knotd down every member
+serves from its stored copy, and only the servfail group's member stops answering at expiry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from authd.bench.peers import free_port
+from authd.bench.primaries import (
+    HOST,
+    KEY,
+    AuthdSecondary,
+    KnotPrimary,
+    SecondaryZone,
+    keyring,
+    knot_preamble,
+    query,
+    wait_for,
+    write_zone,
+)
+from tests.support.system import require_binary
+
+CATZ = "catz.test"
+STRICT = """
+[[template]]
+id = "strict"
+on-expire = "servfail"
+refresh-min = 1
+refresh-max = 1
+retry-max = 1
+expire-max = 5
+"""
+
+
+@dataclass
+class CatalogPrimary(KnotPrimary):
+    """knotd with a generated catalog: every zone in `zones` is a member; `groups` by zone."""
+
+    groups: dict[str, str] | None = None
+
+    def config_text(self) -> str:
+        zones = ""
+        for zone, path in self.zones.items():
+            zones += (
+                f'  - domain: "{zone}."\n    file: "{path}"\n    catalog-role: member\n'
+                f'    catalog-zone: "{CATZ}."\n'
+            )
+            group = (self.groups or {}).get(zone)
+            if group:
+                zones += f'    catalog-group: "{group}"\n'
+        authd_host, authd_port = self.notify[0]
+        return (
+            knot_preamble(self.workdir, self.port)
+            + f"""remote:
+  - id: authd
+    address: {authd_host}@{authd_port}
+    key: {KEY.name}
+acl:
+  - id: xfr
+    key: {KEY.name}
+    action: transfer
+template:
+  - id: default
+    storage: "{self.workdir}/db"
+    zonefile-sync: -1
+    zonefile-load: whole
+    acl: xfr
+    notify: authd
+zone:
+  - domain: "{CATZ}."
+    catalog-role: generate
+{zones}"""
+        )
+
+    def add_member(self, zone: str, path: Path) -> None:
+        self.control("conf-begin")
+        for item, value in (
+            ("", None),
+            ("file", str(path)),
+            ("catalog-role", "member"),
+            ("catalog-zone", f"{CATZ}."),
+        ):
+            key = f"zone[{zone}.]" + (f".{item}" if item else "")
+            self.control("conf-set", key, *([value] if value else []))
+        self.control("conf-commit")
+
+    def remove_member(self, zone: str) -> None:
+        self.control("conf-begin")
+        self.control("conf-unset", f"zone[{zone}.]")
+        self.control("conf-commit")
+
+
+class CatalogSecondary(AuthdSecondary):
+    def config_text(self) -> str:
+        return super().config_text() + STRICT
+
+
+def catalog_served(port: int) -> bool:
+    """knotd answers queries for a catalog it generates over TCP only, to its transfer ACL."""
+    request = dns.message.make_query(CATZ + ".", "SOA")
+    request.use_tsig(keyring(), keyname=KEY.name)
+    try:
+        return dns.query.tcp(request, HOST, port=port, timeout=0.5).rcode() == dns.rcode.NOERROR
+    except (OSError, dns.exception.DNSException):
+        return False
+
+
+def rcode(port: int, zone: str) -> int | None:
+    response = query(HOST, port, zone + ".", timeout=0.3)
+    return response.rcode() if response is not None else None
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[tuple[CatalogPrimary, CatalogSecondary]]:
+    knotd, knotc = require_binary("knotd"), require_binary("knotc")
+    zones = {z: write_zone(tmp_path / f"{z}.zone", z, 1) for z in ("one.test", "two.test")}
+    primary_port = free_port(HOST)
+    authd = CatalogSecondary(
+        tmp_path / "authd",
+        [SecondaryZone(CATZ, [(HOST, primary_port)], {"catalog": True})],
+    )
+    primary = CatalogPrimary(
+        knotd,
+        knotc,
+        tmp_path / "knotd",
+        zones,
+        primary_port,
+        notify=[authd.address],
+        groups={"two.test": "strict"},
+    )
+    primary.start()
+    try:
+        assert wait_for(lambda: catalog_served(primary_port), 10.0), primary.log()
+        authd.start()
+        try:
+            yield primary, authd
+        finally:
+            authd.stop()
+    finally:
+        primary.stop()
+
+
+def test_knotd_catalog_members_added_removed_grouped_and_kept(
+    setup: tuple[CatalogPrimary, CatalogSecondary], tmp_path: Path
+) -> None:
+    primary, authd = setup
+    # The catalog's members are served after their first transfer.
+    for zone in ("one.test", "two.test"):
+        assert authd.wait_serial(zone, 1, timeout=15), f"{zone} not served:\n{authd.log()}"
+    two = authd.status("two.test")
+    assert two["catalog"] == CATZ and two["group"] == "strict", two
+    one = authd.status("one.test")
+    assert one["catalog"] == CATZ and one["group"] is None
+    catz = authd.status(CATZ)
+    assert catz["catalog_members"] == 2 and catz["catalog_held"] is None
+
+    # A zone added on knotd: in the generated catalog, then served by authd.
+    new_zone = write_zone(tmp_path / "new.test.zone", "new.test", 7)
+    started = time.monotonic()
+    primary.add_member("new.test", new_zone)
+    assert authd.wait_serial("new.test", 7, timeout=15), authd.log()
+    added_after = time.monotonic() - started
+    assert authd.status(CATZ)["catalog_members"] == 3
+
+    # Removed on knotd: authd stops serving it within 1 s of taking the catalog update.
+    before = authd.status(CATZ)["serial"]
+    committed = time.monotonic()
+    primary.remove_member("new.test")
+    took_update: float | None = None
+    refused: float | None = None
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and refused is None:
+        if took_update is None and authd.status(CATZ)["serial"] != before:
+            took_update = time.monotonic()
+        if rcode(authd.port, "new.test") == dns.rcode.REFUSED:
+            refused = time.monotonic()
+            took_update = took_update or refused
+        time.sleep(0.01)
+    assert refused is not None and took_update is not None, authd.log()
+    # REFUSED may be seen before the status shows the new catalog serial (the members are
+    # removed while the version is published): then the gap counts as 0.
+    assert refused - took_update < 1.0, (refused - took_update, authd.log())
+    assert refused - committed < 5.0  # NOTIFY, SOA check and IXFR of the catalog included
+    print(
+        f"member served {added_after:.2f} s after knotc conf-commit; removed member refused "
+        f"{refused - committed:.2f} s after conf-commit, {refused - took_update:.3f} s after "
+        "authd's status showed the catalog update"
+    )
+    kept = authd.workdir / "state" / "catalog-removed"
+    assert wait_for(lambda: any(kept.glob("*")), 5.0), "removed member's data not set aside"
+    metrics = _metrics(authd)
+    assert 'authd_catalog_members{catalog="catz.test"} 2.0' in metrics
+    assert 'authd_catalog_held{catalog="catz.test"} 0.0' in metrics
+    assert 'zone="new.test"' not in metrics  # series of the removed member are gone
+    assert 'authd_zone_serial{zone="one.test"}' in metrics
+
+    # Restart with knotd down: members serve from their stored copies at once.
+    authd.stop()
+    primary.stop()
+    authd.start()
+    assert rcode(authd.port, "one.test") == dns.rcode.NOERROR
+    assert rcode(authd.port, "two.test") == dns.rcode.NOERROR
+    assert rcode(authd.port, "new.test") == dns.rcode.REFUSED
+    # The "strict" group's template: expire-max 5 s and on-expire = "servfail"; the other
+    # member (no group, no "default" template) serves stale on its own timers.
+    assert wait_for(lambda: rcode(authd.port, "two.test") == dns.rcode.SERVFAIL, 15.0)
+    assert rcode(authd.port, "one.test") == dns.rcode.NOERROR
+
+
+def _metrics(authd: AuthdSecondary) -> str:
+    import urllib.request
+
+    url = f"http://{HOST}:{authd.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode())
