@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import shutil
 import signal
 import time
 from collections.abc import Iterator, Mapping
@@ -459,8 +460,12 @@ class App:
     async def _reset(self, config: ZoneConfig, removal: asyncio.Task[None] | None) -> None:
         if removal is not None:
             await removal
-        try:
-            await asyncio.to_thread(self.store.remove, config.origin)  # state purged
+        into = self.config.server.state_dir / REMOVED_DIR
+        name = removed_dir_name(config.origin, self.clock.now())
+        try:  # state purged: the whole zone directory (copy, journal, timers, history)
+            moved = await asyncio.to_thread(self.store.set_aside, config.origin, into, name)
+            if moved is not None:
+                await asyncio.to_thread(shutil.rmtree, moved, True)
         except StoreError as exc:
             log.error("zone %s: stored data not purged: %s", config.name, exc)
         self._start_member(config)  # transferred afresh

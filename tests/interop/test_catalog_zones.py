@@ -20,6 +20,7 @@ import dns.query
 import dns.rcode
 import pytest
 
+from authd import control
 from authd.bench.peers import free_port
 from authd.bench.primaries import (
     HOST,
@@ -30,9 +31,11 @@ from authd.bench.primaries import (
     keyring,
     knot_preamble,
     query,
+    served_serial,
     wait_for,
     write_zone,
 )
+from authd.bench.servers import running, start_named
 from tests.support.system import require_binary
 
 CATZ = "catz.test"
@@ -228,3 +231,84 @@ def _metrics(authd: AuthdSecondary) -> str:
     url = f"http://{HOST}:{authd.metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as response:
         return str(response.read().decode())
+
+
+# --- BIND (named) serving a catalog written by hand -----------------------------------------
+
+
+def catalog_text(serial: int, members: dict[str, str], version: str = "2", **groups: str) -> str:
+    lines = [
+        f"$ORIGIN {CATZ}.",
+        "$TTL 0",
+        f"@ SOA invalid. invalid. {serial} 3600 600 2147483646 0",
+        "@ NS invalid.",
+        f'version TXT "{version}"',
+    ]
+    for zone, uid in members.items():
+        lines.append(f"{uid}.zones PTR {zone}.")
+        group = groups.get(zone.replace(".", "_"))
+        if group:
+            lines.append(f'group.{uid}.zones TXT "{group}"')
+    return "\n".join(lines) + "\n"
+
+
+def test_named_catalog_reset_broken_held_and_approved(tmp_path: Path) -> None:
+    named = require_binary("named")
+    members = {"a.test": "m1", "b.test": "m2"} | {f"c{i}.test": f"n{i}" for i in range(10)}
+    zones = {z: write_zone(tmp_path / "zones" / f"{z}.zone", z, 3) for z in members}
+    catalog = tmp_path / "zones" / "catz.zone"
+    catalog.write_text(catalog_text(1, {"a.test": "m1", "b.test": "m2"}, b_test="strict"))
+    authd = CatalogSecondary(tmp_path / "authd", [])
+    server = start_named(
+        named, tmp_path / "named", {CATZ: catalog, **zones}, [KEY], f'key "{KEY.name}";'
+    )
+    with running(server) as primary:
+        db = tmp_path / "named" / f"{CATZ}.db"
+
+        def publish(text: str, serial: int) -> None:
+            db.write_text(text)
+            primary.reload()
+            assert wait_for(lambda: served_serial(HOST, primary.port, CATZ) == serial, 10.0)
+            authd.refresh(CATZ)  # named's NOTIFY is unsigned: authd wants TSIG from it
+            assert wait_for(lambda: authd.status(CATZ)["serial"] == serial, 15.0), authd.log()
+
+        authd.zones = [SecondaryZone(CATZ, [primary.address], {"catalog": True})]
+        authd.start()
+        try:
+            for zone in ("a.test", "b.test"):
+                assert authd.wait_serial(zone, 3, timeout=15), authd.log()
+            assert authd.status("b.test")["group"] == "strict"
+            first = authd.status("a.test")["loaded_at"]
+
+            # A new unique-id for a.test: reset (state purged, transferred afresh).
+            publish(catalog_text(2, {"a.test": "m9", "b.test": "m2"}, b_test="strict"), 2)
+            assert wait_for(lambda: "a.test: reset by catalog" in authd.log(), 5.0)
+            assert authd.wait_serial("a.test", 3, timeout=15)
+            assert authd.status("a.test")["loaded_at"] != first  # a fresh transfer
+            assert 'change="reset"} 1.0' in _metrics(authd)
+
+            # A broken version (version "1", no members) is not processed: nothing removed.
+            publish(catalog_text(3, {}, version="1"), 3)
+            status = authd.status(CATZ)
+            assert "not supported" in (status["catalog_broken"] or ""), status
+            assert rcode(authd.port, "a.test") == rcode(authd.port, "b.test") == dns.rcode.NOERROR
+            assert 'authd_catalog_broken{catalog="catz.test"} 1.0' in _metrics(authd)
+
+            # 12 members, then an update removing 11 of them: held until approved.
+            publish(catalog_text(4, members), 4)
+            assert authd.wait_serial("c9.test", 3, timeout=15), authd.log()
+            assert authd.status(CATZ)["catalog_broken"] is None
+            publish(catalog_text(5, {"a.test": "m1"}), 5)
+            held = authd.status(CATZ)["catalog_held"]
+            assert held and "removes 11 of 12 members" in held
+            assert 'authd_catalog_held{catalog="catz.test"} 1.0' in _metrics(authd)
+            assert rcode(authd.port, "c0.test") == dns.rcode.NOERROR
+            reply = control.call(authd.socket, "approve", zone=CATZ)
+            assert "serial 5 approved" in str(reply) and "11 removed" in str(reply)
+            assert rcode(authd.port, "c0.test") == dns.rcode.REFUSED
+            assert rcode(authd.port, "b.test") == dns.rcode.REFUSED
+            assert rcode(authd.port, "a.test") == dns.rcode.NOERROR  # m1: reset back, served
+            assert authd.wait_serial("a.test", 3, timeout=15)
+            assert 'authd_catalog_held{catalog="catz.test"} 0.0' in _metrics(authd)
+        finally:
+            authd.stop()
