@@ -408,18 +408,18 @@ class App:
         name = dns.name.from_text(names.display(membership.zone))
         return member_zone(self.config, catalog, name, membership.group)
 
-    def add_member(self, config: ZoneConfig) -> None:
+    def add_member(self, config: ZoneConfig, batch: int = 1) -> None:
         if config.origin in self._member_ops:  # removed or reset a moment ago: after that
             self._member_op(config.origin, self._start_member_async(config))
         else:
-            self._start_member(config)
+            self._start_member(config, batch)
 
-    def _start_member(self, config: ZoneConfig) -> None:
+    def _start_member(self, config: ZoneConfig, batch: int = 1) -> None:
         if config.origin in self.zones:
             return
         runtime = self.add_zone(config)
-        if self.secondaries is not None:
-            self.start_secondary(runtime)
+        if self.secondaries is not None:  # first checks of a batch spread, as for a reload
+            runtime.secondary = self.secondaries.add(config, spread=startup_spread(batch))
         group = f", group {config.group}" if config.group else ""
         log.info("zone %s: added by catalog %s%s", config.name, config.member_of, group)
 

@@ -53,7 +53,9 @@ class MemberHost(Protocol):
         """The member's config (its group's template), or why it cannot be built."""
         ...
 
-    def add_member(self, config: ZoneConfig) -> None: ...
+    def add_member(self, config: ZoneConfig, batch: int) -> None:
+        """Start a member; `batch` members are added at once (their first checks spread)."""
+        ...
 
     def remove_member(self, zone: bytes, keep: float, catalog: str) -> None: ...
 
@@ -211,7 +213,7 @@ class CatalogConsumer:
                     )
                     continue
                 if kind == "added":
-                    self.host.add_member(config)
+                    self.host.add_member(config, len(plan.add))
                 elif kind == "reset":
                     self.host.reset_member(config)
                 else:

@@ -312,3 +312,58 @@ def test_named_catalog_reset_broken_held_and_approved(tmp_path: Path) -> None:
             assert 'authd_catalog_held{catalog="catz.test"} 0.0' in _metrics(authd)
         finally:
             authd.stop()
+
+
+def test_named_change_of_ownership_between_two_catalogs(tmp_path: Path) -> None:
+    """coo (RFC 9432 4.4.1): a member moves from catz.test to catz2.test, keeping its state."""
+    named = require_binary("named")
+    other = "catz2.test"
+    member = write_zone(tmp_path / "zones" / "a.test.zone", "a.test", 3)
+    first = tmp_path / "zones" / "catz.zone"
+    first.write_text(catalog_text(1, {"a.test": "m1"}))
+    second = tmp_path / "zones" / "catz2.zone"
+    second.write_text(catalog_text(1, {}).replace(f"$ORIGIN {CATZ}.", f"$ORIGIN {other}."))
+    authd = CatalogSecondary(tmp_path / "authd", [])
+    server = start_named(
+        named,
+        tmp_path / "named",
+        {CATZ: first, other: second, "a.test": member},
+        [KEY],
+        f'key "{KEY.name}";',
+    )
+    with running(server) as primary:
+
+        def publish(catalog: str, text: str, serial: int) -> None:
+            (tmp_path / "named" / f"{catalog}.db").write_text(text)
+            primary.reload()
+            assert wait_for(lambda: served_serial(HOST, primary.port, catalog) == serial, 10.0)
+            authd.refresh(catalog)
+            assert wait_for(lambda: authd.status(catalog)["serial"] == serial, 15.0), authd.log()
+
+        authd.zones = [
+            SecondaryZone(CATZ, [primary.address], {"catalog": True}),
+            SecondaryZone(other, [primary.address], {"catalog": True}),
+        ]
+        authd.start()
+        try:
+            assert authd.wait_serial("a.test", 3, timeout=15), authd.log()
+            loaded = authd.status("a.test")["loaded_at"]
+            # The new owner lists it first: the current owner keeps it.
+            listed = catalog_text(2, {"a.test": "m1"}).replace(
+                f"$ORIGIN {CATZ}.", f"$ORIGIN {other}."
+            )
+            publish(other, listed, 2)
+            assert authd.status("a.test")["catalog"] == CATZ
+            # The current owner hands it over with coo: it moves, same unique-id, state kept.
+            handed = catalog_text(2, {"a.test": "m1"}) + f"coo.m1.zones PTR {other}.\n"
+            publish(CATZ, handed, 2)
+            assert wait_for(lambda: authd.status("a.test")["catalog"] == other, 5.0), authd.log()
+            status = authd.status("a.test")
+            assert status["loaded_at"] == loaded and status["serial"] == 3  # not reset
+            # The old owner drops it: still served, by the new owner.
+            publish(CATZ, catalog_text(3, {}), 3)
+            assert rcode(authd.port, "a.test") == dns.rcode.NOERROR
+            assert authd.status(CATZ)["catalog_members"] == 0
+            assert authd.status(other)["catalog_members"] == 1
+        finally:
+            authd.stop()

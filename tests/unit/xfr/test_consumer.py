@@ -70,6 +70,7 @@ class Host:
         self.config = config
         self.served: dict[str, ZoneConfig] = {}
         self.calls: list[tuple[str, str]] = []
+        self.batches: list[int] = []
         self.explicit: set[bytes] = set()
 
     def explicit_zones(self) -> set[bytes]:
@@ -81,8 +82,9 @@ class Host:
         name = dns.name.from_text(names.display(membership.zone))
         return member_zone(self.config, self.config.zones[0], name, membership.group)
 
-    def add_member(self, config: ZoneConfig) -> None:
+    def add_member(self, config: ZoneConfig, batch: int) -> None:
         self.calls.append(("add", config.name))
+        self.batches.append(batch)
         self.served[config.name] = config
 
     def remove_member(self, zone: bytes, keep: float, catalog: str) -> None:
@@ -114,6 +116,7 @@ def test_versions_add_remove_reset_and_regroup(tmp_path: Path) -> None:
     c = consumer(tmp_path, host)
     c.published(ORIGIN, version(1, {"one.example": "a", "two.example": "b"}))
     assert sorted(host.served) == ["one.example", "two.example"]
+    assert host.batches == [2, 2]  # added together: their first SOA checks are spread
     c.published(
         ORIGIN,
         version(2, {"one.example": "a2", "three.example": "c"}, groups={"three.example": "signed"}),
