@@ -356,9 +356,10 @@ class App:
         ):
             self.pool.broadcast(updates.SetState(origin, servfail, expired_at))  # only changes
 
-    def start_secondary(self, runtime: ZoneRuntime) -> None:
+    def start_secondary(self, runtime: ZoneRuntime, spread: float | None = None) -> None:
         assert self.secondaries is not None
-        runtime.secondary = self.secondaries.add(runtime.config, spread=self._spread)
+        spread = self._spread if spread is None else spread
+        runtime.secondary = self.secondaries.add(runtime.config, spread=spread)
         if self.checks is not None:
             self.checks.add(runtime.config, self.config.server)
 
@@ -419,7 +420,7 @@ class App:
             return
         runtime = self.add_zone(config)
         if self.secondaries is not None:  # first checks of a batch spread, as for a reload
-            runtime.secondary = self.secondaries.add(config, spread=startup_spread(batch))
+            self.start_secondary(runtime, startup_spread(batch))
         group = f", group {config.group}" if config.group else ""
         log.info("zone %s: added by catalog %s%s", config.name, config.member_of, group)
 
