@@ -22,7 +22,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -291,14 +291,16 @@ class Secondaries:
             return record
         return stored
 
-    async def remove(self, origin: bytes) -> None:
+    def remove(self, origin: bytes) -> Coroutine[Any, Any, None]:
+        """Forget the zone now (a zone added again right after is a new entry, never the
+        one being removed); the returned coroutine waits for its operations to end."""
         entry = self.zones.pop(origin, None)
         if entry is None:
-            return
+            return _wait_cancelled(())
         self.scheduler.discard(origin)
         self.writer.forget(origin)
         self.io.cancel(entry)
-        await _wait_cancelled([entry.operation, entry.background])
+        return _wait_cancelled([entry.operation, entry.background])
 
     def post(self, origin: bytes, event: lc.Event) -> None:
         """Step the zone's machine with one event now (events queue while a step runs)."""

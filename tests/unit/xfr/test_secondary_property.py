@@ -434,6 +434,21 @@ async def test_a_removed_zone_stops_and_its_late_results_are_dropped() -> None:
     assert len(io.started) == 1  # no wake-up left behind for it
 
 
+async def test_a_zone_added_again_while_its_removal_waits_is_kept() -> None:
+    """A catalog member removed and listed again at once (or a reload): the removal forgets
+    the old entry when it is asked for, so finishing it never drops the new one."""
+    clock = FakeClock(now=T0)
+    loop = FakeLoop(clock)
+    host, io, writer = FakeHost(None), FakeIo(), FakeWriter()
+    shell = Secondaries(host, io, clock, writer=writer, call_later=loop.call_later)  # type: ignore[arg-type]
+    config = zone_config(0, False)
+    old = shell.add(config)
+    removal = shell.remove(config.origin)  # not awaited yet, as in a background task
+    new = shell.add(config)
+    await removal
+    assert shell.zones[config.origin] is new and new is not old
+
+
 async def test_other_wake_ups_share_the_one_scheduler() -> None:
     """A per-zone wake-up of another kind (the drift rounds) sits in the same heap and timer
     as the zones' machines, and goes to its own handler, never to the machine."""
