@@ -12,22 +12,20 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import shutil
 import signal
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
-
-import dns.name
 
 from authd import horizon, metrics, sdnotify
 from authd.assure.dscheck import DsCache
 from authd.assure.gather import ZoneView
 from authd.assure.periodic import PeriodicChecks
 from authd.clock import Clock, SystemClock
-from authd.config import Config, ZoneConfig, member_zone
+from authd.config import Config, ZoneConfig
 from authd.control import ControlError, ControlServer
 from authd.export import Exporter
+from authd.members import CatalogMembers
 from authd.publish import DiffSteps
 from authd.recorder import VersionRecorder
 from authd.serve import cookies, rrl, updates
@@ -40,8 +38,7 @@ from authd.serve.xfr_edge import XfrEndpoint
 from authd.serve.zonetable import ZoneTable
 from authd.wording import plural
 from authd.xfr import notify_out
-from authd.xfr.catalogs import Membership
-from authd.xfr.consumer import REMOVED_DIR, CatalogConsumer, purge_removed, removed_dir_name
+from authd.xfr.consumer import CatalogConsumer
 from authd.xfr.notify_edge import NotifyEndpoint, NotifyEvent, notify_acls, notify_keyring
 from authd.xfr.policy import policy_for
 from authd.xfr.secondary import (
@@ -200,8 +197,7 @@ class App:
         self.exporter: Exporter | None = None
         self._export_task: asyncio.Task[None] | None = None
         self.catalogs: CatalogConsumer | None = None  # catalog zones' members (issue 15)
-        self._purge_task: asyncio.Task[None] | None = None
-        self._member_ops: dict[bytes, asyncio.Task[None]] = {}  # one chain per member zone
+        self.members = CatalogMembers(self)  # what the consumer decides, done to zones
 
     # -- zones ------------------------------------------------------------------------
 
@@ -396,126 +392,6 @@ class App:
             self.pool.broadcast(updates.RemoveZone(origin))
         log.info("zone %s: %s, no longer served", runtime.name, why)
         return task
-
-    # -- catalog members (authd/xfr/consumer.py decides what, these do it) -----------------
-
-    def explicit_zones(self) -> set[bytes]:
-        return {zone.origin for zone in self.config.zones}
-
-    def member_config(self, membership: Membership) -> ZoneConfig | str:
-        catalog = next((z for z in self.config.zones if z.origin == membership.catalog), None)
-        if catalog is None:
-            return f"catalog {names.display(membership.catalog)} is not configured"
-        name = dns.name.from_text(names.display(membership.zone))
-        return member_zone(self.config, catalog, name, membership.group)
-
-    def add_member(self, config: ZoneConfig, batch: int = 1) -> None:
-        if config.origin in self._member_ops:  # removed or reset a moment ago: after that
-            self._member_op(config.origin, self._start_member_async(config))
-        else:
-            self._start_member(config, batch)
-
-    def _start_member(self, config: ZoneConfig, batch: int = 1) -> None:
-        if config.origin in self.zones:
-            return
-        runtime = self.add_zone(config)
-        if self.secondaries is not None:  # first checks of a batch spread, as for a reload
-            self.start_secondary(runtime, startup_spread(batch))
-        group = f", group {config.group}" if config.group else ""
-        log.info("zone %s: added by catalog %s%s", config.name, config.member_of, group)
-
-    async def _start_member_async(self, config: ZoneConfig) -> None:
-        self._start_member(config)
-
-    def remove_member(self, zone: bytes, keep: float, catalog: str) -> None:
-        if zone not in self.zones:
-            return
-        removal = self.remove_zone(zone, f"removed from catalog {catalog}")
-        self._member_op(zone, self._set_aside(zone, removal, self.clock.now() + keep))
-
-    async def _set_aside(
-        self, zone: bytes, removal: asyncio.Task[None] | None, delete_after: float
-    ) -> None:
-        if removal is not None:
-            await removal
-        if zone in self.zones:
-            return  # listed again meanwhile: it serves from its stored data
-        into = self.config.server.state_dir / REMOVED_DIR
-        name = removed_dir_name(zone, delete_after)
-        try:
-            moved = await asyncio.to_thread(self.store.set_aside, zone, into, name)
-        except StoreError as exc:
-            log.error("zone %s: stored data not set aside: %s", names.display(zone), exc)
-            return
-        if moved is not None:
-            log.info("zone %s: stored data kept in %s until deleted", names.display(zone), moved)
-
-    def reset_member(self, config: ZoneConfig) -> None:
-        removal = None
-        if config.origin in self.zones:
-            removal = self.remove_zone(
-                config.origin, f"reset by catalog {config.member_of} (new unique-id)"
-            )
-        self._member_op(config.origin, self._reset(config, removal))
-
-    async def _reset(self, config: ZoneConfig, removal: asyncio.Task[None] | None) -> None:
-        if removal is not None:
-            await removal
-        into = self.config.server.state_dir / REMOVED_DIR
-        name = removed_dir_name(config.origin, self.clock.now())
-        try:  # state purged: the whole zone directory (copy, journal, timers, history)
-            moved = await asyncio.to_thread(self.store.set_aside, config.origin, into, name)
-            if moved is not None:
-                await asyncio.to_thread(shutil.rmtree, moved, True)
-        except StoreError as exc:
-            log.error("zone %s: stored data not purged: %s", config.name, exc)
-        self._start_member(config)  # transferred afresh
-
-    def reconfigure_member(self, config: ZoneConfig) -> None:
-        runtime = self.zones.get(config.origin)
-        if runtime is None or runtime.config == config:
-            return
-        if runtime.secondary is None or self.secondaries is None:
-            runtime.config = config
-            return
-        self._member_op(config.origin, self._restart_member(runtime, config))
-
-    async def _restart_member(self, runtime: ZoneRuntime, config: ZoneConfig) -> None:
-        assert self.secondaries is not None
-        if self.zones.get(config.origin) is not runtime:
-            return
-        await self.secondaries.remove(config.origin)
-        runtime.config = config
-        self.start_secondary(runtime)
-        log.info("zone %s: catalog group %s: template settings applied", config.name, config.group)
-
-    def _member_op(self, zone: bytes, work: Any) -> None:
-        """Run `work` after the zone's earlier member operations (never two at once)."""
-        previous = self._member_ops.get(zone)
-
-        async def run() -> None:
-            if previous is not None:
-                await asyncio.wait([previous])
-            try:
-                await work
-            except Exception:
-                log.exception("zone %s: catalog member change failed", names.display(zone))
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._member_ops[zone] = task
-
-        def done(finished: asyncio.Task[None]) -> None:
-            if self._member_ops.get(zone) is finished:
-                del self._member_ops[zone]
-
-        task.add_done_callback(done)
-
-    async def _purge_removed(self) -> None:
-        """Delete removed members' data once their keep period is over (hourly)."""
-        while True:
-            state_dir = self.config.server.state_dir
-            await asyncio.to_thread(purge_removed, state_dir, self.clock.now())
-            await asyncio.sleep(3600)
 
     def zone_named(self, name: object) -> ZoneRuntime:
         if not isinstance(name, str) or not name:
@@ -773,12 +649,12 @@ class App:
         self.recorder = VersionRecorder(self._store, self.clock.now)
         # Catalog members saved at the last run start first, before any catalog copy is read;
         # each catalog's stored copy then goes through the consumer like any new version.
-        self.catalogs = CatalogConsumer(self, server.state_dir)
+        self.catalogs = CatalogConsumer(self.members, server.state_dir)
         self.catalogs.configure(self.config.zones)
         self.catalogs.reconcile_all()
         for zone in self.config.zones:
             self.add_zone(zone)
-        self._purge_task = asyncio.get_running_loop().create_task(self._purge_removed())
+        self.members.start_cleanup()
         limits = TcpLimits(
             max_connections=server.tcp_max_clients,
             max_per_address=server.tcp_max_clients_per_ip,
@@ -887,8 +763,7 @@ class App:
         notify_out.close(self)
         if self.checks is not None:
             await self.checks.stop()
-        if self._purge_task is not None:
-            self._purge_task.cancel()
+        self.members.stop_cleanup()
         if self.secondaries is not None:
             await self.secondaries.stop()
         if self.validation is not None:
