@@ -195,6 +195,12 @@ class CatalogConsumer:
                     "zone %s: listed by a catalog but configured as a [[zone]]: the config wins",
                     names.display(zone),
                 )
+        for member in plan.release:
+            log.info(
+                "zone %s: now configured as a [[zone]]: the config wins over catalog %s",
+                names.display(member.zone),
+                self._name(member.catalog),
+            )
         for member in plan.remove:
             state = self.catalogs.get(member.catalog)
             keep = state.config.catalog.removed_keep if state and state.config.catalog else 0.0

@@ -310,6 +310,17 @@ def test_named_catalog_reset_broken_held_and_approved(tmp_path: Path) -> None:
             assert rcode(authd.port, "a.test") == dns.rcode.NOERROR  # m1: reset back, served
             assert authd.wait_serial("a.test", 3, timeout=15)
             assert 'authd_catalog_held{catalog="catz.test"} 0.0' in _metrics(authd)
+
+            # a.test configured as a [[zone]] too (authd reload): the config wins, and the
+            # catalog dropping it no longer removes it.
+            authd.zones.append(SecondaryZone("a.test", [primary.address]))
+            (authd.workdir / "authd.toml").write_text(authd.config_text())
+            control.call(authd.socket, "reload")
+            assert "catalog" not in authd.status("a.test")
+            assert "a.test: now configured as a [[zone]]" in authd.log()
+            publish(catalog_text(6, {}), 6)
+            assert authd.status(CATZ)["catalog_members"] == 0
+            assert rcode(authd.port, "a.test") == dns.rcode.NOERROR
         finally:
             authd.stop()
 
