@@ -171,8 +171,13 @@ class CatalogConsumer:
                 return plan
             state.held = state.held_reason = None
             state.processed = catalog
-        self._perform(plan)
-        self.members = apply(self.members, plan)
+        unusable = self._perform(plan)
+        before, self.members = self.members, apply(self.members, plan)
+        for zone in unusable:  # left as it was: the next version (or a reload) tries again
+            if zone in before:
+                self.members[zone] = before[zone]
+            else:
+                self.members.pop(zone, None)
         touched = {m.catalog for m in (*plan.add, *plan.remove, *plan.reset, *plan.regroup)}
         if state is not None:
             touched.add(state.config.origin)
@@ -187,7 +192,9 @@ class CatalogConsumer:
             )
         return plan
 
-    def _perform(self, plan: Plan) -> None:
+    def _perform(self, plan: Plan) -> set[bytes]:
+        """Carry the plan out; returns the members whose settings could not be built."""
+        unusable: set[bytes] = set()
         for zone in plan.shadowed:
             if zone not in self._shadowed:
                 self._shadowed.add(zone)
@@ -217,6 +224,7 @@ class CatalogConsumer:
                     log.error(
                         "zone %s: catalog member not served: %s", names.display(member.zone), config
                     )
+                    unusable.add(member.zone)
                     continue
                 if kind == "added":
                     self.host.add_member(config, len(plan.add))
@@ -225,6 +233,7 @@ class CatalogConsumer:
                 else:
                     self.host.reconfigure_member(config)
                 self.changes[(self._name(member.catalog), kind)] += 1
+        return unusable
 
     def _name(self, origin: bytes) -> str:
         state = self.catalogs.get(origin)

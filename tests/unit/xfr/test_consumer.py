@@ -196,6 +196,9 @@ def test_member_without_usable_settings_is_not_served(tmp_path: Path) -> None:
         ORIGIN, version(1, {"one.example": "a", "two.example": "b"}, groups={"two.example": "bad"})
     )
     assert list(host.served) == ["one.example"]
+    assert c.status(ORIGIN)["catalog_members"] == 1  # the unusable one is not counted
+    c.published(ORIGIN, version(2, {"one.example": "a", "two.example": "b"}))
+    assert sorted(host.served) == ["one.example", "two.example"]  # tried again
 
 
 def test_removed_data_is_deleted_after_its_keep_period(tmp_path: Path) -> None:
