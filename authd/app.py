@@ -427,11 +427,11 @@ class App:
     async def handle_control(self, command: str, args: dict[str, Any]) -> Any:
         if command == "status":
             return self.status(args.get("zone"))
-        if command == "approve":
+        if command == "approve":  # a catalog update held for its removals, else the guard's
             runtime = self.zone_named(args.get("zone"))
-            if runtime.config.catalog is None or self.catalogs is None:
-                raise ControlError(f"zone {runtime.name}: nothing is held (not a catalog zone)")
-            return self.catalogs.approve(runtime.config.origin)
+            origin = runtime.config.origin
+            if self.catalogs is not None and self.catalogs.holds(origin, args.get("serial")):
+                return self.catalogs.approve(origin)
         if command == "reload":
             return await self.reload()
         if command == "verify":

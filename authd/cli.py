@@ -569,22 +569,6 @@ def zone_retransfer(zone_name: str, config_path: Path, wait: bool, timeout: floa
     run_zone_command(load_or_exit(config_path), "retransfer", zone_name, wait, timeout)
 
 
-@zone.command("approve")
-@zone_argument
-@config_option
-def zone_approve(zone_name: str, config_path: Path) -> None:
-    """Apply a catalog update that was held for removing too many members.
-
-    A catalog zone's update that removes more than catalog-max-removed-share of its
-    members is held (status: catalog_held); this applies it as it is.
-
-    \b
-    Example:
-      authd zone approve catalog.example -c authd.toml
-    """
-    click.echo(format_result(call_daemon(load_or_exit(config_path), "approve", zone=zone_name)))
-
-
 POLL_INTERVAL = 0.2  # seconds between status requests while waiting
 
 
@@ -933,6 +917,9 @@ def zone_approve(zone_name: str, serial: str | None, config_path: Path) -> None:
     """Publish the version the change guard (or a pin) holds; answers once every worker
     serves it. SERIAL, when given, must be the held one. The approval is remembered for
     that version's digest: it is not held again (for example after an unpin).
+
+    On a catalog zone it first applies a catalog update held for removing more than
+    catalog-max-removed-share of the members (status: catalog_held).
 
     \b
     Example:

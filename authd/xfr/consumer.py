@@ -130,6 +130,13 @@ class CatalogConsumer:
             log.warning("catalog %s: %s", name, note)
         self._run({**self._processed(), origin: parsed}, state, guard=True)
 
+    def holds(self, origin: bytes, serial: object = None) -> bool:
+        """Whether the catalog has an update held (that serial, when one is given)."""
+        state = self.catalogs.get(origin)
+        if state is None or state.held is None:
+            return False
+        return serial is None or str(serial) == str(state.held.serial)
+
     def approve(self, origin: bytes) -> str:
         state = self.catalogs[origin]
         if state.held is None:

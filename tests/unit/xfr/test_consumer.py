@@ -162,9 +162,10 @@ def test_mass_removal_is_held_until_approved(tmp_path: Path) -> None:
     assert len(host.served) == 15 and c.status(ORIGIN)["catalog_held"] is None
     c.published(ORIGIN, version(4, {}))
     assert len(host.served) == 15 and c.facts()[0].held
+    assert c.holds(ORIGIN) and c.holds(ORIGIN, "4") and not c.holds(ORIGIN, 3)
     assert "serial 4 approved: 0 added, 15 removed" in c.approve(ORIGIN)
     assert host.served == {} and not c.facts()[0].held
-    assert "no update is held" in c.approve(ORIGIN)
+    assert "no update is held" in c.approve(ORIGIN) and not c.holds(ORIGIN)
 
 
 def test_members_persist_across_restart_and_a_held_update_stays_held(tmp_path: Path) -> None:
