@@ -35,7 +35,7 @@ from authd.serve.stats import responder_counters
 from authd.serve.tcp import TcpLimits
 from authd.serve.workers import ResponderLike, WorkerPool, send_event, worker_count
 from authd.serve.xfr_edge import XfrEndpoint
-from authd.serve.zonetable import ZoneTable
+from authd.serve.zonetable import PublishedZone, ZoneTable
 from authd.wording import plural
 from authd.xfr import notify_out
 from authd.xfr.consumer import CatalogConsumer
@@ -350,7 +350,20 @@ class App:
             and after is not None
             and (after.servfail, after.expired_at) != before
         ):
-            self.pool.broadcast(updates.SetState(origin, servfail, expired_at))  # only changes
+            self.pool.broadcast(_state_message(after))  # only changes
+
+    def set_expiry(
+        self, origin: bytes, expires_at: float | None, signatures_until: float | None
+    ) -> None:
+        """The Publisher port: what EDNS EXPIRE answers count down to (one message per change,
+        about one per refresh; answers and caches stay as they are)."""
+        current = self.table.get(origin)
+        if current is None:
+            return
+        self.table.set_expiry(origin, expires_at, signatures_until)
+        after = self.table.get(origin)
+        if self.pool is not None and after is not None and after is not current:
+            self.pool.broadcast(_state_message(after))
 
     def start_secondary(self, runtime: ZoneRuntime, spread: float | None = None) -> None:
         assert self.secondaries is not None
@@ -857,3 +870,10 @@ def run(config: Config) -> int:
     except StateDirError as exc:
         log.error("%s", exc)
         return 1
+
+
+def _state_message(zone: PublishedZone) -> updates.SetState:
+    """Everything a worker knows of a zone besides its version, as one message."""
+    return updates.SetState(
+        zone.origin, zone.servfail, zone.expired_at, zone.expires_at, zone.signatures_until
+    )

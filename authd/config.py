@@ -113,6 +113,7 @@ class Remote:
     key: TsigKey | None
     source: Endpoint | None  # our address towards it; port 0 = any
     tls: RemoteTls | None = None  # None: plain UDP/TCP; set: every SOA query and transfer TLS
+    edns_expire: bool = True  # send EDNS EXPIRE (RFC 7314) on SOA queries and transfers
 
 
 @dataclass(frozen=True, slots=True)
@@ -815,13 +816,14 @@ def _read_remote(t: _Table, tsig_keys: Mapping[str, TsigKey]) -> Remote | None:
                     "source",
                     f"{source.host} cannot reach addresses[{index}] {address} (other IP family)",
                 )
+    edns_expire = t.boolean("edns-expire")
     t.finish()
     if remote_id and (not addresses or len(t.ctx.errors) > errors_before):
         t.ctx.broken_remotes.add(remote_id)  # its errors are reported; its users stay quiet
         return None
     if not remote_id or not addresses:
         return None
-    return Remote(remote_id, tuple(addresses), key, source, tls)
+    return Remote(remote_id, tuple(addresses), key, source, tls, edns_expire=_or(edns_expire, True))
 
 
 def _read_remote_tls(t: _Table) -> RemoteTls | None:

@@ -31,3 +31,10 @@ class Publisher(Protocol):
         """Answer SERVFAIL for the zone (never loaded, or expired with on-expire=servfail);
         `expired_at` (UNIX time) while it is past expire, so answers say they are stale."""
         ...
+
+    def set_expiry(
+        self, origin: bytes, expires_at: float | None, signatures_until: float | None
+    ) -> None:
+        """The zone's expire deadline and earliest RRSIG expiration (UNIX times), what
+        EDNS EXPIRE answers count down to (RFC 7314); sent when either changes."""
+        ...

@@ -10,8 +10,9 @@ FORMERR, where the RFCs ask for it:
 - a COOKIE whose length is not 8 or 16..40 (RFC 7873 5.2.2), wherever it is;
 - an edns-tcp-keepalive with a TIMEOUT (length not 0) over TCP (RFC 7828 3.2.1); over
   UDP the option is ignored.
-A non-empty ZONEVERSION is ignored (RFC 9660 3.2). Options we do not know are ignored
-(RFC 6891 6.1.2).
+A non-empty ZONEVERSION is ignored (RFC 9660 3.2). An EXPIRE of any length asks for the
+zone's expire time (RFC 7314 2: a query's is empty; Knot answers whatever the length).
+Options we do not know are ignored (RFC 6891 6.1.2).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import struct
 from typing import NamedTuple
 
 NSID = 3
+EXPIRE = 9
 COOKIE = 10
 KEEPALIVE = 11
 EDE = 15
@@ -44,6 +46,7 @@ class Options(NamedTuple):
     keepalive: int  # -1 absent, else the option's length (0 = a proper query option)
     zoneversion: bool  # an empty ZONEVERSION was asked
     formerr: bool  # a malformed COOKIE
+    expire: bool = False  # EXPIRE was asked (RFC 7314)
 
 
 NO_OPTIONS = Options(False, None, -1, False, False)
@@ -53,7 +56,7 @@ def parse(rdata: bytes) -> Options | None:
     """The options we act on, or None when the RDATA is not a sequence of options."""
     end = len(rdata)
     pos = 0
-    nsid = zoneversion = formerr = False
+    nsid = zoneversion = formerr = expire = False
     cookie: bytes | None = None
     keepalive = -1
     while pos < end:
@@ -78,7 +81,9 @@ def parse(rdata: bytes) -> Options | None:
                 keepalive = length
         elif code == ZONEVERSION:
             zoneversion = zoneversion or length == 0
-    return Options(nsid, cookie, keepalive, zoneversion, formerr)
+        elif code == EXPIRE:
+            expire = True
+    return Options(nsid, cookie, keepalive, zoneversion, formerr, expire)
 
 
 def option(code: int, value: bytes) -> bytes:
@@ -104,6 +109,24 @@ def zoneversion(origin_key: bytes, serial: int) -> bytes:
         labels += 1
         pos += origin_key[pos] + 1
     return option(ZONEVERSION, bytes((labels, ZONEVERSION_SOA_SERIAL)) + serial.to_bytes(4))
+
+
+def expire(seconds: int) -> bytes:
+    """EXPIRE with the seconds left before the zone expires (RFC 7314 3), capped to 32 bits."""
+    return option(EXPIRE, min(0xFFFFFFFF, max(0, seconds)).to_bytes(4))
+
+
+def expire_seconds(
+    now: float, expires_at: float | None, signatures_until: float | None, soa_rdata: bytes
+) -> int:
+    """What EXPIRE says for a zone at `now`, as Knot computes it: a secondary zone
+    (`expires_at` set) has until the earlier of its expire deadline and its earliest RRSIG
+    expiration, 0 once past; a zone served from a file (a primary, no expire timer) says its
+    SOA EXPIRE field (RFC 7314 3.1; Knot sends the same). O(1): two comparisons."""
+    if expires_at is None:
+        return int.from_bytes(soa_rdata[-8:-4])
+    until = expires_at if signatures_until is None else min(expires_at, signatures_until)
+    return max(0, int(until - now))
 
 
 def add_to_opt(response: bytes, opt_rdlen: int, extra: bytes) -> bytes:

@@ -11,7 +11,7 @@ zone's cache.
 
 EDNS options (edns.py): a cached response holds only what every query of its
 shape gets (NSID when asked, the zone's Extended DNS Error while it is served
-stale). What varies per query (a COOKIE, TCP keepalive, ZONEVERSION) is appended
+stale). What varies per query (a COOKIE, TCP keepalive, ZONEVERSION, EXPIRE) is appended
 to the cached bytes' OPT (edns.add_to_opt), never rendered into the cache; when
 that would overflow the UDP limit, the answer is rendered again with the options
 reserved. A query whose OPT holds one COOKIE and nothing else, what resolvers
@@ -286,7 +286,7 @@ class Responder:
         """A plain QUERY the raw lookup missed: an OPT with options (normalised key), or a
         negative answer shared by its class; None leaves it to the full path.
 
-        Options that vary per query (COOKIE, keepalive, ZONEVERSION) are appended to the
+        Options that vary per query (COOKIE, keepalive, ZONEVERSION, EXPIRE) are appended to the
         cached bytes (edns.add_to_opt), never rendered into them."""
         parsed = _parse_plain(query, n)
         if parsed is None:
@@ -323,6 +323,8 @@ class Responder:
                 return None
         if options.zoneversion and entry.head[0] & 0x04 and zone.snapshot is not None:
             extra += edns_options.zoneversion(zone.origin, zone.snapshot.serial)
+        if options.expire and zone.snapshot is not None:
+            extra += self._expire(zone)
         if not extra:
             return self._serve(query, qend, zone, entry)
         if entry.opt_rdlen < 0:
@@ -642,6 +644,9 @@ class Responder:
         if options.zoneversion and response[2] & 0x04 and zone.snapshot is not None:
             extra += edns_options.zoneversion(zone.origin, zone.snapshot.serial)
             self._extra = extra
+        if options.expire and result.rcode != SERVFAIL:
+            extra += self._expire(zone)
+            self._extra = extra
         if extra and opt_rdlen >= 0:
             limit = _TCP_LIMIT if tcp else wire.udp_limit(query.edns, self.udp_payload)
             if len(response) + len(extra) <= limit:
@@ -649,6 +654,17 @@ class Responder:
             else:  # no room left: render again with the options reserved (not cached)
                 response, result, _ = self._lookup_render(data, query, zone, tcp)
         return response, result.rcode
+
+    def _expire(self, zone: PublishedZone) -> bytes:
+        """EDNS EXPIRE for an answer from `zone`'s data (RFC 7314; per query, never cached:
+        it counts down). As Knot: every answer from the zone's data when asked, whatever
+        the type (SOA, AXFR and IXFR are where secondaries read it)."""
+        snapshot = zone.snapshot
+        assert snapshot is not None
+        seconds = edns_options.expire_seconds(
+            self._now(), zone.expires_at, zone.signatures_until, snapshot.soa_rdata
+        )
+        return edns_options.expire(seconds)
 
     def _lookup_render(
         self, data: bytes, query: wire.Query, zone: PublishedZone, tcp: bool

@@ -3,9 +3,10 @@ applies them.
 
 Versions never travel this way: a version is built once, in the main process, and reaches
 the workers by a re-fork (workers.WorkerPool.publish). What remains are changes that
-rebuild nothing: SERVFAIL or stale (past expire) switched on or off, a configured zone added
-or removed. The main process applies the same change to its own table first, so a worker
-forked later has it.
+rebuild nothing: SERVFAIL or stale (past expire) switched on or off, the expire deadline and
+signature horizon EDNS EXPIRE answers count down to (sent when they change: about once per
+refresh), a configured zone added or removed. The main process applies the same change to
+its own table first, so a worker forked later has it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ class SetState:
     origin: bytes
     servfail: bool
     expired_at: float | None = None  # set while the zone is past expire
+    expires_at: float | None = None  # the expire deadline (None: no timer, a file zone)
+    signatures_until: float | None = None  # earliest RRSIG expiration of the served version
 
 
 @dataclass(frozen=True)
@@ -39,8 +42,9 @@ class UpdateError(RuntimeError):
 def apply_update(message: object, table: ZoneTable) -> None:
     """Runs in a worker for every message the main process broadcasts."""
     match message:
-        case SetState(origin, servfail, expired_at):
+        case SetState(origin, servfail, expired_at, expires_at, signatures_until):
             table.set_state(origin, servfail, expired_at)
+            table.set_expiry(origin, expires_at, signatures_until)
         case AddZone(origin):
             table.add_zone(origin)
         case RemoveZone(origin):

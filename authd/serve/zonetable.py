@@ -5,11 +5,16 @@ replace that reference, never mutate it, so a query that already holds a
 PublishedZone answers from one version only (DESIGN.md principle 2), and a new
 version comes with an empty response cache. All the zones' caches share one budget
 (cache.CacheBudget), so their memory is capped for the table, not per zone.
+
+A zone's expiry facts (`expires_at`, `signatures_until`: what EDNS EXPIRE answers say,
+RFC 7314) change on every refresh without changing any answer: set_expiry() swaps the
+reference but keeps the cache, and a new version keeps the facts until the next message
+brings newer ones.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from authd.serve.cache import DEFAULT_ENTRIES, DEFAULT_TOTAL_ENTRIES, CacheBudget, ResponseCache
 from authd.zone.snapshot import Snapshot
@@ -22,6 +27,8 @@ class PublishedZone:
     servfail: bool  # answer SERVFAIL (not loaded, or expired with on-expire = servfail)
     cache: ResponseCache = field(default_factory=ResponseCache)
     expired_at: float | None = None  # past expire (UNIX time it expired): answers are stale
+    expires_at: float | None = None  # a secondary's expire deadline (None: served from a file)
+    signatures_until: float | None = None  # earliest RRSIG expiration of the served version
 
 
 class ZoneTable:
@@ -43,7 +50,11 @@ class ZoneTable:
         if old is not None:
             old.cache.release()  # a query still holding `old` may use it, uncounted
         cache = ResponseCache(self.cache_entries, self.cache_budget)
-        return PublishedZone(origin, snapshot, servfail, cache, expired_at)
+        expires_at = old.expires_at if old is not None else None
+        signatures_until = old.signatures_until if old is not None else None
+        return PublishedZone(
+            origin, snapshot, servfail, cache, expired_at, expires_at, signatures_until
+        )
 
     def add_zone(self, origin_key: bytes) -> None:
         """A configured zone: SERVFAIL until a version is published."""
@@ -71,6 +82,19 @@ class ZoneTable:
         servfail = servfail or not loaded
         if servfail != current.servfail or expired_at != current.expired_at:
             self._zones[origin_key] = self._new(origin_key, current.snapshot, servfail, expired_at)
+
+    def set_expiry(
+        self, origin_key: bytes, expires_at: float | None, signatures_until: float | None
+    ) -> None:
+        """The zone's expire deadline and signature horizon (EDNS EXPIRE); answers do not
+        change, so the cache is kept."""
+        current = self._zones.get(origin_key)
+        if current is None:
+            raise KeyError(origin_key)
+        if (current.expires_at, current.signatures_until) != (expires_at, signatures_until):
+            self._zones[origin_key] = replace(
+                current, expires_at=expires_at, signatures_until=signatures_until
+            )
 
     def get(self, origin_key: bytes) -> PublishedZone | None:
         return self._zones.get(origin_key)

@@ -250,12 +250,13 @@ class Operations:
                     clock=self.clock.now,
                     tls=remote.tls,
                     tcp=entry.config.catalog is not None,
+                    expire=remote.edns_expire,
                 )
             word = result.outcome.value
             self.host.stats.soa_checks[(entry.name, remote.id, word)] += 1
             self._attempted(entry, remote, result.outcome, result.reason)
             if result.outcome is Outcome.OK and result.serial is not None:
-                return lc.SoaChecked(result.serial, primary=label)
+                return lc.SoaChecked(result.serial, primary=label, expire=result.expire)
             errors.append(f"{label}: {word}: {result.reason}")
             log.warning(
                 "zone %s: SOA query to %s failed: %s",
@@ -287,16 +288,19 @@ class Operations:
                     idle_timeout=self.transfer_config.idle_timeout,
                     clock=self.clock.now,
                     tls=remote.tls,
+                    expire=remote.edns_expire,
                 )
             self._count(entry, result)
             self._attempted(entry, remote, result.outcome, result.reason)
             if result.outcome is Outcome.UP_TO_DATE:
-                return lc.Transferred(True, None, was_ixfr, primary=label)
+                return lc.Transferred(True, None, was_ixfr, primary=label, expire=result.expire)
             if result.outcome.success and result.snapshot is not None:
                 full = result.kind is not Kind.IXFR
                 entry.candidate = Candidate(result, label, result.snapshot, full)
                 candidate = soa_of(result.snapshot)
-                return lc.Transferred(True, candidate, was_ixfr, primary=label)
+                return lc.Transferred(
+                    True, candidate, was_ixfr, primary=label, expire=result.expire
+                )
             errors.append(f"{label}: {result.outcome.value}: {result.reason}")
             log.warning(
                 "zone %s: transfer from %s failed (%s): %s",
@@ -489,6 +493,7 @@ class Operations:
         if self.host.served_snapshot(entry.origin) is snapshot:
             entry.horizon = horizon
             warn_horizon(entry, self.clock.now())
+            self.host.set_expiry(entry.origin, entry.record.expires_at, horizon)  # EDNS EXPIRE
 
 
 def soa_of(snapshot: Snapshot) -> SoaTimers:

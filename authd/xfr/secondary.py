@@ -8,6 +8,7 @@ It performs every action the machine emits and feeds each result back as an even
     Wake(at)       -> the one Scheduler for all zones (a heap, one asyncio timer) -> TimerFired
     Persist        -> the TimerWriter (batched, off the event loop)
     SetServing     -> the Publisher port (authd/publish.py)
+    SetExpiry      -> the Publisher port, with the zone's signature horizon
     Discard        -> the candidate version is dropped
     Log            -> one log line, prefixed with the zone
 
@@ -185,6 +186,8 @@ class ZoneEntry:
             "held_at": z.held.at if z.held is not None else None,
             "held_until": z.held_until,
             "pinned": z.pinned,
+            "edns_expire": z.edns_expire,
+            "edns_expire_received_at": z.edns_expire_at,
         }
 
 
@@ -378,6 +381,8 @@ class Secondaries:
                 self.writer.mark(origin, lc.persisted(entry.record))
             case lc.SetServing(servfail, expired_at):
                 self.host.set_servfail(origin, servfail, expired_at)
+            case lc.SetExpiry(expires_at):
+                self.host.set_expiry(origin, expires_at, entry.horizon)
             case lc.Discard():
                 entry.candidate = None
             case lc.Log(level, message):

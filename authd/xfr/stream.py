@@ -55,6 +55,7 @@ from authd.zone.snapshot import (
 CLASS_IN = 1
 TYPE_OPT = 41
 TYPE_TSIG = 250
+OPTION_EXPIRE = 9  # EDNS EXPIRE (RFC 7314)
 TYPE_IXFR = 251
 TYPE_AXFR = 252
 MAX_UNSIGNED_IN_A_ROW = 99  # RFC 8945 5.3.1
@@ -118,6 +119,7 @@ class Message:
     tsig_rdata_start: int = 0
     tsig_rdata_length: int = 0
     ignored: list[str] = field(default_factory=list)
+    expire: int | None = None  # the OPT's EDNS EXPIRE value (RFC 7314), when it has one
 
 
 def _read_name(wire: bytes, pos: int, cache: dict[int, bytes]) -> tuple[bytes, int]:
@@ -320,10 +322,26 @@ def parse_message(wire: bytes) -> Message:
             elif rtype == TYPE_OPT:
                 # The extended rcode lives in the OPT TTL's top byte (RFC 6891 6.1.3).
                 message.rcode |= (ttl >> 24) << 4
+                message.expire = edns_expire(wire, pos, rdata_end)
         pos = rdata_end
     if pos != end:
         raise StreamError(Fault.MALFORMED, f"{end - pos} octets of trailing data after the message")
     return message
+
+
+def edns_expire(wire: bytes, pos: int, end: int) -> int | None:
+    """The value of the first 4-octet EXPIRE option (code 9, RFC 7314) in the OPT RDATA
+    at wire[pos:end], or None (an option of another length is not an answer's EXPIRE)."""
+    while pos + 4 <= end:
+        code = (wire[pos] << 8) | wire[pos + 1]
+        length = (wire[pos + 2] << 8) | wire[pos + 3]
+        pos += 4
+        if pos + length > end:
+            return None
+        if code == OPTION_EXPIRE:
+            return int.from_bytes(wire[pos : pos + 4]) if length == 4 else None
+        pos += length
+    return None
 
 
 _TSIG_ERRORS = {16: "BADSIG", 17: "BADKEY", 18: "BADTIME", 22: "BADTRUNC"}

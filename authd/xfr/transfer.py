@@ -9,6 +9,11 @@ Every call returns a value, never raises for a network or protocol problem:
 `SoaResult` or `TransferResult`, with one `Outcome` and a precise reason.
 Time for TSIG comes from the injected `clock` (wall-clock seconds).
 
+EDNS EXPIRE (RFC 7314): with `expire`, each query carries an OPT with an empty EXPIRE
+option, and the results say what the primary answered (`expire`: seconds before its own
+copy expires; None when it sent none). Off per remote (`edns-expire = false`) for primaries
+that mishandle EDNS.
+
 IXFR rules: an IXFR answered AXFR-style is a full replacement; a lone SOA that
 is not newer means up to date; an IXFR refused with an rcode, or whose diff does
 not apply to our version, is retried as AXFR in the same call (outcome
@@ -71,6 +76,9 @@ Endpoint = tuple[str, int]
 Clock = Callable[[], float]
 
 TSIG_FUDGE = 300
+EDNS_PAYLOAD = 1232  # what our OPT advertises (the DNS Flag Day 2020 size)
+# OPT: root owner, type 41, our payload, TTL 0 (version 0), one empty EXPIRE option.
+EXPIRE_OPT = b"\x00" + struct.pack(">HHIH", 41, EDNS_PAYLOAD, 0, 4) + struct.pack(">HH", 9, 0)
 _FALLBACK_RCODES = frozenset(
     {dns.rcode.REFUSED, dns.rcode.NOTIMP, dns.rcode.NOTAUTH, dns.rcode.SERVFAIL, dns.rcode.FORMERR}
 )
@@ -135,6 +143,7 @@ class SoaResult:
     over_tcp: bool = False
     duration: float = 0.0
     reason: str = ""
+    expire: int | None = None  # the answer's EDNS EXPIRE
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +161,7 @@ class TransferResult:
     reason: str = ""
     ixfr_failure: str = ""  # why IXFR was abandoned, when the outcome is FELL_BACK
     rcode: int | None = None
+    expire: int | None = None  # the EDNS EXPIRE of the first message that carried one
 
 
 class _Failure(Exception):
@@ -171,14 +181,22 @@ class _Failure(Exception):
 
 
 def build_query(
-    zone: bytes, qtype: int, *, query_id: int, soa: tuple[int, bytes] | None = None
+    zone: bytes,
+    qtype: int,
+    *,
+    query_id: int,
+    soa: tuple[int, bytes] | None = None,
+    expire: bool = False,
 ) -> bytes:
-    """An unsigned query; `soa` = (ttl, rdata) goes in the authority section (IXFR)."""
-    header = struct.pack(">HHHHHH", query_id, 0, 1, 0, 1 if soa else 0, 0)
+    """An unsigned query; `soa` = (ttl, rdata) goes in the authority section (IXFR);
+    `expire` adds an OPT with an empty EDNS EXPIRE option (RFC 7314 2)."""
+    header = struct.pack(">HHHHHH", query_id, 0, 1, 0, 1 if soa else 0, 1 if expire else 0)
     wire = header + zone + struct.pack(">HH", qtype, CLASS_IN)
     if soa is not None:
         ttl, rdata = soa
         wire += b"\xc0\x0c" + struct.pack(">HHIH", SOA, CLASS_IN, ttl, len(rdata)) + rdata
+    if expire:
+        wire += EXPIRE_OPT
     return wire
 
 
@@ -382,6 +400,7 @@ async def query_soa(
     clock: Clock,
     tls: RemoteTls | None = None,
     tcp: bool = False,
+    expire: bool = False,
 ) -> SoaResult:
     """Ask a primary for the zone's SOA over UDP, and again over TCP if truncated.
 
@@ -394,7 +413,7 @@ async def query_soa(
     loop = asyncio.get_running_loop()
     started = loop.time()
     query_id = secrets.randbelow(65536)
-    wire = build_query(zone, SOA, query_id=query_id)
+    wire = build_query(zone, SOA, query_id=query_id, expire=expire)
     over_tcp = False
 
     def done(outcome: Outcome, reason: str = "", **values: object) -> SoaResult:
@@ -438,7 +457,7 @@ async def query_soa(
                     serial = parse_soa(rdata).serial
                 except (IndexError, struct.error):
                     return done(Outcome.MALFORMED, "SOA query: the SOA record is malformed")
-                return done(Outcome.OK, serial=serial, soa_rdata=rdata)
+                return done(Outcome.OK, serial=serial, soa_rdata=rdata, expire=message.expire)
         return done(Outcome.MALFORMED, "SOA query: no SOA for the zone in the answer")
     except _Failure as failure:
         reason = failure.reason
@@ -584,6 +603,7 @@ class _Attempt:
     messages: int = 0
     records: int = 0
     assembler: TransferAssembler | None = field(default=None)
+    expire: int | None = None
 
 
 async def _run_one(
@@ -600,12 +620,13 @@ async def _run_one(
     clock: Clock,
     attempt: _Attempt,
     tls: RemoteTls | None,
+    expire: bool = False,
 ) -> TransferAssembler:
     """One AXFR or IXFR over one TCP (or TLS) connection; raises _Failure."""
     loop = asyncio.get_running_loop()
     query_id = secrets.randbelow(65536)
     soa = (current.soa_ttl, current.soa_rdata) if qtype == TYPE_IXFR and current else None
-    wire = build_query(zone, qtype, query_id=query_id, soa=soa)
+    wire = build_query(zone, qtype, query_id=query_id, soa=soa, expire=expire)
     verifier = None
     if key is not None:
         wire, request_mac = sign_query(wire, key, clock())
@@ -649,6 +670,8 @@ async def _run_one(
                 verifier.check(data, message, clock())
             elif message.tsig_start >= 0:
                 raise _Failure(Outcome.BAD_TSIG, f"{what}: the answer is signed but we have no key")
+            if attempt.expire is None:
+                attempt.expire = message.expire  # RFC 7314: in the first message
             if assembler.feed(message):
                 if verifier is not None:
                     verifier.finish()
@@ -686,6 +709,7 @@ async def transfer(
     idle_timeout: float = 30.0,
     clock: Clock,
     tls: RemoteTls | None = None,
+    expire: bool = False,
 ) -> TransferResult:
     """Bring the zone up to date from one primary: IXFR from `current`, or AXFR.
 
@@ -715,6 +739,7 @@ async def transfer(
             duration=loop.time() - started,
             reason=reason,
             ixfr_failure=ixfr_failure,
+            expire=attempt.expire,
             **values,  # type: ignore[arg-type]
         )
 
@@ -734,6 +759,7 @@ async def transfer(
                 clock=clock,
                 attempt=attempt,
                 tls=tls,
+                expire=expire,
             )
         except _Failure as failure:
             fallback = failure.outcome is Outcome.DIFF_MISMATCH or (
@@ -776,6 +802,7 @@ async def transfer(
             clock=clock,
             attempt=attempt,
             tls=tls,
+            expire=expire,
         )
     except _Failure as failure:
         return finish(failure.outcome, attempt, failure.reason, rcode=failure.rcode)

@@ -73,9 +73,11 @@ Invariants:
   is visible (DESIGN principle 10). `downloaded` is set exactly while a candidate
   exists (phases VERIFY, STORE, PUBLISH); every path out of those phases either
   publishes it or emits Discard.
-- A zone expires exactly at `expires_at` = last successful refresh + expire, in any
-  phase: every step ends with Wake(min(next_refresh if idle, expires_at if not yet
-  expired)), so the shell wakes the machine at expiry whatever the refresh is.
+- A zone expires exactly at `expires_at` = last successful refresh + expire (RFC 7314 4:
+  or earlier, when the primary's EDNS EXPIRE said its own copy expires sooner; see
+  `_deadline`), in any phase: every step ends with Wake(min(next_refresh if idle,
+  expires_at if not yet expired)), so the shell wakes the machine at expiry whatever the
+  refresh is.
 - A serial is taken only when it is newer (RFC 1982); exactly 2^31 ahead is not
   newer. A lower serial is logged once; with `rollback_after` > 0 it is accepted (by
   a forced AXFR) after that many consecutive checks returned it.
@@ -90,7 +92,8 @@ Invariants:
   and no hold timeout publishes it; a version whose digest was approved is not held
   by the guard again.
 - Every step ends with exactly one Wake; Persist is emitted exactly when a field of
-  `persisted()` changed; SetServing at Start and whenever `serving()` changed.
+  `persisted()` changed; SetServing at Start and whenever `serving()` changed; SetExpiry
+  at Start, on Published and whenever `expires_at` changed.
 """
 
 from __future__ import annotations
@@ -184,6 +187,9 @@ class Zone:
     approved: tuple[str, ...] = ()  # digests approved once: not held by the guard again
     release: str = ""  # what the LOAD/STORE/PUBLISH in flight is: "approval" | "rollback"
     queued: Approve | Rollback | None = None  # a command that arrived while busy
+    edns_expire: int | None = None  # the last EDNS EXPIRE a primary answered (RFC 7314)
+    edns_expire_at: float | None = None  # when it was received
+    candidate_deadline: float | None = None  # the transfer's EXPIRE as a deadline (publish)
 
     @property
     def servfail(self) -> bool:
@@ -240,6 +246,7 @@ class SoaChecked:
     serial: int | None
     error: str = ""
     primary: str = ""
+    expire: int | None = None  # the answer's EDNS EXPIRE (RFC 7314), when it carried one
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +259,7 @@ class Transferred:
     was_ixfr: bool = False
     error: str = ""
     primary: str = ""
+    expire: int | None = None  # the first message's EDNS EXPIRE (RFC 7314), when it had one
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,6 +433,13 @@ class SetServing:
 
 
 @dataclass(frozen=True, slots=True)
+class SetExpiry:
+    """The expire deadline serving reports in EDNS EXPIRE answers (RFC 7314)."""
+
+    expires_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class Persist:
     pass
 
@@ -453,6 +468,7 @@ Action = (
     | DropHeld
     | Record
     | SetServing
+    | SetExpiry
     | Persist
     | Log
     | Wake
@@ -533,6 +549,8 @@ def step(
     if serving(zone) != serving(before) or isinstance(event, Start):
         # At Start the serving side's flags are unknown (a reload may have changed on-expire).
         actions.append(SetServing(*serving(zone)))
+    if zone.expires_at != before.expires_at or isinstance(event, Start | Published):
+        actions.append(SetExpiry(zone.expires_at))
     if persisted(zone) != persisted(before):
         actions.append(Persist())
     actions.append(Wake(wake_at(zone)))
@@ -649,8 +667,37 @@ def _check_expiry(zone: Zone, now: float) -> tuple[Zone, list[Action]]:
     return zone, []
 
 
-def _refreshed(zone: Zone, now: float, outcome: Outcome, rand: Random) -> tuple[Zone, list[Action]]:
-    """A primary confirmed our version: the expire clock restarts, the next refresh is due later."""
+def _received(zone: Zone, expire: int | None, now: float) -> Zone:
+    """Record an EDNS EXPIRE a primary answered (status shows the last one)."""
+    if expire is None:
+        return zone
+    return replace(zone, edns_expire=expire, edns_expire_at=now)
+
+
+def _deadline(zone: Zone, now: float, offered: float | None, soa_check: bool) -> float:
+    """The new expire deadline (RFC 7314 4, as Knot applies it): `offered` is when the
+    primary's own copy expires (its EDNS EXPIRE, None without one). After a transfer the
+    deadline is that time; after a SOA check it is never earlier than ours (a refresh
+    query does not shorten the timer); never later than our SOA expire from now."""
+    full = now + zone.expire
+    if offered is None:
+        return full
+    if soa_check and zone.expires_at is not None:
+        offered = max(offered, zone.expires_at)
+    return min(full, offered)
+
+
+def _refreshed(
+    zone: Zone,
+    now: float,
+    outcome: Outcome,
+    rand: Random,
+    *,
+    offered: float | None = None,
+    soa_check: bool = False,
+) -> tuple[Zone, list[Action]]:
+    """A primary confirmed our version: the expire clock restarts (up to the primary's
+    EDNS EXPIRE, `offered`), the next refresh is due later."""
     actions: list[Action] = []
     if zone.state is State.EXPIRED:
         served = zone.served.serial if zone.served is not None else None
@@ -660,7 +707,7 @@ def _refreshed(zone: Zone, now: float, outcome: Outcome, rand: Random) -> tuple[
         zone,
         state=State.OK if zone.served is not None else State.NEVER_LOADED,
         last_success=now,
-        expires_at=now + zone.expire,
+        expires_at=_deadline(zone, now, offered, soa_check),
         next_refresh=now + jittered(zone.refresh, zone.settings, rand),
         outcome=outcome,
         last_error="",
@@ -693,7 +740,7 @@ def _discarded(
     zone: Zone, now: float, outcome: Outcome, error: str, rand: Random
 ) -> tuple[Zone, list[Action]]:
     """The candidate is not going to be served: drop it, then fail like a transfer would."""
-    zone = replace(zone, downloaded=None, candidate=None)
+    zone = replace(zone, downloaded=None, candidate=None, candidate_deadline=None)
     zone, actions = _failed(zone, now, outcome, error, rand)
     return _after_operation(zone, now, [Discard(), *actions])
 
@@ -817,12 +864,18 @@ def _on_start(zone: Zone, event: Start, now: float, rand: Random) -> tuple[Zone,
     if last_success is None:
         last_success = now
     served_at = _num(stored, "served_at") or last_success
+    expires_at = last_success + zone.expire
+    stored_expires_at = _num(stored, "expires_at")
+    same_version = stored_serial is not None and int(stored_serial) == event.served.serial
+    if stored_expires_at is not None and same_version:
+        # The same version: a deadline an EDNS EXPIRE cut short stays short (RFC 7314 4).
+        expires_at = min(expires_at, stored_expires_at)
     zone = replace(
         zone,
         state=State.OK,
         served=Seen(event.served.serial, served_at, "disk"),
         last_success=last_success,
-        expires_at=last_success + zone.expire,
+        expires_at=expires_at,
         # Fresh timers from the last run: no SOA query until they are due (Knot, NSD).
         next_refresh=min(
             next_refresh if next_refresh is not None else now + spread, now + zone.refresh
@@ -855,7 +908,10 @@ def _on_soa(zone: Zone, event: SoaChecked, now: float, rand: Random) -> tuple[Zo
             zone, now, Outcome.SOA_FAILED, event.error or "SOA query failed", rand
         )
         return _after_operation(zone, now, actions)
-    zone = replace(zone, primary=Seen(event.serial, now, event.primary))
+    zone = _received(
+        replace(zone, primary=Seen(event.serial, now, event.primary)), event.expire, now
+    )
+    offered = now + event.expire if event.expire is not None else None
     if zone.served is None:
         return _start_transfer(zone, now)
     ours = zone.served.serial
@@ -866,7 +922,14 @@ def _on_soa(zone: Zone, event: SoaChecked, now: float, rand: Random) -> tuple[Zo
     if order is serials.Order.NEWER:
         return _start_transfer(replace(zone, rollback_count=0), now)
     if order is serials.Order.EQUAL:
-        zone, actions = _refreshed(replace(zone, rollback_count=0), now, Outcome.UP_TO_DATE, rand)
+        zone, actions = _refreshed(
+            replace(zone, rollback_count=0),
+            now,
+            Outcome.UP_TO_DATE,
+            rand,
+            offered=offered,
+            soa_check=True,
+        )
         return _after_operation(zone, now, actions)
     # Lower serial, or exactly 2^31 away (undefined in RFC 1982): not newer.
     count = zone.rollback_count + 1
@@ -894,7 +957,7 @@ def _on_soa(zone: Zone, event: SoaChecked, now: float, rand: Random) -> tuple[Zo
         )
         zone, more = _start_transfer(replace(zone, rollback_count=0), now, forced=True)
         return zone, logs + more
-    zone, more = _refreshed(zone, now, Outcome.UP_TO_DATE, rand)
+    zone, more = _refreshed(zone, now, Outcome.UP_TO_DATE, rand, offered=offered, soa_check=True)
     return _after_operation(zone, now, logs + more)
 
 
@@ -909,18 +972,20 @@ def _on_transfer(
         if event.was_ixfr:
             actions.append(Log("info", "the next transfer will be an AXFR"))
         return _after_operation(zone, now, actions)
-    zone = replace(zone, axfr_next=False)
+    zone = _received(replace(zone, axfr_next=False), event.expire, now)
+    offered = now + event.expire if event.expire is not None else None
     if event.candidate is None:  # the primary had nothing newer
-        zone, actions = _refreshed(zone, now, Outcome.UP_TO_DATE, rand)
+        zone, actions = _refreshed(zone, now, Outcome.UP_TO_DATE, rand, offered=offered)
         return _after_operation(zone, now, actions)
     candidate = event.candidate
     if candidate.serial in zone.rejected:
         zone = replace(zone, primary=Seen(candidate.serial, now, event.primary))
-        zone, actions = _refreshed(zone, now, Outcome.UP_TO_DATE, rand)
+        zone, actions = _refreshed(zone, now, Outcome.UP_TO_DATE, rand, offered=offered)
         message = f"serial {candidate.serial} was rejected by the operator: not taken"
         return _after_operation(zone, now, [Discard(), Log("info", message), *actions])
     zone = replace(
         zone,
+        candidate_deadline=offered,
         phase=Phase.VERIFY,
         downloaded=Seen(candidate.serial, now, event.primary),
         primary=Seen(candidate.serial, now, event.primary),
@@ -953,12 +1018,14 @@ def _on_published(
     if zone.release:
         return _on_released(zone, event, now)
     downloaded = zone.downloaded
+    offered = zone.candidate_deadline
     zone = _with_soa(zone, zone.candidate)
     zone = replace(
         zone,
         served=Seen(downloaded.serial, now, downloaded.source),
         downloaded=None,
         candidate=None,
+        candidate_deadline=None,
         bootstrap_failures=0,
     )
     actions: list[Action] = [
@@ -974,7 +1041,7 @@ def _on_published(
         )
         actions.append(DropHeld())
         zone = _unheld(zone)
-    zone, more = _refreshed(zone, now, Outcome.UPDATED, rand)
+    zone, more = _refreshed(zone, now, Outcome.UPDATED, rand, offered=offered)
     return _after_operation(zone, now, actions + more)
 
 
@@ -1009,6 +1076,7 @@ def _on_held(zone: Zone, event: HeldStored, now: float, rand: Random) -> tuple[Z
     if not event.ok:
         return _discarded(zone, now, Outcome.STORE_FAILED, event.error or "not held", rand)
     downloaded = zone.downloaded
+    offered = zone.candidate_deadline  # the primary answered: its EXPIRE still counts
     pinned = zone.pinned is not None
     until = None if pinned or zone.hold_timeout is None else now + zone.hold_timeout
     zone = replace(
@@ -1019,6 +1087,7 @@ def _on_held(zone: Zone, event: HeldStored, now: float, rand: Random) -> tuple[Z
         held_until=until,
         downloaded=None,
         candidate=None,
+        candidate_deadline=None,
     )
     served = zone.served.serial if zone.served is not None else None
     actions: list[Action] = [
@@ -1033,7 +1102,7 @@ def _on_held(zone: Zone, event: HeldStored, now: float, rand: Random) -> tuple[Z
     ]
     if until is not None:
         actions.append(Log("info", f"held serial {downloaded.serial} is published at {until:.0f}"))
-    zone, more = _refreshed(zone, now, Outcome.UP_TO_DATE, rand)
+    zone, more = _refreshed(zone, now, Outcome.UP_TO_DATE, rand, offered=offered)
     return _after_operation(zone, now, actions + more)
 
 

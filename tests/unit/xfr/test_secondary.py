@@ -34,6 +34,7 @@ class FakeHost:
         self.stats = ControlPlaneStats()
         self.published: list[tuple[int, object]] = []
         self.servfail: list[bool] = []
+        self.expiry: tuple[float | None, float | None] = (None, None)
         self.served: dict[bytes, Snapshot] = {}
         self.metas: list[VersionMeta] = []
 
@@ -57,6 +58,11 @@ class FakeHost:
 
     def set_servfail(self, origin: bytes, servfail: bool, expired_at: float | None = None) -> None:
         self.servfail.append(servfail)
+
+    def set_expiry(
+        self, origin: bytes, expires_at: float | None, signatures_until: float | None
+    ) -> None:
+        self.expiry = (expires_at, signatures_until)
 
 
 def _config(tmp_path: Path, port: int) -> Path:

@@ -67,6 +67,7 @@ class FakeHost:
         self.stats = ControlPlaneStats()
         self._store = FakeStore()
         self.servfail: dict[bytes, tuple[bool, float | None]] = {}
+        self.expiry: dict[bytes, float | None] = {}
         self.stored = stored
         self.records: list[tuple[bytes, str, int | None]] = []
 
@@ -95,6 +96,11 @@ class FakeHost:
 
     def set_servfail(self, origin: bytes, servfail: bool, expired_at: float | None = None) -> None:
         self.servfail[origin] = (servfail, expired_at)
+
+    def set_expiry(
+        self, origin: bytes, expires_at: float | None, signatures_until: float | None
+    ) -> None:
+        self.expiry[origin] = expires_at
 
 
 @dataclass
@@ -326,6 +332,8 @@ def drive(
                 action.expired_at,
             ):
                 problems.append("SetServing not applied")
+            if isinstance(action, lc.SetExpiry) and host.expiry.get(origin) != action.expires_at:
+                problems.append("SetExpiry not applied")
             if isinstance(action, lc.Discard) and entry.candidate is not None:
                 problems.append("candidate not dropped")
             if isinstance(action, lc.DropHeld) and io.dropped[-1:] != [origin]:

@@ -1,0 +1,149 @@
+"""EDNS EXPIRE as a server (RFC 7314): the option read from queries, the seconds answers
+say, and the responder counting down with a FakeClock from the expiry facts the main
+process sends (updates.SetState)."""
+
+from __future__ import annotations
+
+import dns.flags
+import dns.message
+import dns.rcode
+import pytest
+
+from authd.clock import FakeClock
+from authd.serve import edns, updates
+from authd.serve.responder import Responder
+from authd.serve.zonetable import ZoneTable
+from tests.unit.test_responder import ORIGIN, ZONE, snapshot
+from tests.unit.test_responder_options import ask, option_values, query
+
+NOW = 1_765_000_000.0
+SOA_EXPIRE = 1209600  # ZONE's SOA EXPIRE field
+ASK = [edns.option(edns.EXPIRE, b"")]
+
+
+@pytest.fixture
+def zones() -> ZoneTable:
+    table = ZoneTable()
+    table.publish(ORIGIN, snapshot(ZONE + "sub NS ns.sub\nns.sub A 192.0.2.99\n"))
+    return table
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(now=NOW)
+
+
+@pytest.fixture
+def responder(zones: ZoneTable, clock: FakeClock) -> Responder:
+    return Responder(zones, identity="", version="", nsid=b"", udp_payload=1232, clock=clock)
+
+
+def expire_of(message: dns.message.Message) -> list[int]:
+    return [int.from_bytes(value) for value in option_values(message, edns.EXPIRE)]
+
+
+# -- the option ---------------------------------------------------------------------------
+
+
+def test_parse_sees_expire_of_any_length_and_only_when_present() -> None:
+    assert edns.parse(edns.option(edns.EXPIRE, b"")) == edns.Options(
+        False, None, -1, False, False, True
+    )
+    assert edns.parse(edns.option(edns.EXPIRE, b"\x00\x00\x00\x05")).expire  # as Knot
+    assert not edns.parse(edns.option(edns.NSID, b"")).expire  # type: ignore[union-attr]
+    assert edns.NO_OPTIONS.expire is False
+
+
+def test_expire_option_is_four_octets_clamped_to_32_bits() -> None:
+    assert edns.expire(300) == b"\x00\x09\x00\x04\x00\x00\x01\x2c"
+    assert edns.expire(-5)[4:] == b"\x00\x00\x00\x00"
+    assert edns.expire(1 << 40)[4:] == b"\xff\xff\xff\xff"
+
+
+def test_seconds_for_primary_secondary_signatures_and_past_expire() -> None:
+    rdata = snapshot().soa_rdata
+    assert edns.expire_seconds(NOW, None, None, rdata) == SOA_EXPIRE  # a file zone: SOA EXPIRE
+    assert edns.expire_seconds(NOW, None, NOW + 5, rdata) == SOA_EXPIRE  # Knot: timer only
+    assert edns.expire_seconds(NOW, NOW + 500.9, None, rdata) == 500
+    assert edns.expire_seconds(NOW, NOW + 500, NOW + 200, rdata) == 200  # RRSIGs end first
+    assert edns.expire_seconds(NOW, NOW - 1, None, rdata) == 0  # served past expire
+
+
+# -- answers ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "rdtype"),
+    [("example.test.", "SOA"), ("mail.example.test.", "A"), ("nothere.example.test.", "A")],
+)
+def test_secondary_answers_count_down(
+    responder: Responder, zones: ZoneTable, clock: FakeClock, name: str, rdtype: str
+) -> None:
+    zones.set_expiry(ORIGIN, NOW + 1000, None)
+    data = query(name, rdtype, options=ASK)
+    first = ask(responder, data)  # rendered
+    assert first.flags & dns.flags.AA and expire_of(first) == [1000]
+    clock.advance(250)
+    assert expire_of(ask(responder, data)) == [750]  # from the cache, fresh value
+    clock.advance(2000)
+    assert expire_of(ask(responder, data)) == [0]  # serving past expire (serve-stale)
+
+
+def test_the_earliest_signature_expiration_bounds_the_value(
+    responder: Responder, zones: ZoneTable
+) -> None:
+    zones.set_expiry(ORIGIN, NOW + 86400, NOW + 3600)
+    assert expire_of(ask(responder, query("example.test.", "SOA", options=ASK))) == [3600]
+
+
+def test_a_file_zone_says_its_soa_expire(responder: Responder) -> None:
+    assert expire_of(ask(responder, query("example.test.", "SOA", options=ASK))) == [SOA_EXPIRE]
+
+
+def test_referrals_carry_it_refusals_and_option_less_queries_do_not(
+    responder: Responder, zones: ZoneTable
+) -> None:
+    zones.set_expiry(ORIGIN, NOW + 60, None)
+    referral = ask(responder, query("www.sub.example.test.", options=ASK))
+    assert referral.authority and expire_of(referral) == [60]  # zone data, as Knot
+    assert expire_of(ask(responder, query("example.org.", options=ASK))) == []
+    plain = ask(responder, query("mail.example.test."))
+    assert plain.rcode() == dns.rcode.NOERROR and expire_of(plain) == []
+
+
+def test_an_expired_zone_answering_servfail_sends_no_expire(
+    responder: Responder, zones: ZoneTable
+) -> None:
+    zones.set_expiry(ORIGIN, NOW - 10, None)
+    zones.set_state(ORIGIN, servfail=True, expired_at=NOW - 10)
+    msg = ask(responder, query("example.test.", "SOA", options=ASK))
+    assert msg.rcode() == dns.rcode.SERVFAIL and expire_of(msg) == []
+
+
+def test_with_nsid_and_zoneversion_every_option_is_there(
+    zones: ZoneTable, clock: FakeClock
+) -> None:
+    responder = Responder(
+        zones, identity="", version="", nsid=b"ns1", udp_payload=1232, clock=clock
+    )
+    zones.set_expiry(ORIGIN, NOW + 42, None)
+    asked = [edns.option(edns.NSID, b""), edns.option(edns.ZONEVERSION, b""), *ASK]
+    for _ in range(2):
+        msg = ask(responder, query("example.test.", "SOA", options=asked))
+        assert expire_of(msg) == [42]
+        assert option_values(msg, edns.NSID) == [b"ns1"]
+        assert option_values(msg, edns.ZONEVERSION)
+
+
+# -- what reaches the workers ----------------------------------------------------------------
+
+
+def test_set_state_message_carries_the_expiry_and_keeps_the_cache(zones: ZoneTable) -> None:
+    cache = zones.get(ORIGIN).cache  # type: ignore[union-attr]
+    updates.apply_update(updates.SetState(ORIGIN, False, None, NOW + 9, NOW + 7), zones)
+    zone = zones.get(ORIGIN)
+    assert zone is not None and (zone.expires_at, zone.signatures_until) == (NOW + 9, NOW + 7)
+    assert zone.cache is cache  # answers did not change: nothing to re-render
+    zones.publish(ORIGIN, snapshot())  # a new version keeps them until the next message
+    zone = zones.get(ORIGIN)
+    assert zone is not None and (zone.expires_at, zone.signatures_until) == (NOW + 9, NOW + 7)
