@@ -4,6 +4,7 @@ process sends (updates.SetState)."""
 
 from __future__ import annotations
 
+import dns.edns
 import dns.flags
 import dns.message
 import dns.rcode
@@ -13,8 +14,7 @@ from authd.clock import FakeClock
 from authd.serve import edns, updates
 from authd.serve.responder import Responder
 from authd.serve.zonetable import ZoneTable
-from tests.unit.test_responder import ORIGIN, ZONE, snapshot
-from tests.unit.test_responder_options import ask, option_values, query
+from tests.support.responder import ORIGIN, ZONE, make, snapshot
 
 NOW = 1_765_000_000.0
 SOA_EXPIRE = 1209600  # ZONE's SOA EXPIRE field
@@ -36,6 +36,25 @@ def clock() -> FakeClock:
 @pytest.fixture
 def responder(zones: ZoneTable, clock: FakeClock) -> Responder:
     return Responder(zones, identity="", version="", nsid=b"", udp_payload=1232, clock=clock)
+
+
+def query(name: str, rdtype: str = "A", options: list[bytes] | None = None) -> bytes:
+    """A query with the given raw options (code, length, value) in its OPT."""
+    message = make(name, rdtype, use_edns=0)
+    message.use_edns(
+        0, options=[dns.edns.GenericOption(int.from_bytes(o[:2]), o[4:]) for o in options or []]
+    )
+    return message.to_wire()
+
+
+def ask(responder: Responder, data: bytes) -> dns.message.Message:
+    response = responder.respond(data, False, ("192.0.2.7", 40000))
+    assert response is not None
+    return dns.message.from_wire(response)
+
+
+def option_values(message: dns.message.Message, code: int) -> list[bytes]:
+    return [o.to_wire() for o in message.options if o.otype == code]
 
 
 def expire_of(message: dns.message.Message) -> list[int]:

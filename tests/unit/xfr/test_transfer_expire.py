@@ -4,7 +4,6 @@ EXPIRE field for a zone it serves from a file)."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import dns.edns
@@ -13,14 +12,16 @@ import dns.name
 import dns.tsig
 import pytest
 
+from authd.bench.primaries import KEY as BENCH_KEY
+from authd.bench.primaries import keyring, knot_primary, write_zone
 from authd.config import ConfigError, load_config
 from authd.xfr.stream import TYPE_AXFR, TYPE_IXFR, Kind, edns_expire, parse_message
 from authd.xfr.transfer import Outcome, build_query, query_soa, sign_query, transfer
 from authd.zone.snapshot import SOA
+from tests.support.system import require_binary
 from tests.support.xfrzone import CLOCK, KEY, ZONE
-from tests.unit.test_transfer import knotd  # noqa: F401  (the knotd primary fixture)
 
-SOA_EXPIRE = 1209600  # make_zone's SOA EXPIRE field
+SOA_EXPIRE = 1209600  # the SOA EXPIRE field of make_zone and write_zone
 
 
 def expire_options(
@@ -96,23 +97,24 @@ edns-expire = "no"
         load_config(tmp_path / "authd.toml")
 
 
-async def test_knotd_answers_expire_on_soa_axfr_and_ixfr(
-    knotd: tuple[tuple[str, int], list[str]],  # noqa: F811
-) -> None:
-    endpoint, knotc = knotd
-    soa = await query_soa(endpoint, ZONE, KEY, clock=CLOCK, expire=True)
-    assert soa.outcome is Outcome.OK and soa.expire == SOA_EXPIRE, soa.reason
-    plain = await query_soa(endpoint, ZONE, KEY, clock=CLOCK)
-    assert plain.outcome is Outcome.OK and plain.expire is None
-    first = await transfer(ZONE, endpoint, KEY, current=None, clock=CLOCK, expire=True)
-    assert first.outcome is Outcome.UPDATED and first.expire == SOA_EXPIRE, first.reason
-    for command in (
-        ["zone-begin", "example.test"],
-        ["zone-set", "example.test", "added.example.test.", "300", "A", "192.0.2.77"],
-        ["zone-commit", "example.test"],
-    ):
-        done = subprocess.run([*knotc, *command], capture_output=True, text=True)
-        assert done.returncode == 0, done.stdout + done.stderr
-    second = await transfer(ZONE, endpoint, KEY, current=first.snapshot, clock=CLOCK, expire=True)
-    assert second.outcome is Outcome.UPDATED and second.kind is Kind.IXFR, second.reason
-    assert second.expire == SOA_EXPIRE
+async def test_knotd_answers_expire_on_soa_axfr_and_ixfr(tmp_path: Path) -> None:
+    knotd, knotc = require_binary("knotd"), require_binary("knotc")
+    zone_file = write_zone(tmp_path / "example.test.zone", "example.test", 1)
+    primary = knot_primary(knotd, knotc, tmp_path, {"example.test": zone_file})
+    key = keyring()[dns.name.from_text(BENCH_KEY.name)]
+    try:
+        endpoint = primary.address
+        soa = await query_soa(endpoint, ZONE, key, clock=CLOCK, expire=True)
+        assert soa.outcome is Outcome.OK and soa.expire == SOA_EXPIRE, soa.reason
+        plain = await query_soa(endpoint, ZONE, key, clock=CLOCK)
+        assert plain.outcome is Outcome.OK and plain.expire is None
+        first = await transfer(ZONE, endpoint, key, current=None, clock=CLOCK, expire=True)
+        assert first.outcome is Outcome.UPDATED and first.expire == SOA_EXPIRE, first.reason
+        primary.set_record("example.test", "added.example.test.", "A", "192.0.2.77")
+        second = await transfer(
+            ZONE, endpoint, key, current=first.snapshot, clock=CLOCK, expire=True
+        )
+        assert second.outcome is Outcome.UPDATED and second.kind is Kind.IXFR, second.reason
+        assert second.expire == SOA_EXPIRE
+    finally:
+        primary.stop()

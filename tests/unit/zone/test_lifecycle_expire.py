@@ -4,7 +4,10 @@ has left, never from a full SOA expire, and never beyond the SOA expire."""
 
 from __future__ import annotations
 
+from authd.xfr.timers import Settings, SoaTimers
 from authd.zone.lifecycle import (
+    Action,
+    Event,
     Published,
     SetExpiry,
     SoaChecked,
@@ -14,11 +17,46 @@ from authd.zone.lifecycle import (
     TimerFired,
     Transferred,
     Verified,
+    Zone,
     persisted,
+    step,
 )
-from tests.unit.test_lifecycle import SOA, T0, Driver, loaded
 
-EXPIRE = SOA.expire  # 86400
+T0 = 1_700_000_000.0
+SOA = SoaTimers(serial=10, refresh=3600, retry=600, expire=86400)
+EXPIRE = SOA.expire
+
+
+class Driver:
+    """Steps the machine like the shell does (no jitter), keeping the last step's actions."""
+
+    def __init__(self) -> None:
+        self.zone = Zone(Settings(jitter=0.0, startup_spread=0.0))
+        self.actions: list[Action] = []
+
+    def send(self, event: Event, now: float) -> None:
+        self.zone, self.actions = step(self.zone, event, now, rand=lambda: 0.0)
+
+    def did(self, kind: type) -> list[Action]:
+        return [a for a in self.actions if isinstance(a, kind)]
+
+    def deliver(self, soa: SoaTimers, now: float) -> None:
+        """A transfer without EDNS EXPIRE brought `soa`'s version, published at `now`."""
+        for event in (
+            Transferred(ok=True, candidate=soa, primary="p1"),
+            Verified(ok=True),
+            Stored(ok=True),
+            Published(confirmed=True),
+        ):
+            self.send(event, now)
+
+
+def loaded() -> Driver:
+    """A zone started from a stored copy of SOA at T0: it expires at T0 + EXPIRE."""
+    driver = Driver()
+    stored = {"served_serial": 10, "last_success": T0, "next_refresh": T0 + 3600}
+    driver.send(Start(served=SOA, stored=stored), T0)
+    return driver
 
 
 def test_a_transfer_with_expire_takes_the_upstream_deadline() -> None:
