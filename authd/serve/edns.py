@@ -129,6 +129,22 @@ def expire_seconds(
     return max(0, int(until - now))
 
 
+def asked_expire(edns_rdata: bytes | None) -> bool:
+    """True when a query's OPT RDATA holds an EXPIRE option."""
+    if not edns_rdata:
+        return False
+    options = parse(edns_rdata)
+    return options is not None and options.expire
+
+
+def with_opt(message: bytes, payload: int, options: bytes) -> bytes:
+    """`message` (without OPT or TSIG) with an OPT holding `options` as its last additional
+    record: EDNS version 0, no flags, `payload` as our UDP size."""
+    arcount = ((message[10] << 8) | message[11]) + 1
+    opt = b"\x00\x00\x29" + payload.to_bytes(2) + b"\x00\x00\x00\x00" + len(options).to_bytes(2)
+    return message[:10] + arcount.to_bytes(2) + message[12:] + opt + options
+
+
 def add_to_opt(response: bytes, opt_rdlen: int, extra: bytes) -> bytes:
     """`response`, whose last record is an OPT with `opt_rdlen` octets of RDATA, with the
     options `extra` appended to that OPT (no re-rendering: only its RDLENGTH changes)."""

@@ -8,6 +8,10 @@ version (the worker's zone table), so a transfer always matches what the worker 
 
 A transfer answer over TCP is a `xfrout.MessageStream`: the first message now, the rest
 built and TSIG-signed one at a time as the connection's write buffer drains (tcp.py).
+
+EDNS EXPIRE (RFC 7314): when the request carried it, the first message has an OPT with the
+zone's remaining time (edns.expire_seconds, as the responder answers SOA queries), so a
+downstream secondary restarts its expire clock from what our copy has left.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import dns.tsig
 
 from authd import wire
 from authd.config import Config
+from authd.serve import edns as edns_options
 from authd.serve.sockets import client_address
 from authd.serve.xfrout import IxfrStep, MessageStream, axfr_messages, ixfr_messages
 from authd.serve.zonetable import PublishedZone, ZoneTable
@@ -159,6 +164,11 @@ class XfrEndpoint:
                 source,
                 f" (key {tsig.key})" if tsig.key else "",
             )
+        if query.edns is not None and edns_options.asked_expire(query.edns.options):
+            seconds = edns_options.expire_seconds(
+                now, published.expires_at, published.signatures_until, snapshot.soa_rdata
+            )
+            messages = _first_with_opt(messages, self.udp_payload, edns_options.expire(seconds))
         if key is not None:
             messages = provide.sign_stream(messages, key, tsig.request_mac, now)
         first = next(messages)
@@ -245,3 +255,9 @@ class XfrEndpoint:
                 return None  # the diffs outweigh the zone: AXFR-style is smaller
             steps.append(step)
         return steps
+
+
+def _first_with_opt(messages: Iterator[bytes], payload: int, options: bytes) -> Iterator[bytes]:
+    """The transfer's messages, the first one with an OPT holding `options` (before TSIG)."""
+    yield edns_options.with_opt(next(messages), payload, options)
+    yield from messages

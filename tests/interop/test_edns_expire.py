@@ -7,10 +7,11 @@
    middle's EDNS EXPIRE: its expires_at is about now + 600, not now + 14 days, status shows
    the value received, and kdig against authd says so too. The same chain with the remote's
    `edns-expire = false` restarts the full SOA expire (the option was not sent).
+3. ... -> that authd -> a second authd fed by the first (provide-xfr): the second authd's
+   expire clock is the first's remaining time (from the EXPIRE in the first AXFR message and
+   in SOA answers), and `kdig +expire` against it shows it.
 
-Outbound transfers from authd are not served yet, so knotd is the middle server (the brief's
-fallback for "a second authd fed by the first"). Skips when knotd/knotc/kdig are missing,
-fails under AUTHD_REQUIRE_INTEROP=1.
+Skips when knotd/knotc/kdig are missing, fails under AUTHD_REQUIRE_INTEROP=1.
 """
 
 from __future__ import annotations
@@ -68,6 +69,18 @@ def kdig_expire(kdig: str, address: tuple[str, int]) -> int:
     match = re.search(r"EXPIRE: (\d+)", done.stdout)
     assert match is not None, done.stdout + done.stderr
     return int(match.group(1))
+
+
+class HubAuthd(AuthdSecondary):
+    """authd that gives transfers (provide-xfr) to the remote "down" at `down_port`."""
+
+    down_port = 0
+
+    def config_text(self) -> str:
+        return super().config_text() + (
+            f'\n[[remote]]\nid = "down"\naddresses = ["{HOST}@{self.down_port}"]\n'
+            f'key = "{KEY.name}"\n'
+        )
 
 
 class NoExpireAuthd(AuthdSecondary):
@@ -180,3 +193,37 @@ def test_authd_applies_the_middle_secondarys_expire(
     status = plain.status(ZONE)
     assert status["edns_expire"] is None, status  # not asked, not received
     assert status["expires_at"] > time.time() + SOA_EXPIRE - 120, status
+
+
+def test_a_second_authd_fed_by_the_first_takes_its_remaining_time(
+    tmp_path: Path,
+    bins: tuple[str, str, str],
+    cleanup: list[KnotPrimary | AuthdSecondary | RunningServer],
+) -> None:
+    knotd, knotc, kdig = bins
+    zone_file = write_zone(tmp_path / "knot" / f"{ZONE}.zone", ZONE, 1)
+    knot = knot_primary(knotd, knotc, tmp_path / "knot", {ZONE: zone_file})
+    cleanup.append(knot)
+    middle = start_middle(knotd, tmp_path / "middle", knot.address)
+    cleanup.append(middle)
+    down_port = free_port(HOST)
+    hub = HubAuthd(
+        tmp_path / "hub", [SecondaryZone(ZONE, [middle.address], {"provide-xfr": ["down"]})]
+    )
+    hub.down_port = down_port
+    cleanup.append(hub.start())
+    hub.refresh(ZONE)
+    assert hub.wait_serial(ZONE, 1, 10), hub.log()
+    hub_left = kdig_expire(kdig, hub.address)
+    assert 0 < hub_left <= MIDDLE_EXPIRE, hub_left
+
+    down = AuthdSecondary(tmp_path / "down", [SecondaryZone(ZONE, [hub.address])], port=down_port)
+    cleanup.append(down.start())
+    down.refresh(ZONE)
+    assert down.wait_serial(ZONE, 1, 10), down.log()
+    status = down.status(ZONE)
+    now = time.time()
+    assert status["transfer"] == "AXFR", status
+    assert 0 < status["edns_expire"] <= MIDDLE_EXPIRE, status
+    assert now < status["expires_at"] <= now + MIDDLE_EXPIRE, status  # not now + 14 days
+    assert 0 < kdig_expire(kdig, down.address) <= hub_left

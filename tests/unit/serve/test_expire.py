@@ -13,7 +13,11 @@ import pytest
 from authd.clock import FakeClock
 from authd.serve import edns, updates
 from authd.serve.responder import Responder
+from authd.serve.xfrout import MessageStream
 from authd.serve.zonetable import ZoneTable
+from authd.xfr.stream import TYPE_AXFR, TYPE_IXFR, parse_message, sign_message
+from authd.xfr.transfer import build_query
+from tests.support import outbound
 from tests.support.responder import ORIGIN, ZONE, make, snapshot
 
 NOW = 1_765_000_000.0
@@ -166,3 +170,35 @@ def test_set_state_message_carries_the_expiry_and_keeps_the_cache(zones: ZoneTab
     zones.publish(ORIGIN, snapshot())  # a new version keeps them until the next message
     zone = zones.get(ORIGIN)
     assert zone is not None and (zone.expires_at, zone.signatures_until) == (NOW + 9, NOW + 7)
+
+
+# -- outbound transfers ----------------------------------------------------------------------
+
+
+def _transfer(asked: bool, qtype: int, serial: int | None = None) -> list[bytes]:
+    """A signed AXFR/IXFR request (with EXPIRE when `asked`) to a served v3, every answer."""
+    _, _, v3 = outbound.versions()
+    r = outbound.responder(None, v3)
+    r.zones.set_expiry(outbound.QKEY, outbound.NOW + 777, None)
+    soa = None if serial is None else (0, outbound.soa(serial)[3])
+    data = build_query(outbound.QKEY, qtype, query_id=4242, soa=soa, expire=asked)
+    data, mac = sign_message(data, outbound.KEY, outbound.NOW)
+    answer = r.respond(data, True, outbound.CLIENT)
+    assert answer is not None
+    messages = [bytes(answer)]
+    if isinstance(answer, MessageStream):
+        messages += list(answer.rest)
+    outbound.receive(messages, qtype, None if serial is None else v3, mac)  # TSIG checked
+    return messages
+
+
+def test_an_axfr_asked_with_expire_has_it_in_the_first_message_only() -> None:
+    messages = _transfer(True, TYPE_AXFR)
+    assert len(messages) >= 2
+    assert [parse_message(m).expire for m in messages] == [777] + [None] * (len(messages) - 1)
+    assert all(parse_message(m).expire is None for m in _transfer(False, TYPE_AXFR))
+
+
+def test_an_ixfr_asked_with_expire_has_it_too() -> None:
+    (current,) = _transfer(True, TYPE_IXFR, serial=3)  # up to date: one SOA
+    assert parse_message(current).expire == 777
