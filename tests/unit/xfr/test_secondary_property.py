@@ -187,16 +187,20 @@ COMMANDS = ("approve", "reject", "rollback", "unpin")
 
 def result_for(action: lc.Action, choice: int, serial: int, soa: SoaTimers) -> lc.Event:
     ok = choice % 4 != 0
+    # Now and then the primary is a secondary itself: its EDNS EXPIRE (RFC 7314), 0..600 s.
+    expire = (choice // 7) % 601 if choice % 3 == 0 else None
     match action:
         case lc.QuerySoa():
-            return lc.SoaChecked(None if not ok else serial + choice % 2, "down", "p")
+            if not ok:
+                return lc.SoaChecked(None, "down", "p")
+            return lc.SoaChecked(serial + choice % 2, primary="p", expire=expire)
         case lc.Transfer(axfr):
             if not ok:
                 return lc.Transferred(False, None, not axfr, "cut")
-            if choice % 5 == 1:
-                return lc.Transferred(True, None, not axfr, primary="p")  # up to date
+            if choice % 5 == 1:  # up to date
+                return lc.Transferred(True, None, not axfr, primary="p", expire=expire)
             new = SoaTimers(serial + 1, soa.refresh, soa.retry, soa.expire)
-            return lc.Transferred(True, new, not axfr, primary="p")
+            return lc.Transferred(True, new, not axfr, primary="p", expire=expire)
         case lc.Verify():
             return lc.Verified(ok, "" if ok else "cname-other-data: x")
         case lc.Store():
@@ -413,6 +417,9 @@ def drive(
             # Never late: a loaded zone past expires_at has been expired by its wake-up.
             if record.state in (lc.State.OK, lc.State.REFRESHING):
                 assert record.expires_at is None or record.expires_at > clock.now() - EPSILON
+            # Never later than a full SOA expire after the last success (RFC 7314 4).
+            if record.expires_at is not None and record.last_success is not None:
+                assert record.expires_at <= record.last_success + record.expire + EPSILON
             busy = [p for p in io.pending if p.entry.origin == origin]
             assert len(busy) == (1 if record.busy else 0)
             candidate = shell.zones[origin].candidate
