@@ -42,11 +42,15 @@ def responder(zones: ZoneTable, clock: FakeClock) -> Responder:
     return Responder(zones, identity="", version="", nsid=b"", udp_payload=1232, clock=clock)
 
 
-def query(name: str, rdtype: str = "A", options: list[bytes] | None = None) -> bytes:
+def query(
+    name: str, rdtype: str = "A", options: list[bytes] | None = None, payload: int = 1232
+) -> bytes:
     """A query with the given raw options (code, length, value) in its OPT."""
     message = make(name, rdtype, use_edns=0)
     message.use_edns(
-        0, options=[dns.edns.GenericOption(int.from_bytes(o[:2]), o[4:]) for o in options or []]
+        0,
+        payload=payload,
+        options=[dns.edns.GenericOption(int.from_bytes(o[:2]), o[4:]) for o in options or []],
     )
     return message.to_wire()
 
@@ -202,3 +206,28 @@ def test_an_axfr_asked_with_expire_has_it_in_the_first_message_only() -> None:
 def test_an_ixfr_asked_with_expire_has_it_too() -> None:
     (current,) = _transfer(True, TYPE_IXFR, serial=3)  # up to date: one SOA
     assert parse_message(current).expire == 777
+
+
+def test_no_room_for_expire_renders_again_within_the_udp_limit(clock: FakeClock) -> None:
+    """An answer that fits 512 octets only without the option is rendered again with the
+    option reserved (whole RRsets only: truncated), never sent over the limit."""
+    for size in range(300, 480):
+        table = ZoneTable()
+        table.publish(
+            ORIGIN, snapshot(ZONE + f'fit TXT "{"x" * (size // 2)}" "{"y" * (size - size // 2)}"\n')
+        )
+        table.set_expiry(ORIGIN, NOW + 99, None)
+        r = Responder(table, identity="", version="", nsid=b"", udp_payload=1232, clock=clock)
+        message = make("fit.example.test.", "TXT", use_edns=0, payload=512)
+        plain = r.respond(message.to_wire(), False, None)
+        assert plain is not None
+        if 512 - 8 < len(plain) <= 512:  # fits, but not with 8 more octets
+            break
+    else:
+        pytest.fail("no TXT size gives an answer of 505..512 octets")
+    data = query("fit.example.test.", "TXT", options=ASK, payload=512)
+    for _ in range(2):  # rendered, then the cache entry
+        response = r.respond(data, False, None)
+        assert response is not None and len(response) <= 512
+        msg = dns.message.from_wire(response)
+        assert msg.flags & dns.flags.TC and expire_of(msg) == [99]
