@@ -1175,6 +1175,9 @@ def format_zone_status(status: Mapping[str, Any], now: float) -> str:
             line(label, format_time(status[key], now))
     if "expires_at" in status:
         line("expires", _expiry_line(status, now))
+    if status.get("edns_expire") is not None:  # RFC 7314: the primary's copy has this left
+        received = format_time(status.get("edns_expire_received_at"), now)
+        line("edns expire", f"{status['edns_expire']} s left at the primary, said {received}")
     if status.get("valid_until") is not None:
         line("usable until", format_time(parse_rfc3339(status["valid_until"]), now))
     horizon = status.get("signatures_valid_until")

@@ -588,3 +588,12 @@ def test_status_shows_the_last_outcome_word() -> None:
     lines = text.splitlines()
     assert "  last outcome  soa-check-failed" in lines
     assert "  last error    p0: timeout" in lines
+
+
+def test_status_shows_the_edns_expire_received() -> None:
+    text = format_zone_status(
+        _secondary_status(edns_expire=600, edns_expire_received_at=NOW - 30), NOW
+    )
+    (line,) = [x for x in text.splitlines() if x.startswith("  edns expire")]
+    assert line.startswith("  edns expire   600 s left at the primary, said ") and "ago" in line
+    assert "edns expire" not in format_zone_status(_secondary_status(edns_expire=None), NOW)
