@@ -8,6 +8,8 @@ from authd.xfr.timers import Settings, SoaTimers
 from authd.zone.lifecycle import (
     Action,
     Event,
+    Guarded,
+    HeldStored,
     Published,
     SetExpiry,
     SoaChecked,
@@ -135,3 +137,22 @@ def test_a_restart_keeps_a_deadline_cut_short() -> None:
     fresh = Driver()
     fresh.send(Start(served=SOA, stored=other), T0 + 8000)
     assert fresh.zone.expires_at == T0 + 3600 + EXPIRE
+
+
+def test_through_the_change_guard_passed_or_held_the_transfer_expire_counts() -> None:
+    newer = SoaTimers(serial=11, refresh=3600, retry=600, expire=86400)
+    for held in (False, True):
+        zone = loaded()
+        zone.send(TimerFired(), T0 + 3600)
+        zone.send(SoaChecked(serial=11), T0 + 3600)
+        zone.send(Transferred(ok=True, candidate=newer, expire=500), T0 + 3600)
+        zone.send(Verified(ok=True), T0 + 3601)
+        if held:  # the old version keeps serving; the primary answered with 500 s left
+            zone.send(Guarded(passed=False, reason="too many changes"), T0 + 3602)
+            zone.send(HeldStored(ok=True, reason="too many changes"), T0 + 3603)
+        else:
+            zone.send(Guarded(passed=True), T0 + 3602)
+            zone.send(Stored(ok=True), T0 + 3603)
+            zone.send(Published(confirmed=True), T0 + 3604)
+        assert zone.zone.expires_at == T0 + 4100, held
+        assert zone.zone.candidate_deadline is None
