@@ -764,6 +764,7 @@ class App:
             udp_payload=server.udp_payload,
         )
         responder.xfr_handler = XfrEndpoint.from_config(self.config, table, self.clock.now)
+        responder.catalogs = frozenset(z.origin for z in self.config.zones if z.catalog is not None)
         front: ResponderLike = rrl.install(responder, self.config.rrl, worker_count(server.workers))
         if self.config.log.query_sample_rate > 0:
             front = SampledQueryLog(front, self.config.log.query_sample_rate)

@@ -89,10 +89,19 @@ class XfrHandler(Protocol):
     def counters(self) -> dict[str, int]: ...
 
     def signed_query(
-        self, data: bytes, query: wire.Query, answer: Callable[[bytes], bytes | None]
+        self,
+        data: bytes,
+        query: wire.Query,
+        answer: Callable[[bytes, str | None], bytes | None],
     ) -> bytes | None:
-        """A TSIG-signed query (a downstream's SOA check): verified, `answer`ed unsigned,
-        then signed with the same key (RFC 8945 5.3)."""
+        """A TSIG-signed query (a downstream's SOA check): verified, `answer`ed unsigned
+        (with the name of the key that signed it), then signed with the same key (RFC 8945
+        5.3)."""
+        ...
+
+    def allows_query(self, origin: bytes, client: object, key: str | None) -> bool:
+        """Whether provide-xfr lets `client` (signed with `key`, None: unsigned) read the
+        zone `origin`: the only clients a catalog zone answers."""
         ...
 
 
@@ -143,6 +152,9 @@ class Responder:
         self._extra = b""  # per-query options of the query on the full path
         self._cookie_memo: tuple[bytes, int, int, bytes] = (b"", -1, -1, b"")
         self.xfr_handler: XfrHandler | None = None
+        # Catalog zones (RFC 9432 3: not for resolution): REFUSED, EDE 20, unless
+        # provide-xfr allows the client (a downstream's SOA check); never cached.
+        self.catalogs: frozenset[bytes] = frozenset()
         # Counters (read by metrics): index = rcode incl. extended ones (BADVERS=16).
         self.rcodes = [0] * 32
         self.qtypes: dict[int, int] = {}
@@ -295,7 +307,7 @@ class Responder:
         qend = name_end + 4
         qkey = query[12:name_end].translate(_LOWER)
         zone = self.zones.find(qkey)
-        if zone is None:
+        if zone is None or zone.origin in self.catalogs:
             return None
         extra = b""
         if options is not NO_OPTIONS:
@@ -518,8 +530,10 @@ class Responder:
         return options, verdict
 
     def _answer(
-        self, data: bytes, query: wire.Query, tcp: bool, client: object
+        self, data: bytes, query: wire.Query, tcp: bool, client: object, key: str | None = None
     ) -> tuple[bytes | None, int]:
+        """The answer and its rcode; `key`: the TSIG key that signed the query (already
+        verified and removed), None when unsigned."""
         edns = query.edns
         if query.formerr:
             # RFC 1035 4.1.1: an opcode we do not implement is NOTIMP before anything else
@@ -558,7 +572,9 @@ class Responder:
             return response, rcode
         if query.tsig is not None and self.xfr_handler is not None:
             response = self.xfr_handler.signed_query(
-                data, query, lambda unsigned: self._answer_unsigned(unsigned, tcp, client)
+                data,
+                query,
+                lambda unsigned, key: self._answer_unsigned(unsigned, tcp, client, key),
             )
             return response, (response[3] & 0xF) if response else 0
         if query.tsig is not None:
@@ -587,7 +603,9 @@ class Responder:
         if qclass not in (wire.CLASS_IN, wire.CLASS_ANY):
             return self._empty(data, query, REFUSED, edns_options.EDE_NOT_SUPPORTED)
         zone = self.zones.find(query.qkey)
-        if zone is None:
+        if zone is None or (
+            zone.origin in self.catalogs and not self._may_read_catalog(zone, client, key)
+        ):
             return self._empty(data, query, REFUSED, ede=EDE_NOT_AUTHORITATIVE)
         self.zone_queries[zone.origin] = self.zone_queries.get(zone.origin, 0) + 1
         if zone.snapshot is None:
@@ -613,13 +631,21 @@ class Responder:
         response = render_empty(query.id, query.flags, question, SERVFAIL, opt, 1 if opt else 0)
         return response, SERVFAIL
 
-    def _answer_unsigned(self, data: bytes, tcp: bool, client: object) -> bytes | None:
-        """The answer to a signed query once its TSIG is checked and removed."""
+    def _answer_unsigned(
+        self, data: bytes, tcp: bool, client: object, key: str | None
+    ) -> bytes | None:
+        """The answer to a query signed with `key` once its TSIG is checked and removed."""
         query = wire.parse_query(data)
         if query is None or query.tsig is not None:
             return None
-        response, _ = self._answer(data, query, tcp, client)
+        response, _ = self._answer(data, query, tcp, client, key)
         return response
+
+    def _may_read_catalog(self, zone: PublishedZone, client: object, key: str | None) -> bool:
+        """A catalog zone answers only what provide-xfr allows to transfer it, as Knot
+        answers a catalog only to its ACL (knotd 3.2 refuses every UDP query to one)."""
+        handler = self.xfr_handler
+        return handler is not None and handler.allows_query(zone.origin, client, key)
 
     def _from_zone(
         self, data: bytes, query: wire.Query, zone: PublishedZone, tcp: bool, options: Options
@@ -636,7 +662,12 @@ class Responder:
             )
             if entry.ede:
                 self.ede[entry.ede] = self.ede.get(entry.ede, 0) + 1
-            if not data[2] & 0xF8 and data[4:11] == _PLAIN_COUNTS and data[11] <= 1:
+            if (
+                not data[2] & 0xF8
+                and data[4:11] == _PLAIN_COUNTS
+                and data[11] <= 1
+                and zone.origin not in self.catalogs  # answered to some clients only
+            ):
                 parsed = _parse_plain(data, n)
                 if parsed is not None:
                     _, shape, key_tail, _ = parsed

@@ -30,7 +30,7 @@ from authd.serve.sockets import client_address
 from authd.serve.xfrout import IxfrStep, MessageStream, axfr_messages, ixfr_messages
 from authd.serve.zonetable import PublishedZone, ZoneTable
 from authd.xfr import provide
-from authd.xfr.notify import AllowedSource, RateLimitedLog
+from authd.xfr.notify import AllowedSource, RateLimitedLog, acl_allows
 from authd.zone import journal, names
 from authd.zone.snapshot import Snapshot
 from authd.zone.store import FULL_NAME, JOURNAL_NAME, decode_full_header, zone_dir_name
@@ -177,7 +177,10 @@ class XfrEndpoint:
         return MessageStream(first, messages)
 
     def signed_query(
-        self, data: bytes, query: wire.Query, answer: Callable[[bytes], bytes | None]
+        self,
+        data: bytes,
+        query: wire.Query,
+        answer: Callable[[bytes, str | None], bytes | None],
     ) -> bytes | None:
         """Downstreams sign their SOA checks with the transfer key: verify, answer, sign.
 
@@ -190,11 +193,23 @@ class XfrEndpoint:
             refused = provide.Decision(False, provide.Result.QUERY_BAD_TSIG, provide.NOTAUTH)
             return provide.refusal(data, query, refused, tsig, None, now, self.udp_payload)
         unsigned = provide.strip_tsig(data)
-        response = answer(unsigned) if unsigned is not None else None
+        response = answer(unsigned, tsig.key) if unsigned is not None else None
         if response is None:
             return None
         key = self.keyring.get(tsig.key) if tsig.key else None
         return provide.sign_answer(data, response, tsig, key, now)
+
+    def allows_query(self, origin: bytes, client: object, key: str | None) -> bool:
+        """Whether provide-xfr admits `client` with `key` (verified; None: unsigned) to
+        the zone `origin`: the responder answers a catalog zone only to such clients."""
+        settings = self.settings.get(origin)
+        if settings is None:
+            return False
+        try:
+            source = client_address(client)[0]
+        except ValueError:
+            return False
+        return acl_allows(settings.acl, source, key) is not None
 
     def _view(self, published: PublishedZone | None, origin: bytes) -> provide.ZoneView | None:
         if published is None:

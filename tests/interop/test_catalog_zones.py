@@ -171,6 +171,8 @@ def test_knotd_catalog_members_added_removed_grouped_and_kept(
     assert one["catalog"] == CATZ and one["group"] is None
     catz = authd.status(CATZ)
     assert catz["catalog_members"] == 2 and catz["catalog_held"] is None
+    # The catalog itself is not for resolution (RFC 9432 3): REFUSED, as knotd answers it.
+    assert rcode(authd.port, CATZ) == dns.rcode.REFUSED
 
     # A zone added on knotd: in the generated catalog, then served by authd.
     new_zone = write_zone(tmp_path / "new.test.zone", "new.test", 7)
