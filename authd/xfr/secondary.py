@@ -314,10 +314,15 @@ class Secondaries:
         if len(entry.events) > 1:
             return  # the step below is draining the queue
         while entry.events:
+            # A bug in one step must not wedge the queue: an exception leaving this loop
+            # would strand the events queued behind it, and every later post() would
+            # only queue behind them. Log it and go on with the next event.
             try:
                 self._step(entry, entry.events[0])
+            except Exception:
+                log.exception("zone %s: step failed on %r", entry.name, entry.events[0])
             finally:
-                entry.events.popleft()  # a bug in one step must not wedge the queue
+                entry.events.popleft()
 
     def schedule(self, kind: str, handler: Callable[[bytes], None]) -> WakeSetter:
         """A per-zone wake-up of another kind in the one scheduler: `handler(origin)` is

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import tempfile
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -485,3 +486,33 @@ async def test_other_wake_ups_share_the_one_scheduler() -> None:
     # the machine's own wake-up (due at start: no copy) started its one SOA query; the
     # drift wake-up started nothing more
     assert len(io.started) == 1
+
+
+async def test_a_step_that_raises_does_not_wedge_the_zone() -> None:
+    """A bug in one step (here: the observer) while another event waits in the zone's queue:
+    the waiting event is still stepped, and so are later ones."""
+    clock = FakeClock(now=T0)
+    loop = FakeLoop(clock)
+    host, io, writer = FakeHost(None), FakeIo(), FakeWriter()
+    failures = [lc.Start]
+
+    def observe(entry: ZoneEntry, event: lc.Event, actions: list[lc.Action]) -> None:
+        if failures and isinstance(event, failures[0]):
+            failures.pop()
+            shell.post(entry.origin, lc.ForceRefresh())  # queued behind this step
+            raise RuntimeError("a bug in this step")
+
+    shell = Secondaries(
+        host,
+        io,  # type: ignore[arg-type]
+        clock,
+        writer=writer,
+        call_later=loop.call_later,
+        observer=observe,
+    )
+    config = zone_config(0, False)
+    shell.add(config)
+    assert not failures and shell.zones[config.origin].events == deque()
+    assert [type(action) for _, action in io.started] == [lc.QuerySoa]  # the queued refresh
+    io.pending.pop().done(lc.SoaChecked(5, primary="p"))
+    assert [type(action) for _, action in io.started] == [lc.QuerySoa, lc.Transfer]
