@@ -66,10 +66,17 @@ class CatalogMembers:
         self._start_member(config)
 
     def remove_member(self, zone: bytes, keep: float, catalog: str) -> None:
-        if zone not in self.app.zones:
-            return
-        removal = self.app.remove_zone(zone, f"removed from catalog {catalog}")
-        self._member_op(zone, self._set_aside(zone, removal, self.app.clock.now() + keep))
+        why = f"removed from catalog {catalog}"
+        delete_after = self.app.clock.now() + keep
+        if zone in self.app.zones:
+            removal = self.app.remove_zone(zone, why)
+            self._member_op(zone, self._set_aside(zone, removal, delete_after))
+        elif zone in self._ops:  # its start still waits behind an earlier change: after it
+            self._member_op(zone, self._remove_later(zone, why, delete_after))
+
+    async def _remove_later(self, zone: bytes, why: str, delete_after: float) -> None:
+        removal = self.app.remove_zone(zone, why) if zone in self.app.zones else None
+        await self._set_aside(zone, removal, delete_after)
 
     async def _set_aside(
         self, zone: bytes, removal: asyncio.Task[None] | None, delete_after: float
@@ -91,12 +98,13 @@ class CatalogMembers:
     def reset_member(self, config: ZoneConfig) -> None:
         removal = None
         if config.origin in self.app.zones:
-            removal = self.app.remove_zone(
-                config.origin, f"reset by catalog {config.member_of} (new unique-id)"
-            )
+            removal = self.app.remove_zone(config.origin, _reset_why(config))
         self._member_op(config.origin, self._reset(config, removal))
 
     async def _reset(self, config: ZoneConfig, removal: asyncio.Task[None] | None) -> None:
+        if removal is None and config.origin in self.app.zones:
+            # Started by a change queued before this one: stop it before its data goes.
+            removal = self.app.remove_zone(config.origin, _reset_why(config))
         if removal is not None:
             await removal
         into = self.app.config.server.state_dir / REMOVED_DIR
@@ -111,12 +119,20 @@ class CatalogMembers:
 
     def reconfigure_member(self, config: ZoneConfig) -> None:
         runtime = self.app.zones.get(config.origin)
-        if runtime is None or runtime.config == config:
+        if runtime is None:
+            if config.origin in self._ops:  # its start waits behind an earlier change
+                self._member_op(config.origin, self._reconfigure_later(config))
+            return
+        if runtime.config == config:
             return
         if runtime.secondary is None or self.app.secondaries is None:
             runtime.config = config
             return
         self._member_op(config.origin, self._restart_member(runtime, config))
+
+    async def _reconfigure_later(self, config: ZoneConfig) -> None:
+        if config.origin in self.app.zones:
+            self.reconfigure_member(config)
 
     async def _restart_member(self, runtime: ZoneRuntime, config: ZoneConfig) -> None:
         assert self.app.secondaries is not None
@@ -161,3 +177,7 @@ class CatalogMembers:
             state_dir = self.app.config.server.state_dir
             await asyncio.to_thread(purge_removed, state_dir, self.app.clock.now())
             await asyncio.sleep(CLEANUP_INTERVAL)
+
+
+def _reset_why(config: ZoneConfig) -> str:
+    return f"reset by catalog {config.member_of} (new unique-id)"
