@@ -99,9 +99,10 @@ Invariants:
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
+from typing import Any
 
 from authd.xfr import serial as serials
 from authd.xfr.timers import Random, Settings, SoaTimers, bootstrap_delay, clamped, jittered
@@ -579,38 +580,21 @@ def _transition(zone: Zone, event: Event, now: float, rand: Random) -> tuple[Zon
                 return replace(zone, pending_retransfer=True), []
             zone, actions = _start_transfer(zone, now, forced=True)
             return zone, [Log("info", "retransfer requested: forcing AXFR"), *actions]
-        case SoaChecked():
-            if zone.phase is not Phase.SOA_QUERY:
+        case (
+            SoaChecked()
+            | Transferred()
+            | Verified()
+            | Stored()
+            | Published()
+            | Guarded()
+            | HeldStored()
+            | Loaded()
+        ):
+            # The result of an I/O action: taken only in the phase that action runs in.
+            phase, on_result = _RESULTS[type(event)]
+            if zone.phase is not phase:
                 return zone, [_stray(event, zone)]
-            return _on_soa(zone, event, now, rand)
-        case Transferred():
-            if zone.phase is not Phase.TRANSFER:
-                return zone, [_stray(event, zone)]
-            return _on_transfer(zone, event, now, rand)
-        case Verified():
-            if zone.phase is not Phase.VERIFY:
-                return zone, [_stray(event, zone)]
-            return _on_verified(zone, event, now, rand)
-        case Stored():
-            if zone.phase is not Phase.STORE:
-                return zone, [_stray(event, zone)]
-            return _on_stored(zone, event, now, rand)
-        case Published():
-            if zone.phase is not Phase.PUBLISH:
-                return zone, [_stray(event, zone)]
-            return _on_published(zone, event, now, rand)
-        case Guarded():
-            if zone.phase is not Phase.GUARD:
-                return zone, [_stray(event, zone)]
-            return _on_guarded(zone, event, now, rand)
-        case HeldStored():
-            if zone.phase is not Phase.HOLD:
-                return zone, [_stray(event, zone)]
-            return _on_held(zone, event, now, rand)
-        case Loaded():
-            if zone.phase is not Phase.LOAD:
-                return zone, [_stray(event, zone)]
-            return _on_loaded(zone, event, now, rand)
+            return on_result(zone, event, now, rand)
         case Approve() | Rollback():
             if zone.busy:
                 return replace(zone, queued=event), []
@@ -1226,3 +1210,17 @@ def _on_released(zone: Zone, event: Published, now: float) -> tuple[Zone, list[A
         )
     zone = _idle(zone)
     return _after_operation(zone, now, actions)
+
+
+_OnResult = Callable[[Zone, Any, float, Random], tuple[Zone, list[Action]]]
+_RESULTS: dict[type, tuple[Phase, _OnResult]] = {
+    SoaChecked: (Phase.SOA_QUERY, _on_soa),
+    Transferred: (Phase.TRANSFER, _on_transfer),
+    Verified: (Phase.VERIFY, _on_verified),
+    Stored: (Phase.STORE, _on_stored),
+    Published: (Phase.PUBLISH, _on_published),
+    Guarded: (Phase.GUARD, _on_guarded),
+    HeldStored: (Phase.HOLD, _on_held),
+    Loaded: (Phase.LOAD, _on_loaded),
+}
+"""Each I/O result event: the phase it ends, and its handler."""

@@ -12,6 +12,8 @@ from authd.zone.lifecycle import (
     ForceRefresh,
     ForceRetransfer,
     Guarded,
+    HeldStored,
+    Loaded,
     Log,
     NotifyReceived,
     Outcome,
@@ -453,8 +455,11 @@ def test_retransfer_while_busy_runs_after() -> None:
         Verified(ok=True),
         Stored(ok=True),
         Published(confirmed=True),
+        Guarded(passed=True),
+        HeldStored(ok=True),
+        Loaded(candidate=SOA),
     ],
-    ids=["soa", "transfer", "verdict", "stored", "published"],
+    ids=["soa", "transfer", "verdict", "stored", "published", "guarded", "held", "loaded"],
 )
 def test_stray_results_are_ignored(event: Event) -> None:
     zone = loaded()
