@@ -108,31 +108,31 @@ class _Messages:
 
     def add(self, row: RRsetRow) -> list[bytes]:
         owner, rtype, ttl, rdatas = row
-        if self.writer.rrset(owner, rtype, wire.CLASS_IN, ttl, rdatas):
-            self.count += len(rdatas)
+        if self._put(owner, rtype, ttl, rdatas):
             return self._take()
-        if self.count:
-            self._finish()
-            self._start()
-            if self.writer.rrset(owner, rtype, wire.CLASS_IN, ttl, rdatas):
-                self.count += len(rdatas)
-                return self._take()
         for rdata in rdatas:  # larger than a whole message: split between records
             one = (rdata,)
-            if self.writer.rrset(owner, rtype, wire.CLASS_IN, ttl, one):
-                self.count += 1
+            if self._put(owner, rtype, ttl, one):
                 continue
-            if self.count:
-                self._finish()
-                self._start()
-                if self.writer.rrset(owner, rtype, wire.CLASS_IN, ttl, one):
-                    self.count += 1
-                    continue
             self._widen()  # a record larger than the usual message: one of the largest size
             if not self.writer.rrset(owner, rtype, wire.CLASS_IN, ttl, one):
                 raise ValueError("a single record is larger than a transfer message")
             self.count += 1
         return self._take()
+
+    def _put(self, owner: bytes, rtype: int, ttl: int, rdatas: tuple[bytes, ...]) -> bool:
+        """Add the records to this message, or to a new one when this one has records and
+        they do not fit; False when they fit in neither."""
+        if self.writer.rrset(owner, rtype, wire.CLASS_IN, ttl, rdatas):
+            self.count += len(rdatas)
+            return True
+        if self.count:
+            self._finish()
+            self._start()
+            if self.writer.rrset(owner, rtype, wire.CLASS_IN, ttl, rdatas):
+                self.count += len(rdatas)
+                return True
+        return False
 
     def _widen(self) -> None:
         """Give the current (empty) message the largest budget."""
