@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from authd.control import ControlError
-from authd.horizon import rfc3339
+from authd.horizon import earliest_signature_expiration, rfc3339
 from authd.versions import VersionsError, parse_serial
-from authd.xfr.operations import earliest_expiration, is_signed
+from authd.xfr.operations import is_signed
 from authd.zone import lifecycle as lc
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ async def _rollback(app: App, runtime: ZoneRuntime, entry: ZoneEntry, serial: in
     until = ""
     if is_signed(snapshot):
         now = app.clock.now()
-        expires = earliest_expiration(snapshot, now)
+        expires = earliest_signature_expiration(snapshot, now)
         if expires is not None and expires <= now:
             raise ControlError(
                 f"zone {name}: serial {serial} cannot be rolled back to: its signatures "

@@ -14,11 +14,30 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
+from authd.zone.snapshot import Snapshot, is_sig_type, unpack_node
+
 
 @dataclass(frozen=True, slots=True)
 class Horizon:
     valid_until: float | None
     signatures_valid_until: float | None
+
+
+def earliest_signature_expiration(snapshot: Snapshot, now: float) -> int | None:
+    """The earliest RRSIG expiration in a version (RFC 4034 serial time, read near `now`):
+    a scan, no crypto."""
+    earliest: int | None = None
+    reference = int(now)
+    for _, blob in snapshot.items():
+        for rtype, (_, rdatas) in unpack_node(blob).items():
+            if not is_sig_type(rtype):
+                continue
+            for rdata in rdatas:
+                delta = (int.from_bytes(rdata[8:12], "big") - reference) & 0xFFFFFFFF
+                expires = reference + (delta - (1 << 32) if delta >= 1 << 31 else delta)
+                if earliest is None or expires < earliest:
+                    earliest = expires
+    return earliest
 
 
 def horizon(

@@ -28,10 +28,10 @@ from authd.assure.gather import (
 from authd.assure.operators import NsServer, classify
 from authd.assure.probe import ask
 from authd.config import Endpoint
-from authd.horizon import Horizon, horizon, rfc3339
+from authd.horizon import Horizon, earliest_signature_expiration, horizon, rfc3339
 from authd.xfr.policy import policy_for
 from authd.zone import delegation, drift, names
-from authd.zone.snapshot import DNSKEY, Snapshot, is_sig_type, unpack_node
+from authd.zone.snapshot import DNSKEY
 from authd.zone.verify import DS_TYPE, verify
 
 MAX_PEERS = 4
@@ -40,22 +40,6 @@ DRIFT_SAMPLE = 3  # names beyond the apex set asked of each peer
 DRILL_SAMPLE = 5  # names beyond SOA, NS, DNSKEY asked of each own address
 
 __all__ = ["ZoneView", "drill", "own_addresses", "report"]
-
-
-def earliest_signature_expiration(snapshot: Snapshot, now: float) -> int | None:
-    """The earliest RRSIG expiration in a version (serial time read near `now`); the zone's
-    facts carry it for secondaries, a file zone's is computed here on demand."""
-    earliest: int | None = None
-    reference = int(now)
-    for _, blob in snapshot.items():
-        for rtype, (_, rdatas) in unpack_node(blob).items():
-            if not is_sig_type(rtype):
-                continue
-            for rdata in rdatas:
-                delta = (int.from_bytes(rdata[8:12], "big") - reference) & 0xFFFFFFFF
-                expires = reference + (delta - (1 << 32) if delta >= 1 << 31 else delta)
-                earliest = expires if earliest is None else min(earliest, expires)
-    return earliest
 
 
 def zone_horizon(view: ZoneView) -> Horizon:

@@ -28,6 +28,7 @@ import dns.tsig
 
 from authd.clock import Clock
 from authd.config import Remote, TransferConfig, ZoneConfig
+from authd.horizon import earliest_signature_expiration
 from authd.xfr import guarding
 from authd.xfr.ixfr_from_axfr import store_version
 from authd.xfr.policy import policy_for
@@ -36,7 +37,7 @@ from authd.xfr.timers import SoaTimers
 from authd.xfr.transfer import Outcome, TransferResult, query_soa, transfer, tsig_reason
 from authd.zone import lifecycle as lc
 from authd.zone.journal import VersionMeta
-from authd.zone.snapshot import DNSKEY, Snapshot, is_sig_type, unpack_node
+from authd.zone.snapshot import DNSKEY, Snapshot
 from authd.zone.store import StoreError, encode_full
 from authd.zone.verify import (
     Policy,
@@ -489,7 +490,7 @@ class Operations:
 
     async def restore_horizon(self, entry: ZoneEntry, snapshot: Snapshot) -> None:
         """The signature horizon of a version loaded from disk (no crypto: a scan)."""
-        horizon = await asyncio.to_thread(earliest_expiration, snapshot, self.clock.now())
+        horizon = await asyncio.to_thread(earliest_signature_expiration, snapshot, self.clock.now())
         if self.host.served_snapshot(entry.origin) is snapshot:
             entry.horizon = horizon
             warn_horizon(entry, self.clock.now())
@@ -524,22 +525,6 @@ def _needs_crypto(snapshot: Snapshot) -> bool:
 def is_signed(snapshot: Snapshot) -> bool:
     apex = snapshot.node(snapshot.origin) or {}
     return DNSKEY in apex
-
-
-def earliest_expiration(snapshot: Snapshot, now: float) -> int | None:
-    """The earliest RRSIG expiration in a version (RFC 4034 serial time, read near `now`)."""
-    earliest: int | None = None
-    reference = int(now)
-    for _, blob in snapshot.items():
-        for rtype, (_, rdatas) in unpack_node(blob).items():
-            if not is_sig_type(rtype):
-                continue
-            for rdata in rdatas:
-                delta = (int.from_bytes(rdata[8:12], "big") - reference) & 0xFFFFFFFF
-                expires = reference + (delta - (1 << 32) if delta >= 1 << 31 else delta)
-                if earliest is None or expires < earliest:
-                    earliest = expires
-    return earliest
 
 
 def remove_stale_candidates(state_dir: Path) -> list[Path]:

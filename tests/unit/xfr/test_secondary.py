@@ -13,9 +13,10 @@ import pytest
 
 from authd.clock import SystemClock
 from authd.config import Config, load_config
+from authd.horizon import earliest_signature_expiration
 from authd.metrics import ControlPlaneStats
 from authd.publish import DiffSteps
-from authd.xfr.operations import Operations, Pacer, earliest_expiration
+from authd.xfr.operations import Operations, Pacer
 from authd.xfr.secondary import Secondaries, ZoneEntry
 from authd.zone import lifecycle as lc
 from authd.zone.journal import VersionMeta
@@ -235,7 +236,7 @@ def test_earliest_expiration_matches_the_validator() -> None:
     zone = dns.zone.from_file(str(zone_file), origin="example.", relativize=False)
     snapshot = snapshot_of(zone)
     now = time.time()
-    assert earliest_expiration(snapshot, now) == validate(snapshot, now).horizon
+    assert earliest_signature_expiration(snapshot, now) == validate(snapshot, now).horizon
 
 
 async def test_an_operation_that_raises_ends_in_a_failure_event(
