@@ -34,7 +34,7 @@ import dns.rdatatype
 
 from authd import control
 from authd.bench.primaries import KEY, AuthdSecondary, SecondaryZone, query, served_serial, wait_for
-from authd.bench.servers import RunningServer, soa_answers
+from authd.bench.servers import RunningServer, knotc, soa_answers, spawn_knotd
 
 PARENT = "test"
 ZONE = "example.test"
@@ -206,14 +206,7 @@ zone:
             (self.workdir / f"{zone.name}.zone").write_text(zone.text)
         self.conf.write_text(self.config_text())
         log_path = self.workdir / "knotd.log"
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                [self.knotd, "-c", str(self.conf)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.workdir,
-            )
+        process = spawn_knotd(self.knotd, self.conf, self.workdir, log_path)
         self.server = RunningServer(self.name, process, self.address, PORT, self.workdir, log_path)
         for zone in self.zones:
             if not wait_for(
@@ -232,16 +225,7 @@ zone:
         return self.server.log() if self.server is not None else ""
 
     def control(self, *args: str) -> str:
-        done = subprocess.run(
-            [self.knotc, "-c", str(self.conf), *args],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"knotc {' '.join(args)}: {done.stdout}{done.stderr}")
-        return done.stdout
+        return knotc(self.knotc, self.conf, *args)
 
     def change(self, zone: str, *edits: tuple[str, ...]) -> None:
         """One transaction: each edit is ("set"|"unset", owner, ttl-or-type, ...) as knotc

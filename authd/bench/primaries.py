@@ -33,7 +33,15 @@ import dns.tsigkeyring
 
 from authd import control
 from authd.bench.peers import free_port
-from authd.bench.servers import HOST, RunningServer, TsigKey, named_config, soa_answers
+from authd.bench.servers import (
+    HOST,
+    RunningServer,
+    TsigKey,
+    knotc,
+    named_config,
+    soa_answers,
+    spawn_knotd,
+)
 from authd.bench.servers import _start as start_server
 
 KEY = TsigKey("xfr-key", "hmac-sha256", "+phZxHr8fnYDiQ/Ja7clqsa1rNx7ef31WR3AaK+bkTg=")
@@ -213,14 +221,7 @@ zone:
         self.conf.write_text(self.config_text())
         self.generation += 1
         log_path = self.workdir / f"knotd.{self.generation}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [self.knotd, "-c", str(self.conf)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.workdir,
-            )
+        process = spawn_knotd(self.knotd, self.conf, self.workdir, log_path)
         self.server = RunningServer("knotd", process, HOST, self.port, self.workdir, log_path)
         for zone in self.zones:
             if not wait_for(lambda z=zone: soa_answers(HOST, self.port, z), START_TIMEOUT, 0.05):
@@ -237,16 +238,7 @@ zone:
         return self.server.log() if self.server is not None else ""
 
     def control(self, *args: str) -> str:
-        done = subprocess.run(
-            [self.knotc, "-c", str(self.conf), *args],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"knotc {' '.join(args)}: {done.stdout}{done.stderr}")
-        return done.stdout
+        return knotc(self.knotc, self.conf, *args)
 
     def set_record(self, zone: str, owner: str, rtype: str, rdata: str, ttl: int = 300) -> None:
         """One change in a transaction; knotd bumps the serial and sends NOTIFY on commit."""

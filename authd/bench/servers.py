@@ -154,6 +154,28 @@ zone:
 {zone_lines}"""
 
 
+def spawn_knotd(knotd: str, conf: Path, workdir: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """knotd on `conf`, its output appended to `log_path` (the caller waits until it serves)."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [knotd, "-c", str(conf)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=workdir,
+        )
+
+
+def knotc(knotc: str, conf: Path, *args: str) -> str:
+    """One knotc command against the knotd of `conf`; its output, or RuntimeError saying why."""
+    done = subprocess.run(
+        [knotc, "-c", str(conf), *args], capture_output=True, text=True, timeout=20, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"knotc {' '.join(args)}: {done.stdout}{done.stderr}")
+    return done.stdout
+
+
 def start_knotd(knotd: str, workdir: Path, zones: Mapping[str, Path]) -> RunningServer:
     """knotd serving `zones` (name -> master file) on a free loopback port."""
     workdir.mkdir(parents=True, exist_ok=True)
