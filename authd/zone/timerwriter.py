@@ -37,6 +37,10 @@ class TimerWriter:
         self.on_error = on_error
         self.delay = delay
         self._dirty: dict[bytes, Record] = {}
+        # One batch written at a time: a flush() that finds a batch in its thread waits
+        # for it (a control command answers only once its record is on disk), and a
+        # zone's newer record is never written before an older one still in flight.
+        self._writing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self._closed = False
@@ -60,12 +64,15 @@ class TimerWriter:
                 self._task = asyncio.get_running_loop().create_task(self._flush_later())
 
     async def flush(self) -> None:
-        while self._dirty:
-            batch, self._dirty = self._dirty, {}
-            failures = await asyncio.to_thread(self.save, batch)
-            self.batches += 1
-            for zone, error in failures.items():
-                self.on_error(zone, error)
+        """Write what is marked now; returns once that and any batch already being
+        written are on disk."""
+        async with self._writing:
+            while self._dirty:
+                batch, self._dirty = self._dirty, {}
+                failures = await asyncio.to_thread(self.save, batch)
+                self.batches += 1
+                for zone, error in failures.items():
+                    self.on_error(zone, error)
 
     async def close(self) -> None:
         """Write what is still dirty (at shutdown)."""

@@ -92,3 +92,42 @@ def test_a_batch_replaces_records_and_leaves_no_temp_files(tmp_path: Path) -> No
         assert not list((tmp_path / "state").glob("*/*.authd-tmp"))
     finally:
         store.close()
+
+
+async def test_a_flush_during_a_batch_write_returns_after_it_and_writes_in_order(
+    tmp_path: Path,
+) -> None:
+    """A control command's flush while the delayed batch is in its thread: the command must
+    not answer before that batch is on disk, and its own batch must not overtake it (the
+    older record of a zone would land last)."""
+    written: list[int] = []
+    entered, release = threading.Event(), threading.Event()
+    busy = threading.Lock()
+
+    def save(batch: Mapping[bytes, Mapping[str, TimerValue]]) -> dict[bytes, StoreError]:
+        assert busy.acquire(blocking=False), "two batches written at once"
+        try:
+            n = int(batch[A]["n"] or 0)
+            if n == 1:
+                entered.set()
+                release.wait(5)
+            written.append(n)
+        finally:
+            busy.release()
+        return {}
+
+    writer = TimerWriter(save, lambda zone, error: None, delay=0.01)
+    writer.mark(A, {"n": 1})
+    for _ in range(500):  # until the delayed batch is blocked in its thread
+        if entered.is_set():
+            break
+        await asyncio.sleep(0.01)
+    writer.mark(A, {"n": 2})
+    flushed = asyncio.ensure_future(writer.flush())
+    for _ in range(10):
+        await asyncio.sleep(0.01)
+    assert not flushed.done()  # record 1 is not on disk yet
+    release.set()
+    await asyncio.wait_for(flushed, 5)
+    assert written == [1, 2]
+    await writer.close()
