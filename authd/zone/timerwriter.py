@@ -57,7 +57,9 @@ class TimerWriter:
     async def _flush_later(self) -> None:
         try:
             await asyncio.sleep(self.delay)
-            await self.flush()
+            # Shielded: close() cancels this task, never a batch already in its thread
+            # (the thread would go on writing while close() writes the rest beside it).
+            await asyncio.shield(self.flush())
         finally:
             self._task = None
             if self._dirty and not self._closed:  # marked while the batch was being written

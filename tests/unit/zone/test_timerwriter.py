@@ -131,3 +131,36 @@ async def test_a_flush_during_a_batch_write_returns_after_it_and_writes_in_order
     await asyncio.wait_for(flushed, 5)
     assert written == [1, 2]
     await writer.close()
+
+
+async def test_close_during_a_batch_write_waits_for_it(tmp_path: Path) -> None:
+    written: list[int] = []
+    entered, release = threading.Event(), threading.Event()
+    busy = threading.Lock()
+
+    def save(batch: Mapping[bytes, Mapping[str, TimerValue]]) -> dict[bytes, StoreError]:
+        assert busy.acquire(blocking=False), "two batches written at once"
+        try:
+            n = int(batch[A]["n"] or 0)
+            if n == 1:
+                entered.set()
+                release.wait(5)
+            written.append(n)
+        finally:
+            busy.release()
+        return {}
+
+    writer = TimerWriter(save, lambda zone, error: None, delay=0.01)
+    writer.mark(A, {"n": 1})
+    for _ in range(500):
+        if entered.is_set():
+            break
+        await asyncio.sleep(0.01)
+    writer.mark(A, {"n": 2})
+    closing = asyncio.ensure_future(writer.close())
+    for _ in range(10):
+        await asyncio.sleep(0.01)
+    assert not closing.done()
+    release.set()
+    await asyncio.wait_for(closing, 5)
+    assert written == [1, 2]
