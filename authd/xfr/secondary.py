@@ -220,6 +220,10 @@ class Persister(Protocol):
         """Write what is marked now (a control command answers after it is durable)."""
         ...
 
+    async def idle(self) -> None:
+        """Return once no batch is being written."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -303,7 +307,7 @@ class Secondaries:
         self.scheduler.discard(origin)
         self.writer.forget(origin)
         self.io.cancel(entry)
-        return _wait_cancelled([entry.operation, entry.background])
+        return _removed(self.writer, [entry.operation, entry.background])
 
     def post(self, origin: bytes, event: lc.Event) -> None:
         """Step the zone's machine with one event now (events queue while a step runs)."""
@@ -418,6 +422,13 @@ class Secondaries:
             task for entry in self.zones.values() for task in (entry.operation, entry.background)
         )
         await self.writer.close()
+
+
+async def _removed(writer: Persister, tasks: Iterable[asyncio.Task[Any] | None]) -> None:
+    """A removed zone's operations have ended, and no timers batch still writes its record
+    (it would recreate the zone's directory after the catalog set it aside or purged it)."""
+    await _wait_cancelled(tasks)
+    await writer.idle()
 
 
 async def _wait_cancelled(tasks: Iterable[asyncio.Task[Any] | None]) -> None:

@@ -76,6 +76,12 @@ class TimerWriter:
                 for zone, error in failures.items():
                     self.on_error(zone, error)
 
+    async def idle(self) -> None:
+        """Return once no batch is being written (one in its thread may hold a record of
+        a zone being removed: its directory must not be moved or purged under it)."""
+        async with self._writing:
+            return
+
     async def close(self) -> None:
         """Write what is still dirty (at shutdown)."""
         self._closed = True

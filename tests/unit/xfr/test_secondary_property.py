@@ -9,9 +9,11 @@ scheduler wakes it then, even while an operation is in flight).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import tempfile
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,7 +31,9 @@ from authd.xfr.timers import SoaTimers
 from authd.zone import lifecycle as lc
 from authd.zone.journal import VersionMeta
 from authd.zone.snapshot import Snapshot
+from authd.zone.store import StoreError
 from authd.zone.timerstore import TimerValue
+from authd.zone.timerwriter import TimerWriter
 from tests.support.fakeloop import FakeLoop
 
 T0 = 1_700_000_000.0
@@ -144,6 +148,9 @@ class FakeWriter:
         self.marked.pop(zone, None)
 
     async def flush(self) -> None:
+        pass
+
+    async def idle(self) -> None:
         pass
 
     async def close(self) -> None:
@@ -516,3 +523,35 @@ async def test_a_step_that_raises_does_not_wedge_the_zone() -> None:
     assert [type(action) for _, action in io.started] == [lc.QuerySoa]  # the queued refresh
     io.pending.pop().done(lc.SoaChecked(5, primary="p"))
     assert [type(action) for _, action in io.started] == [lc.QuerySoa, lc.Transfer]
+
+
+async def test_a_removal_waits_for_the_timers_batch_holding_its_record() -> None:
+    """The zone's last record may be in a batch being written when it is removed: the
+    removal ends after that write (which recreates the zone's directory), so a catalog
+    member's data is set aside or purged only afterwards."""
+    clock = FakeClock(now=T0)
+    loop = FakeLoop(clock)
+    host, io = FakeHost(None), FakeIo()
+    entered, release = threading.Event(), threading.Event()
+
+    def save(batch: Mapping[bytes, Mapping[str, TimerValue]]) -> dict[bytes, StoreError]:
+        entered.set()
+        release.wait(5)
+        return {}
+
+    writer = TimerWriter(save, lambda zone, error: None, delay=0.0)
+    shell = Secondaries(host, io, clock, writer=writer, call_later=loop.call_later)  # type: ignore[arg-type]
+    config = zone_config(0, False)
+    shell.add(config)  # Start persists the record
+    for _ in range(500):
+        if entered.is_set():
+            break
+        await asyncio.sleep(0.01)
+    assert entered.is_set()
+    removal = asyncio.ensure_future(shell.remove(config.origin))
+    for _ in range(10):
+        await asyncio.sleep(0.01)
+    assert not removal.done()
+    release.set()
+    await asyncio.wait_for(removal, 5)
+    await writer.close()
