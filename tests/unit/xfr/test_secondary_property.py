@@ -243,6 +243,23 @@ def result_for(action: lc.Action, choice: int, serial: int, soa: SoaTimers) -> l
     stored=True,
     steps=[("advance", 3.0), ("complete", 2), ("advance", 5.0), ("advance", 60.0)],
 )
+@example(  # a primary's EDNS EXPIRE that runs out while the version is verified and guarded
+    zones=1,
+    refresh=1,
+    retry=1,
+    expire=51,
+    servfail=False,
+    stored=True,
+    steps=[
+        ("advance", 1.0),
+        ("complete", 1),
+        ("complete", 339),
+        ("advance", 49.0),
+        ("complete", 1),
+        ("complete", 0),
+        ("complete", 1),
+    ],
+)
 @example(  # expiry while a transfer is in flight
     zones=2,
     refresh=3600,
@@ -359,16 +376,21 @@ def drive(
         if before_held.get(origin) and record.held is None and not dropped:
             problems.append("a hold ended without DropHeld")
         before_held[origin] = record.held is not None
+        if record.expires_at != deadlines.get(origin, (None, 0.0))[0]:
+            deadlines[origin] = (record.expires_at, clock.now())
         if record.state is lc.State.EXPIRED and before_state.get(origin) in (
             lc.State.OK,
             lc.State.REFRESHING,
         ):
             assert record.expires_at is not None
-            expiries.append((clock.now(), record.expires_at))
+            # Due at expires_at, or at once when the deadline was learned already past (a
+            # primary's EDNS EXPIRE that ran out while the version was verified and guarded).
+            expiries.append((clock.now(), max(record.expires_at, deadlines[origin][1])))
         before_state[origin] = record.state
 
     before_state: dict[bytes, lc.State] = {}
     before_held: dict[bytes, bool] = {}
+    deadlines: dict[bytes, tuple[float | None, float]] = {}  # expires_at, and when it was set
     shell = Secondaries(
         host,  # type: ignore[arg-type]
         io,
