@@ -234,8 +234,8 @@ class ServerConfig:
 
 @dataclass(frozen=True, slots=True)
 class TransferConfig:
-    max_concurrent: int = 10
-    max_per_primary: int = 2
+    max_concurrent: int = 32
+    max_per_primary: int = 8
     max_soa_checks_in_flight: int = 20
     timeout: float = 3600.0
     idle_timeout: float = 30.0

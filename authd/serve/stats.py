@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import dns.rcode
 import dns.rdatatype
 
@@ -34,7 +36,13 @@ def responder_counters(responder: ResponderLike) -> dict[str, int]:
         ):
             out[f"cookie.{verdict}"] = count
     for origin, count in responder.zone_queries.items():
-        out[f"zone.{names.to_text(origin).rstrip('.') or '.'}"] = count
+        out[_zone_key(origin)] = count
     if responder.xfr_handler is not None:
         out.update(responder.xfr_handler.counters())  # "xfrout.<result>"
     return out
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _zone_key(origin: bytes) -> str:
+    """Decoded once per zone, not on every report (10,000 zones: 10,000 decodes a second)."""
+    return f"zone.{names.to_text(origin).rstrip('.') or '.'}"

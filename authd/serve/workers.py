@@ -9,8 +9,9 @@ version in the main process's zone table, then calls `publish()`, which returns 
 generation number G and re-forks every slot's worker from the main process (`recycle()`);
 `wait_published(G)` returns once every slot's worker was forked after G and nothing older
 answers. Publishes are coalesced: a pass re-forks (all slots at once) each slot whose worker
-is older than the newest generation when the pass starts, and passes run back to back, so a
-version waits at most for the pass in progress and one more, however many zones change.
+is older than the newest generation when the pass starts, and passes start at most every
+`publish_interval` (0.1 s), so a version waits at most for the pass in progress, that
+interval and one more pass, however many zones change.
 
 Sockets belong to slots, not to processes. Before forking, the main process binds one UDP
 and one listening TCP socket per listen address for every worker slot, all with
@@ -295,6 +296,7 @@ class WorkerPool(Generic[Z]):
         stop_timeout: float = 3.0,
         ready_timeout: float = 30.0,
         max_backlog: int = _MAX_BACKLOG,
+        publish_interval: float = 0.1,
     ) -> None:
         self.count = worker_count(count)
         self.listen = list(listen)
@@ -310,6 +312,11 @@ class WorkerPool(Generic[Z]):
         self._stop_timeout = stop_timeout
         self._ready_timeout = ready_timeout
         self._max_backlog = max_backlog
+        # Publish passes start at most this often: while thousands of zones publish (a first
+        # load, a NOTIFY storm) one fork carries many versions instead of one or two each,
+        # and a lone change still reaches the workers within this delay plus one pass.
+        self._publish_interval = publish_interval
+        self._last_pass = float("-inf")  # loop time when the last publish pass began
         self._slots: list[_Slot] = []  # by index; open in the main process until stop()
         self._procs: dict[int, _Worker] = {}  # by pid: every forked process not reaped yet
         self._slot_workers: dict[int, _Worker] = {}  # by index (invariant 1)
@@ -452,6 +459,12 @@ class WorkerPool(Generic[Z]):
             if not self._outdated():  # only restarts, start-ups or old workers to wait for
                 await self._wait_change(1.0)
                 continue
+            assert self._loop is not None
+            early = self._last_pass + self._publish_interval - self._loop.time()
+            if early > 0:  # let more publishes join this pass
+                await asyncio.sleep(early)
+                continue
+            self._last_pass = self._loop.time()
             try:
                 if await self._pass(lambda: self._wanted):
                     failures = 0
@@ -1047,10 +1060,14 @@ class _WorkerMain:  # pragma: no cover - runs in the child; tested through Worke
         return total
 
     async def _report_counters(self) -> None:
+        last: dict[str, int] = {}
         while True:
             await asyncio.sleep(self.pool._counter_interval)
             if len(self.outbox.buf) < _WORKER_BACKLOG:  # the main is busy: skip, they add up
-                self.send(("counters", self.counters()))
+                counters = self.counters()
+                if counters != last:  # idle: nothing to send (totals, so none is lost)
+                    self.send(("counters", counters))
+                    last = counters
 
 
 def _describe(status: int | None) -> str:

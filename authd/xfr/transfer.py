@@ -497,6 +497,13 @@ async def _tcp_exchange(
 # -- TCP stream ------------------------------------------------------------------
 
 
+# Read buffer shared by every transfer: get_buffer() and buffer_updated() run back to back in
+# one callback on the event loop and the bytes are copied out at once, so no two transfers
+# ever use it at the same time; one 256 KiB allocation per transfer cost more than a
+# 30-record zone's whole AXFR.
+_SCRATCH = bytearray(1 << 18)
+
+
 class _Drain(asyncio.BufferedProtocol):
     """Reads everything the primary sends into one buffer, at once, up to max_bytes.
 
@@ -513,7 +520,7 @@ class _Drain(asyncio.BufferedProtocol):
         self.error: Exception | None = None
         self.arrived = asyncio.Event()
         self.transport: asyncio.Transport | None = None
-        self._scratch = bytearray(1 << 18)
+        self._scratch = _SCRATCH
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport: no isinstance check here.

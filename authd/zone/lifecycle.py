@@ -36,6 +36,7 @@ one operation in flight, a pipeline from SOA check to publish.
 Transitions (phase, event -> phase, actions); every other pair is ignored with a log:
     NONE       TimerFired (due), NotifyReceived (newer or no serial),
                ForceRefresh                           -> SOA_QUERY  QuerySoa
+                 (nothing served yet                  -> TRANSFER   Transfer(axfr))
     NONE       ForceRetransfer                        -> TRANSFER   Transfer(axfr, forced)
     SOA_QUERY  SoaChecked newer, or nothing served   -> TRANSFER   Transfer
     SOA_QUERY  SoaChecked lower, rollback_after times -> TRANSFER  Transfer(axfr, forced)
@@ -730,6 +731,10 @@ def _discarded(
 
 
 def _start_soa_query(zone: Zone, now: float) -> tuple[Zone, list[Action]]:
+    if zone.served is None:
+        # Nothing served: any serial is newer, so the SOA query would only double the
+        # queries of a first load (Knot bootstraps with the AXFR alone).
+        return _start_transfer(replace(zone, pending=False), now)
     return _begin(replace(zone, pending=False), now, Phase.SOA_QUERY), [QuerySoa()]
 
 

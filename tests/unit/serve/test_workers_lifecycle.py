@@ -385,3 +385,34 @@ def test_publishes_during_a_pass_are_served_by_the_next_pass_at_the_latest() -> 
             await pool.stop(timeout=3)
 
     run(scenario)
+
+
+def test_a_burst_of_publishes_is_carried_by_few_passes_and_a_lone_one_goes_at_once() -> None:
+    port = free_port()
+    table = SlowTable()
+
+    async def scenario() -> None:
+        # Passes start at most every 5 s here, so the burst below (~0.2 s) cannot reach a
+        # third pass however slow the machine is; back to back it would take several.
+        pool = new_pool(port, table, publish_interval=5.0)
+        await pool.start()
+        try:
+            first = pool.publish()  # after an idle pool: its pass starts at once
+            assert await pool.wait_published(first, timeout=4)
+            await until(lambda: pool.recycles == 1)
+            tickets = []
+            for version in range(2, 12):
+                table.version = version
+                tickets.append(pool.publish())
+                await asyncio.sleep(0.02)
+            assert pool.recycles == 1  # the burst waits for the interval...
+            assert await pool.wait_published(tickets[-1], timeout=15)
+            await until(lambda: pool.recycles == 2)  # ...and one pass carries all ten
+            await asyncio.sleep(0.3)
+            assert pool.recycles == 2
+            seen = await answers_from_every_worker(pool, port)  # type: ignore[arg-type]
+            assert set(seen.values()) == {11}
+        finally:
+            await pool.stop(timeout=3)
+
+    run(scenario)

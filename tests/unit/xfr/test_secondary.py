@@ -152,11 +152,8 @@ async def test_first_load_ixfr_failover_and_rejection(
         assert loaded is not None and loaded.snapshot.serial == 10  # durable before visible
         assert loaded.meta == host.metas[0]  # the same facts on disk and served (history)
         assert host.published[0][0] == 10
-        # Every SOA check attempt is counted per remote with its outcome; remote health.
-        checks = host.stats.soa_checks
-        assert checks[("example.test", "test", "ok")] == 1
-        assert sum(v for (z, r, result), v in checks.items() if r == "dead") == 1
-        assert ("example.test", "dead", "ok") not in checks
+        # Nothing served yet: straight to AXFR, no SOA check (Knot); remote health counted.
+        assert not host.stats.soa_checks
         assert set(host.stats.remote_last_failure) == {"dead"}
         assert set(host.stats.remote_last_success) == {"test"}
         await secondaries.writer.close()  # the batched timers write, now
@@ -166,6 +163,10 @@ async def test_first_load_ixfr_failover_and_rejection(
         primary.versions.append(make_zone("example.test.", 11))
         secondaries.post(zone.origin, lc.ForceRefresh())
         await _until(lambda: settled(host, zone, 11))
+        # Every SOA check attempt is counted per remote with its outcome.
+        checks = host.stats.soa_checks
+        assert checks[("example.test", "test", "ok")] == 1
+        assert ("example.test", "dead", "ok") not in checks
         stored = host.store.load(zone_config.origin)
         assert stored is not None and stored.journal_entries == 1
         assert any(k[1] == "IXFR" and k[2] == "updated" for k in host.stats.transfers)
@@ -247,14 +248,15 @@ async def test_an_operation_that_raises_ends_in_a_failure_event(
     host = FakeHost(tmp_path / "state")
     secondaries = shell(host, config, validation)
 
-    async def broken(self: Operations, entry: ZoneEntry) -> lc.Event:
+    async def broken(self: Operations, entry: ZoneEntry, *args: object) -> lc.Event:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(Operations, "check_soa", broken)
+    # Nothing served yet, so the refresh is a transfer (no SOA check first).
+    monkeypatch.setattr(Operations, "transfer", broken)
     zone = secondaries.add(config.zones[0])
     try:
         secondaries.post(zone.origin, lc.ForceRefresh())
-        await _until(lambda: zone.record.outcome is lc.Outcome.SOA_FAILED and idle(zone))
+        await _until(lambda: zone.record.outcome is lc.Outcome.TRANSFER_FAILED and idle(zone))
         assert "internal error" in zone.record.last_error and "boom" in zone.record.last_error
         assert zone.operation is None
     finally:

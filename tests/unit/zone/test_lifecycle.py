@@ -98,16 +98,15 @@ def loaded(settings: Settings | None = None, last_success: float = T0) -> Driver
     return driver
 
 
-def test_never_loaded_queries_soa_then_axfr_then_verify_store_publish() -> None:
+def test_never_loaded_goes_straight_to_axfr_then_verify_store_publish() -> None:
     zone = Driver()
     zone.send(Start(), T0)
     assert state(zone) is State.NEVER_LOADED and zone.wake() == T0
     assert zone.did(QuerySoa) == [] and zone.did(Persist)
     zone.send(TimerFired(), T0)
-    assert zone.did(QuerySoa) == [QuerySoa()]
-    assert state(zone) is State.NEVER_LOADED and zone.zone.phase is Phase.SOA_QUERY
-    zone.send(SoaChecked(serial=10), T0 + 1)
-    assert zone.did(Transfer) == [Transfer(axfr=True)]
+    # Nothing served: no SOA query first (it would double a first load's queries; Knot).
+    assert zone.did(QuerySoa) == [] and zone.did(Transfer) == [Transfer(axfr=True)]
+    assert state(zone) is State.NEVER_LOADED and zone.zone.phase is Phase.TRANSFER
     zone.send(Transferred(ok=True, candidate=SOA, primary="p1"), T0 + 2)
     assert zone.did(Verify) == [Verify()] and zone.zone.phase is Phase.VERIFY
     assert zone.zone.downloaded is not None and zone.zone.downloaded.serial == 10
@@ -300,8 +299,8 @@ def test_bootstrap_backoff_for_a_zone_that_never_loaded() -> None:
     waits = []
     for _ in range(6):
         zone.send(TimerFired(), now)
-        assert zone.did(QuerySoa)
-        zone.send(SoaChecked(serial=None, error="refused"), now)
+        assert zone.did(Transfer) == [Transfer(axfr=True)]
+        zone.send(Transferred(ok=False, error="refused"), now)
         at = zone.wake()
         assert at is not None
         waits.append(at - now)
@@ -310,7 +309,6 @@ def test_bootstrap_backoff_for_a_zone_that_never_loaded() -> None:
     assert "no version yet" in zone.logs()
     # The primary comes up: served at the next attempt, and the count resets.
     zone.send(TimerFired(), now)
-    zone.send(SoaChecked(serial=10), now)
     zone.deliver(SOA, now)
     assert served(zone) == 10 and zone.zone.bootstrap_failures == 0
 
@@ -319,7 +317,7 @@ def test_bootstrap_backoff_is_capped_at_two_hours() -> None:
     zone = Driver()
     zone.send(Start(stored={"bootstrap_failures": 100}), T0)
     zone.send(TimerFired(), T0)
-    zone.send(SoaChecked(serial=None, error="refused"), T0)
+    zone.send(Transferred(ok=False, error="refused"), T0)
     assert zone.wake() == T0 + 7200
 
 
