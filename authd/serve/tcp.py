@@ -54,6 +54,7 @@ NO_REPLY = b""
 STOP_GRACE = 0.25  # seconds a quiet connection may still send a query when we stop
 STREAM_TURN_BYTES = 16 * 1024  # transfer octets written per event-loop turn, all transfers
 # together: the wait they add to any query is bounded whatever their number
+STOP_ACCEPTED_WAIT = 0.02  # after closing the listener: connections it had just accepted
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,6 +418,10 @@ class TcpServer:
             server.close()
         assert self._loop is not None
         deadline = self._loop.time() + timeout
+        # A connection the listener accepted just before close() gets its connection_made
+        # on a later turn of the loop (uvloop schedules it): wait for it, so that it is
+        # served below instead of being refused (reset, its query unanswered) after stop.
+        await asyncio.sleep(STOP_ACCEPTED_WAIT)
         # A connection idle for less than STOP_GRACE may be one just accepted whose query
         # is on its way or in the kernel buffer: closing it now would reset it unanswered.
         # Keep reading it until it has been idle that long; answer, then close it.
