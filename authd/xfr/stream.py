@@ -19,6 +19,7 @@ Every problem raises `StreamError(fault, reason)`; the reason names the record.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass, field
 from enum import Enum
@@ -457,6 +458,45 @@ def sign_message(
 
     `request_mac` is the request's MAC when signing a response (RFC 8945 4.2).
     """
+    if key.algorithm == dns.tsig.GSS_TSIG:
+        return _sign_with_dnspython(wire, key, now, request_mac, fudge)
+    # RFC 8945 4.3.3 on bytes: the same MAC and record as dns.tsig.sign, without building
+    # rdata objects (that path cost ~0.1 ms per SOA query or transfer).
+    key_name, algorithm, owner, algorithm_wire = _tsig_names(key.name, key.algorithm)
+    signed_at = int(now)
+    time_fudge = struct.pack(">HIH", (signed_at >> 32) & 0xFFFF, signed_at & 0xFFFFFFFF, fudge)
+    context = dns.tsig.get_context(key)  # type: ignore[no-untyped-call]
+    if request_mac:
+        context.update(struct.pack(">H", len(request_mac)) + request_mac)
+    context.update(wire)
+    context.update(key_name + b"\x00\xff\x00\x00\x00\x00")  # class ANY, TTL 0
+    context.update(algorithm + time_fudge + b"\x00\x00\x00\x00")  # error 0, no other data
+    mac = bytes(context.sign())
+    rdata = (
+        algorithm_wire
+        + time_fudge
+        + struct.pack(">H", len(mac))
+        + mac
+        + wire[:2]  # original ID
+        + b"\x00\x00\x00\x00"
+    )
+    record = owner + struct.pack(">HHIH", TYPE_TSIG, dns.rdataclass.ANY, 0, len(rdata))
+    arcount = struct.unpack_from(">H", wire, 10)[0] + 1
+    return wire[:10] + struct.pack(">H", arcount) + wire[12:] + record + rdata, mac
+
+
+@functools.lru_cache(maxsize=256)
+def _tsig_names(name: dns.name.Name, algorithm: dns.name.Name) -> tuple[bytes, bytes, bytes, bytes]:
+    """A key's name and algorithm in canonical wire form (lowercase: the MAC) and as
+    written (the record)."""
+    owner, algorithm_wire = name.to_wire(), algorithm.to_wire()
+    assert owner is not None and algorithm_wire is not None
+    return name.to_digestable(), algorithm.to_digestable(), owner, algorithm_wire
+
+
+def _sign_with_dnspython(
+    wire: bytes, key: dns.tsig.Key, now: float, request_mac: bytes, fudge: int
+) -> tuple[bytes, bytes]:
     message_id = struct.unpack_from(">H", wire, 0)[0]
     template = dns.rdtypes.ANY.TSIG.TSIG(  # type: ignore[no-untyped-call]
         dns.rdataclass.ANY, dns.rdatatype.TSIG, key.algorithm, 0, fudge, b"", message_id, 0, b""

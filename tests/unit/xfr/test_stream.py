@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import struct
 
 import dns.flags
@@ -10,6 +11,7 @@ import dns.name
 import dns.rdata
 import dns.rdataclass
 import dns.rrset
+import dns.tsig
 import pytest
 
 from authd.xfr.stream import (
@@ -381,3 +383,25 @@ def test_axfr_snapshot_equals_the_builders() -> None:
     # Canonical order (RFC 4034 6.1) from the cached-parent keys equals a direct sort.
     direct = sorted(names.canonical_key(k) for k in built.owners())
     assert built.order == direct
+
+
+@pytest.mark.parametrize(
+    "algorithm", [dns.tsig.HMAC_SHA256, dns.tsig.HMAC_SHA512, dns.tsig.HMAC_SHA1, dns.tsig.HMAC_MD5]
+)
+@pytest.mark.parametrize("request_mac", [b"", b"\x17" * 32])
+def test_sign_message_writes_the_same_bytes_as_dnspython(
+    algorithm: str, request_mac: bytes
+) -> None:
+    """The hand-written signer (RFC 8945 4.3.3 on bytes) against dns.tsig.sign."""
+    from authd.xfr.stream import _sign_with_dnspython, sign_message
+
+    key = dns.tsig.Key(
+        "Xfr-Key.Example.", base64.b64encode(b"0123456789abcdef").decode(), algorithm
+    )
+    query = dns.message.make_query("Example.Test.", "SOA")
+    query.id = 0x4A2B
+    wire = query.to_wire()
+    for fudge in (300, 5):
+        ours = sign_message(wire, key, 1_700_000_123.9, request_mac=request_mac, fudge=fudge)
+        reference = _sign_with_dnspython(wire, key, 1_700_000_123.9, request_mac, fudge)
+        assert ours == reference
