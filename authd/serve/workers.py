@@ -10,8 +10,9 @@ generation number G and re-forks every slot's worker from the main process (`rec
 `wait_published(G)` returns once every slot's worker was forked after G and nothing older
 answers. Publishes are coalesced: a pass re-forks (all slots at once) each slot whose worker
 is older than the newest generation when the pass starts, and passes start at most every
-`publish_interval` (0.1 s), so a version waits at most for the pass in progress, that
-interval and one more pass, however many zones change.
+`publish_interval` (0.1 s) or twice the last pass's length (at most 2 s), whichever is
+longer, so a version waits at most for the pass in progress, that gap and one more pass,
+however many zones change.
 
 Sockets belong to slots, not to processes. Before forking, the main process binds one UDP
 and one listening TCP socket per listen address for every worker slot, all with
@@ -97,6 +98,8 @@ _MAX_BACKLOG = 64 << 20  # bytes queued for a worker that does not read: it is s
 _TICK = 0.1  # seconds between supervisor passes (reap, restart, kill stragglers)
 _QUICK_CRASH = 5.0  # a worker that dies sooner after its fork counts as a crash loop
 _MAX_RESTART_DELAY = 10.0
+PASS_SPACING = 2.0  # publish passes start at least this many pass lengths apart
+MAX_PASS_SECONDS = 1.0  # ...counting a pass as at most this long (a change waits <= 2 s more)
 _GAUGES = frozenset({"tcp.open_connections"})  # not summed into the totals of exited workers
 # Held back around fork(): until the child has reset their handlers, a signal to it would run
 # the main process's handlers, which write to the main's event loop (shared wakeup fd).
@@ -317,6 +320,7 @@ class WorkerPool(Generic[Z]):
         # and a lone change still reaches the workers within this delay plus one pass.
         self._publish_interval = publish_interval
         self._last_pass = float("-inf")  # loop time when the last publish pass began
+        self._pass_seconds = 0.0  # how long the last publish pass took
         self._slots: list[_Slot] = []  # by index; open in the main process until stop()
         self._procs: dict[int, _Worker] = {}  # by pid: every forked process not reaped yet
         self._slot_workers: dict[int, _Worker] = {}  # by index (invariant 1)
@@ -460,13 +464,18 @@ class WorkerPool(Generic[Z]):
                 await self._wait_change(1.0)
                 continue
             assert self._loop is not None
-            early = self._last_pass + self._publish_interval - self._loop.time()
+            # Between two pass starts: the interval, or twice the last pass's length when
+            # passes are slow (a big table: forks and worker starts at most ~1/3 of the time).
+            gap = max(self._publish_interval, PASS_SPACING * self._pass_seconds)
+            early = self._last_pass + gap - self._loop.time()
             if early > 0:  # let more publishes join this pass
                 await asyncio.sleep(early)
                 continue
             self._last_pass = self._loop.time()
             try:
-                if await self._pass(lambda: self._wanted):
+                ok = await self._pass(lambda: self._wanted)
+                self._pass_seconds = min(self._loop.time() - self._last_pass, MAX_PASS_SECONDS)
+                if ok:
                     failures = 0
                     continue
             except Exception:  # a bug must not stop versions from reaching the workers
