@@ -99,9 +99,13 @@ def test_without_wait_the_command_returns_at_once(pair: tuple[KnotPrimary, Authd
 
 
 def test_wait_gives_up_at_the_timeout_while_the_primary_stays_silent(tmp_path: Path) -> None:
-    """A primary that never answers: the SOA query is still in flight at --timeout."""
+    """A primary that never answers: the first AXFR (nothing served yet, so no SOA query
+    before it) is still in flight at --timeout."""
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     silent.bind((HOST, 0))  # bound, never read: queries vanish without an ICMP error
+    stream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    stream.bind(silent.getsockname())  # the same port over TCP: connects, never answers
+    stream.listen(8)
     authd = AuthdSecondary(tmp_path / "authd", [SecondaryZone(ZONE, [silent.getsockname()])])
     try:
         authd.start()
@@ -112,3 +116,4 @@ def test_wait_gives_up_at_the_timeout_while_the_primary_stays_silent(tmp_path: P
     finally:
         authd.stop()
         silent.close()
+        stream.close()
