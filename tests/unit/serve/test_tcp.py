@@ -10,7 +10,7 @@ import time
 import pytest
 
 from authd.serve.sockets import tcp_socket
-from authd.serve.tcp import TcpLimits
+from authd.serve.tcp import TcpLimits, TcpServer
 from tests.support.tcp import (
     closed_by_server,
     connect,
@@ -313,5 +313,31 @@ def test_a_message_that_gets_no_answer_closes_the_connection_at_once() -> None:
         assert server.counters.queries == 2
         writer.close()
         await server.stop()
+
+    run(scenario)
+
+
+def test_a_connection_accepted_as_the_server_stops_is_answered_not_refused() -> None:
+    """Worker re-fork: the listener accepts a connection in the loop turn where stop()
+    closes it, and uvloop delivers its connection_made a turn later. Its query (already
+    sent) must be answered, not refused with a reset (a NOTIFY lost in a storm)."""
+
+    async def scenario() -> None:
+        sock = tcp_socket("127.0.0.1", 0)
+        keeper = sock.dup()  # the main process keeps the slot's socket open, as in the pool
+        server = TcpServer(echo, None)
+        await server.start(sock)
+        client = socket.create_connection(sock.getsockname()[:2])  # queued in the kernel
+        try:
+            client.sendall(frame(query(7)))
+            # stop() starts on the next turn: the one whose poll accepts the connection.
+            await asyncio.ensure_future(server.stop(2.0))
+            client.settimeout(3)
+            size = int.from_bytes(client.recv(2), "big")
+            assert size == len(echo(query(7), True, None))
+            assert server.counters.refused == 0 and server.counters.accepted == 1
+        finally:
+            client.close()
+            keeper.close()
 
     run(scenario)
