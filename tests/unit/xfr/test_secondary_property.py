@@ -542,9 +542,11 @@ async def test_a_step_that_raises_does_not_wedge_the_zone() -> None:
     config = zone_config(0, False)
     shell.add(config)
     assert not failures and shell.zones[config.origin].events == deque()
-    assert [type(action) for _, action in io.started] == [lc.QuerySoa]  # the queued refresh
-    io.pending.pop().done(lc.SoaChecked(5, primary="p"))
-    assert [type(action) for _, action in io.started] == [lc.QuerySoa, lc.Transfer]
+    # The queued refresh: nothing served yet, so straight to the AXFR (no SOA query).
+    assert [type(action) for _, action in io.started] == [lc.Transfer]
+    io.pending.pop().done(lc.Transferred(False, error="refused"))
+    shell.post(config.origin, lc.ForceRefresh())  # later events are stepped too
+    assert [type(action) for _, action in io.started] == [lc.Transfer, lc.Transfer]
 
 
 async def test_a_removal_waits_for_the_timers_batch_holding_its_record() -> None:
